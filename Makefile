@@ -1,0 +1,49 @@
+# The two commands of the README: `make demo` and `make test`. Both create the environment first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build of torch that satisfies pyproject's torch>=2.2; override for another build, e.g.
+#   make demo TORCH_SPEC='torch>=2.2'
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv data demo test lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Finds FashionMNIST (--data-dir, $$VAEGEN_DATA, ~/.cache/vaegen, /usr/share/datasets) or downloads
+# it; where the download fails and we are root on Debian, installs Debian's dataset package.
+data: venv
+	@$(BIN)/vaegen data fetch fashion-mnist || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's dataset-fashion-mnist package"; \
+	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null && \
+	    $(BIN)/vaegen data fetch fashion-mnist; \
+	  else exit 1; fi; }
+
+# Trains the reference model (50 epochs) into runs/demo and draws its figures. Running it again
+# continues an interrupted run, or only redraws a finished one.
+demo: data
+	$(BIN)/vaegen train --out runs/demo --resume
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: venv
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: data
+	$(BIN)/python benchmarks/epoch_speed.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,252 @@
+"""Run-directory I/O: safetensors for tensors, JSON for everything else, every write atomic.
+
+    runs/NAME/config.json          RunConfig + vaegen version
+    runs/NAME/model.safetensors    the latest weights
+    runs/NAME/metrics.jsonl        one JSON object per finished epoch
+    runs/NAME/state/manifest.json  names the newest complete checkpoint and its files' SHA-256
+    runs/NAME/state/<checkpoint>/  model, optimizer and RNG tensors + progress.json
+
+A checkpoint's files are written into a fresh folder; the manifest is replaced (atomically) only
+after all of them are on disk, so a kill at any moment leaves the previous good checkpoint in force.
+Nothing is ever unpickled: a file in torch's pickle format is refused before it is parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ._io import atomic_write_bytes, atomic_write_text, fsync_dir
+from .config import RunConfig
+from .errors import RunError, VaegenError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.jsonl"
+STATE = "state"
+MANIFEST = "manifest.json"
+
+# torch.save writes a zip archive (PK..) or, in old versions, a raw pickle (protocol byte 0x80).
+_PICKLE_SIGNATURES = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+# ---------------------------------------------------------------------------------- tensors
+
+
+def tensors_to_bytes(tensors: Mapping[str, torch.Tensor], check_finite: bool = True) -> bytes:
+    """Serialise tensors with safetensors, refusing non-finite floating-point values."""
+    out = {}
+    for name, t in tensors.items():
+        t = t.detach().to("cpu").contiguous()
+        if check_finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise VaegenError(f"refusing to save tensor {name!r}: it holds NaN or infinite values")
+        out[name] = t.clone() if t.untyped_storage().size() != t.numel() * t.element_size() else t
+    return st_save(out)
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a pickle, truncated or corrupt file is a RunError naming it."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RunError(f"{path}: file not found") from None
+    if data.startswith(_PICKLE_SIGNATURES):
+        raise RunError(
+            f"{path}: this is a pickle (torch.save) file, not safetensors; vaegen never unpickles "
+            "files because unpickling can run arbitrary code"
+        )
+    try:
+        return st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise RunError(
+            f"{path}: not a valid safetensors file ({e}); it is truncated or corrupt"
+        ) from None
+
+
+def check_state_dict(
+    loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: str | Path
+) -> None:
+    """Check keys, shapes, dtypes and finiteness of `loaded` against `expected` before any load."""
+    missing = sorted(set(expected) - set(loaded))
+    extra = sorted(set(loaded) - set(expected))
+    if missing or extra:
+        raise RunError(
+            f"{path}: tensors do not match the model (missing: {missing or 'none'}; "
+            f"unexpected: {extra or 'none'})"
+        )
+    for name, ref in expected.items():
+        t = loaded[name]
+        if t.shape != ref.shape or t.dtype != ref.dtype:
+            raise RunError(
+                f"{path}: tensor {name!r} is {t.dtype} {tuple(t.shape)}, "
+                f"the model needs {ref.dtype} {tuple(ref.shape)}"
+            )
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise RunError(f"{path}: tensor {name!r} holds NaN or infinite values")
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load a model's weights from safetensors after checking every tensor."""
+    tensors = read_tensors(path)
+    check_state_dict(tensors, model.state_dict(), path)
+    model.load_state_dict(tensors)
+
+
+def save_weights(model: torch.nn.Module, path: str | Path) -> None:
+    atomic_write_bytes(path, tensors_to_bytes(model.state_dict()))
+
+
+# ------------------------------------------------------------------------------ config, metrics
+
+
+def save_config(run_dir: Path, config: RunConfig, dataset: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / CONFIG, config.to_json(dataset))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_config(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
+    """(config, dataset facts) from RUN/config.json."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    d = read_json(run_dir / CONFIG)
+    if not isinstance(d, dict):
+        raise RunError(f"{run_dir / CONFIG}: expected a JSON object")
+    try:
+        return RunConfig.from_dict(d), dict(d.get("dataset") or {})
+    except (VaegenError, TypeError) as e:
+        raise RunError(f"{run_dir / CONFIG}: {e}") from None
+
+
+def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.jsonl whole (it is small), so it always matches the saved state."""
+    atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise RunError(f"{path}, line {n}: not valid JSON ({e})") from None
+    return records
+
+
+# ------------------------------------------------------------------------- training state
+
+
+@dataclass
+class TrainingState:
+    """Everything needed to continue training exactly where it stopped."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]  # torch optimizer state_dict
+    rng: dict[str, torch.Tensor]  # generator states (uint8 tensors)
+    progress: dict[str, Any]  # epoch, step within the epoch, running sums, metrics so far
+
+
+def _optimizer_to_flat(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
+    tensors, meta = {}, {"param_groups": state_dict["param_groups"], "state": {}}
+    for index, per_param in state_dict["state"].items():
+        meta["state"][str(index)] = []
+        for key, value in per_param.items():
+            if not isinstance(value, torch.Tensor):
+                raise VaegenError(f"optimizer state {index}.{key} is not a tensor: {value!r}")
+            tensors[f"{index}.{key}"] = value
+            meta["state"][str(index)].append(key)
+    return tensors, meta
+
+
+def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: Any) -> dict[str, Any]:
+    state = {
+        int(index): {key: tensors[f"{index}.{key}"] for key in keys}
+        for index, keys in meta["state"].items()
+    }
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_state(run_dir: Path, state: TrainingState) -> None:
+    """Write a checkpoint folder, then point the manifest at it, then drop older checkpoints."""
+    state_dir = run_dir / STATE
+    name = f"epoch-{state.progress['epoch']:04d}-step-{state.progress['global_step']:08d}"
+    folder = state_dir / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    opt_tensors, opt_meta = _optimizer_to_flat(state.optimizer)
+    files = {
+        "model.safetensors": tensors_to_bytes(state.model),
+        "optimizer.safetensors": tensors_to_bytes(opt_tensors),
+        "rng.safetensors": tensors_to_bytes(state.rng, check_finite=False),
+        "progress.json": json.dumps(
+            {"progress": state.progress, "optimizer": opt_meta}, indent=1
+        ).encode(),
+    }
+    for filename, data in files.items():
+        atomic_write_bytes(folder / filename, data)
+    manifest = {"checkpoint": name, "files": {f: _sha256(d) for f, d in files.items()}}
+    atomic_write_text(state_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    for old in state_dir.iterdir():
+        if old.is_dir() and old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(state_dir)
+
+
+def load_state(run_dir: Path) -> TrainingState | None:
+    """The newest complete checkpoint, or None when the run has none yet.
+
+    A checkpoint whose files do not match the manifest's hashes is a RunError (the manifest is only
+    replaced after its files are complete, so this means the files were damaged afterwards).
+    """
+    state_dir = run_dir / STATE
+    manifest_path = state_dir / MANIFEST
+    if not manifest_path.exists():
+        return None
+    manifest = read_json(manifest_path)
+    try:
+        folder = state_dir / manifest["checkpoint"]
+        hashes = dict(manifest["files"])
+    except (KeyError, TypeError):
+        raise RunError(f"{manifest_path}: not a vaegen checkpoint manifest") from None
+    for filename, digest in hashes.items():
+        path = folder / filename
+        if not path.is_file() or _sha256(path.read_bytes()) != digest:
+            raise RunError(
+                f"{path}: missing or does not match its SHA-256 in {manifest_path}; "
+                "the checkpoint was damaged after it was written"
+            )
+    info = read_json(folder / "progress.json")
+    opt_tensors = read_tensors(folder / "optimizer.safetensors")
+    return TrainingState(
+        model=read_tensors(folder / "model.safetensors"),
+        optimizer=_optimizer_from_flat(opt_tensors, info["optimizer"]),
+        rng=read_tensors(folder / "rng.safetensors"),
+        progress=info["progress"],
+    )

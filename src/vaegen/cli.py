@@ -1,0 +1,179 @@
+"""The `vaegen` command. Thin: parse arguments, call the library, print.
+
+Every flag of `vaegen train` maps onto one config field (--latent-dim <-> model.latent_dim).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from . import __version__
+from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from .errors import VaegenError
+
+# flag -> (section, field); defaults live in the dataclasses, not here
+_TRAIN_FLAGS = {
+    "data": ("data", "source"),
+    "data_dir": ("data", "data_dir"),
+    "model": ("model", "model"),
+    "latent_dim": ("model", "latent_dim"),
+    "hidden": ("model", "hidden"),
+    "conditional": ("model", "conditional"),
+    "loss": ("train", "loss"),
+    "beta": ("train", "beta"),
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "seed": ("train", "seed"),
+    "device": ("train", "device"),
+    "threads": ("train", "threads"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vaegen",
+        description="Learn an image dataset's distribution with a VAE and generate simulated data.",
+    )
+    p.add_argument("--version", action="version", version=f"vaegen {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a VAE into a run directory")
+    d, m, tr = DataConfig(), ModelConfig(), TrainConfig()
+    t.add_argument(
+        "--data", help=f"named dataset, IDX folder, .npz or image folder (default {d.source})"
+    )
+    t.add_argument("--data-dir", help="folder to look in first for a named dataset")
+    t.add_argument("--model", choices=["mlp"], help=f"model architecture (default {m.model})")
+    t.add_argument("--latent-dim", type=int, help=f"latent dimensions (default {m.latent_dim})")
+    t.add_argument("--hidden", type=int, help=f"hidden layer width (default {m.hidden})")
+    t.add_argument(
+        "--conditional", action="store_true", default=None, help="condition on the class label"
+    )
+    t.add_argument("--loss", choices=["seed", "bernoulli"], help=f"loss (default {tr.loss})")
+    t.add_argument("--beta", type=float, help=f"weight of the KL term (default {tr.beta:g})")
+    t.add_argument("--epochs", type=int, help=f"epochs (default {tr.epochs})")
+    t.add_argument("--batch-size", type=int, help=f"images per step (default {tr.batch_size})")
+    t.add_argument("--lr", type=float, help=f"Adam learning rate (default {tr.lr:g})")
+    t.add_argument("--seed", type=int, help=f"random seed (default {tr.seed})")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    t.add_argument("--threads", type=int, help="CPU threads (default 0: vaegen's choice)")
+    t.add_argument("--out", type=Path, help="run directory (default runs/run-DATE-TIME)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--checkpoint-every", type=int, default=0, metavar="N",
+        help="also checkpoint every N steps (default: at the end of each epoch only)",
+    )  # fmt: skip
+    t.add_argument("--no-plots", action="store_true", help="do not draw the figures at the end")
+
+    pl = sub.add_parser("plot", help="draw a run's figures into RUN/figures/")
+    pl.add_argument("run", type=Path)
+
+    da = sub.add_parser("data", help="fetch or verify a named dataset")
+    da.add_argument("action", choices=["fetch", "verify"])
+    da.add_argument("name", help="fashion-mnist or mnist")
+    da.add_argument("--data-dir", help="folder to look in first")
+    return p
+
+
+def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
+    """`base` with every flag the user gave applied to its field."""
+    sections = {"data": base.data, "model": base.model, "train": base.train}
+    for flag, (section, name) in _TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            sections[section] = replace(sections[section], **{name: value})
+    return RunConfig(**sections)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from . import checkpoint as ckpt
+    from .plots import draw_all
+    from .train import train
+
+    out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    base = RunConfig()
+    if args.resume and (out / ckpt.CONFIG).exists():
+        base, _ = ckpt.load_config(out)  # unspecified flags keep the saved run's values
+    config = _train_config(args, base)
+    run = train(
+        config, out, resume=args.resume, progress=not args.quiet,
+        checkpoint_every=args.checkpoint_every,
+    )  # fmt: skip
+    if not args.no_plots:
+        draw_all(run)
+    last = run.metrics[-1] if run.metrics else None
+    if last:
+        print(
+            f"{run.path}: {last['epoch']} epochs, test {config.train.loss} loss "
+            f"{last['test_loss']:.3f} per image (recon {last['test_recon']:.3f} + "
+            f"KL {last['test_kl']:.3f})"
+        )
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import draw_all
+    from .train import load_run
+
+    for path in draw_all(load_run(args.run)):
+        print(path)
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from . import data
+
+    if args.action == "fetch":
+        print(data.fetch(args.name, args.data_dir))
+    else:
+        for path in data.verify(args.name, args.data_dir):
+            print(f"ok  {path}")
+    return 0
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests and notebooks replace it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def _configure_logging(level: int) -> None:
+    logger = logging.getLogger("vaegen")
+    for h in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(h)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+_COMMANDS = {"train": _cmd_train, "plot": _cmd_plot, "data": _cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a user error)."""
+    args = _parser().parse_args(argv)
+    _configure_logging(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        return _COMMANDS[args.command](args)
+    except VaegenError as e:
+        print(f"vaegen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaegen: interrupted; a run continues with `vaegen train --out RUN --resume`",
+              file=sys.stderr)  # fmt: skip
+        return 130

@@ -1,0 +1,111 @@
+"""Run configuration: small frozen dataclasses, validated on creation, saved as JSON in every run.
+
+Defaults reproduce the reference article: the seed MLP with a 2-D latent, the seed loss, 50 epochs,
+batch 128, Adam with learning rate 1e-3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import VaegenError
+
+MODEL_KINDS = ("mlp",)
+LOSS_NAMES = ("seed", "bernoulli")
+
+
+def _require(ok: bool, name: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise VaegenError(f"{name} = {value!r} is not valid: {allowed}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "fashion-mnist"  # a named dataset, an IDX folder, an .npz or an image folder
+    data_dir: str | None = None  # where to look for a named dataset first
+
+    def __post_init__(self) -> None:
+        _require(bool(self.source), "data", self.source, "name a dataset or a path")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = "mlp"
+    latent_dim: int = 2
+    hidden: int = 256
+    conditional: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.model in MODEL_KINDS, "model", self.model, f"one of {', '.join(MODEL_KINDS)}")
+        _require(self.latent_dim >= 1, "latent_dim", self.latent_dim, "an integer >= 1")
+        _require(self.hidden >= 1, "hidden", self.hidden, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    loss: str = "seed"
+    beta: float = 1.0
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # CPU threads for torch; 0 picks vaegen's measured default
+
+    def __post_init__(self) -> None:
+        _require(self.loss in LOSS_NAMES, "loss", self.loss, f"one of {', '.join(LOSS_NAMES)}")
+        _require(self.beta >= 0, "beta", self.beta, "a number >= 0")
+        _require(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _require(self.lr > 0, "lr", self.lr, "a number > 0")
+        _require(self.threads >= 0, "threads", self.threads, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, dataset: dict[str, Any] | None = None) -> str:
+        """config.json: this config, the vaegen version, and facts about the dataset trained on
+        (image shape, class names) that are needed to rebuild the model without the data."""
+        from . import __version__
+
+        d = {"vaegen_version": __version__, **self.to_dict(), "dataset": dataset or {}}
+        return json.dumps(d, indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        parts = {}  # keys other than the three sections (version, dataset facts) are not config
+        for f, sub in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+            values = d.get(f, {})
+            if not isinstance(values, dict):
+                raise VaegenError(f"config field {f!r} must be an object, got {values!r}")
+            known = {x.name for x in dataclasses.fields(sub)}
+            unknown = set(values) - known
+            if unknown:
+                raise VaegenError(
+                    f"config section {f!r} has unknown fields {sorted(unknown)}; "
+                    f"known: {sorted(known)}"
+                )
+            parts[f] = sub(**values)
+        return cls(**parts)
+
+
+def differences(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Fields that differ between two configs, as 'section.field: a -> b' lines."""
+    out = []
+    da, db = a.to_dict(), b.to_dict()
+    for section in da:
+        for key in da[section]:
+            name = f"{section}.{key}"
+            if name not in ignore and da[section][key] != db[section][key]:
+                out.append(f"{name}: {da[section][key]!r} -> {db[section][key]!r}")
+    return out

@@ -1,0 +1,213 @@
+"""Figures of a run (PNG, matplotlib's Agg backend: no screen needed).
+
+reconstructions.png  10 test images, one per class where possible, over their reconstructions
+latent_scatter.png   the latent means of every test image, coloured by class
+manifold.png         decoded images on a 15 x 15 grid of the latent plane at Gaussian quantiles
+loss_curve.png       train and test loss per epoch, and the test loss's two terms
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from statistics import NormalDist
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .data import ImageDataset, load_dataset
+from .losses import decoder_mean
+from .train import Run, to_float
+
+log = logging.getLogger(__name__)
+
+FIGURES = ("reconstructions", "latent_scatter", "manifold", "loss_curve")
+
+
+def _grey(ax: plt.Axes, image: np.ndarray) -> None:
+    """Show a C x H x W image in [0, 1] with a fixed 0..1 scale (no auto-contrast)."""
+    img = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+    ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _labels_arg(run: Run, y: torch.Tensor | None) -> torch.Tensor | None:
+    return y if run.config.model.conditional else None
+
+
+@torch.no_grad()
+def latent_means(
+    run: Run, x: torch.Tensor, y: torch.Tensor | None, batch: int = 5000
+) -> torch.Tensor:
+    """mu of q(z|x) for every image: N x latent_dim, on the CPU."""
+    parts = []
+    for i in range(0, len(x), batch):
+        yb = None if y is None else y[i : i + batch]
+        parts.append(run.model.encode(x[i : i + batch], _labels_arg(run, yb))[0].cpu())
+    return torch.cat(parts)
+
+
+def pick_examples(labels: torch.Tensor | None, n: int = 10) -> torch.Tensor:
+    """Indices of n test images: the first of each class in class order, then the next ones."""
+    if labels is None:
+        return torch.arange(n)
+    chosen: list[int] = []
+    for c in torch.unique(labels).tolist():
+        chosen.append(int((labels == c).nonzero()[0]))
+    taken = set(chosen)
+    rest = [i for i in range(min(len(labels), 2 * n)) if i not in taken]
+    return torch.tensor((chosen + rest)[:n])
+
+
+@torch.no_grad()
+def reconstructions(run: Run, test: ImageDataset, path: Path, n: int = 10) -> Path:
+    idx = pick_examples(test.labels, min(n, len(test)))
+    x = to_float(test.images[idx], run.device)
+    y = None if test.labels is None else test.labels[idx].to(run.device)
+    mu, _ = run.model.encode(x, _labels_arg(run, y))
+    recon = decoder_mean(run.model.decode(mu, _labels_arg(run, y)), run.config.train.loss).cpu()
+    fig, axes = plt.subplots(2, len(idx), figsize=(1.3 * len(idx), 3.2), squeeze=False)
+    for j in range(len(idx)):
+        _grey(axes[0, j], x[j].cpu().numpy())
+        _grey(axes[1, j], recon[j].numpy())
+        if y is not None:
+            axes[0, j].set_title(run.classes[int(y[j])], fontsize=8)
+    axes[0, 0].set_ylabel("original")
+    axes[1, 0].set_ylabel("reconstruction")
+    fig.suptitle("Test images (top) and their reconstructions from the latent mean (bottom)")
+    return _save(fig, path)
+
+
+def _project_2d(z: torch.Tensor) -> tuple[np.ndarray, str]:
+    """Latent points -> 2-D, and the axis description: identity for 2-D, PCA above."""
+    if z.shape[1] == 1:
+        return np.stack([z[:, 0].numpy(), np.zeros(len(z))], 1), "z (1-D latent)"
+    if z.shape[1] == 2:
+        return z.numpy(), "z"
+    centred = z - z.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return (centred @ v[:2].T).numpy(), f"first 2 principal components of the {z.shape[1]}-D latent"
+
+
+def latent_scatter(run: Run, test: ImageDataset, path: Path) -> Path:
+    x = to_float(test.images, run.device)
+    y = None if test.labels is None else test.labels.to(run.device)
+    points, what = _project_2d(latent_means(run, x, y))
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    if test.labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
+    else:
+        k = len(run.classes)
+        cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)
+        sc = ax.scatter(
+            points[:, 0], points[:, 1], c=test.labels.numpy(), cmap=cmap, s=2, alpha=0.6,
+            vmin=-0.5, vmax=k - 0.5,
+        )  # fmt: skip
+        bar = fig.colorbar(sc, ax=ax, ticks=range(k))
+        bar.ax.set_yticklabels(run.classes)
+    title = f"Latent means of the {len(points):,} test images"
+    if run.config.model.conditional:
+        title += " (conditional model: classes overlap by design)"
+    ax.set_title(title)
+    ax.set_xlabel(f"{what} [0]" if "principal" not in what else "PC 1")
+    ax.set_ylabel(f"{what} [1]" if "principal" not in what else "PC 2")
+    if "principal" in what:
+        ax.text(0.01, 0.01, f"projection: {what}", transform=ax.transAxes, fontsize=8)
+    return _save(fig, path)
+
+
+def manifold_grid(n: int = 15, lo: float = 0.05, hi: float = 0.95) -> torch.Tensor:
+    """Grid values norm.ppf(linspace(lo, hi, n)): equal steps of probability under N(0, 1)."""
+    return torch.tensor([NormalDist().inv_cdf(p) for p in np.linspace(lo, hi, n)])
+
+
+@torch.no_grad()
+def decode_grid(run: Run, label: int | None = None, n: int = 15) -> torch.Tensor:
+    """Decoded images at z = (g_j, g_i) on the quantile grid, other latent dims 0.
+
+    Returns n x n x C x H x W in [0, 1]; row 0 is the top (largest z[1]), column 0 the left."""
+    g = manifold_grid(n)
+    zy, zx = torch.meshgrid(g.flip(0), g, indexing="ij")
+    z = torch.zeros(n * n, run.config.model.latent_dim)
+    z[:, 0] = zx.reshape(-1)
+    if z.shape[1] > 1:
+        z[:, 1] = zy.reshape(-1)
+    y = None
+    if run.config.model.conditional:
+        y = torch.full((n * n,), 0 if label is None else label, dtype=torch.long, device=run.device)
+    out = run.model.decode(z.to(run.device), y)
+    return decoder_mean(out, run.config.train.loss).cpu().view(n, n, *run.image_shape)
+
+
+def manifold(run: Run, path: Path, label: int | None = None, n: int = 15) -> Path:
+    imgs = decode_grid(run, label, n)
+    c, h, w = run.image_shape
+    mosaic = imgs.permute(2, 0, 3, 1, 4).reshape(c, n * h, n * w).numpy()
+    g = manifold_grid(n).numpy()
+    fig, ax = plt.subplots(figsize=(9, 9))
+    img = mosaic[0] if c == 1 else mosaic.transpose(1, 2, 0)
+    ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ticks = np.arange(n) * w + w / 2
+    ax.set_xticks(ticks, [f"{v:.2f}" for v in g], rotation=90, fontsize=7)
+    ax.set_yticks(ticks, [f"{v:.2f}" for v in g[::-1]], fontsize=7)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    title = f"Decoded latent plane, {n} x {n} grid at N(0, 1) quantiles 0.05..0.95"
+    if run.config.model.latent_dim > 2:
+        title += f"\n(slice z[2:] = 0 of the {run.config.model.latent_dim}-D latent)"
+    if label is not None:
+        title += f"\nclass: {run.classes[label]}"
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def loss_curve(run: Run, path: Path) -> Path:
+    m = run.metrics
+    epochs = [r["epoch"] for r in m]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(epochs, [r["train_loss"] for r in m], "o-", label="train", ms=3)
+    a.plot(epochs, [r["test_loss"] for r in m], "o-", label="test", ms=3)
+    a.set_xlabel("epoch")
+    a.set_ylabel(f"{run.config.train.loss} loss per image")
+    a.set_title("Loss per image (reconstruction + KL)")
+    a.legend()
+    b.plot(epochs, [r["test_recon"] for r in m], "o-", label="reconstruction", ms=3)
+    b.plot(epochs, [r["test_kl"] for r in m], "o-", label="KL (nats)", ms=3)
+    b.set_xlabel("epoch")
+    b.set_ylabel("per image")
+    b.set_title("Test loss terms")
+    b.legend()
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def draw_all(run: Run, test: ImageDataset | None = None) -> list[Path]:
+    """Draw every figure into RUN/figures/ and return their paths."""
+    if test is None:
+        test = load_dataset(run.config.data.source, "test", run.config.data.data_dir)
+    folder = run.path / "figures"
+    run.model.eval()
+    paths = [
+        reconstructions(run, test, folder / "reconstructions.png"),
+        latent_scatter(run, test, folder / "latent_scatter.png"),
+        manifold(run, folder / "manifold.png"),
+    ]
+    if run.metrics:
+        paths.append(loss_curve(run, folder / "loss_curve.png"))
+    return paths

@@ -1,0 +1,257 @@
+"""The data layer: IDX format against its bytes, every rejection path, dataset resolution."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from vaegen import data
+from vaegen.data import (
+    DataError,
+    FileSpec,
+    NamedDataset,
+    idx_bytes,
+    load_dataset,
+    parse_idx,
+    read_idx,
+    write_idx,
+)
+
+from .conftest import make_images, write_idx_dataset
+
+
+def test_idx_bytes_match_the_format_by_hand():
+    arr = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.uint8)
+    expected = bytes([0, 0, 0x08, 2]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big")
+    assert idx_bytes(arr) == expected + bytes([1, 2, 3, 4, 5, 6])
+    ints = np.array([1, -2], dtype=np.int32)
+    assert (
+        idx_bytes(ints) == bytes([0, 0, 0x0C, 1, 0, 0, 0, 2]) + b"\x00\x00\x00\x01\xff\xff\xff\xfe"
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from([np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]),
+        shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5),
+    )
+)
+def test_idx_round_trip(arr):
+    back = parse_idx(idx_bytes(arr))
+    assert back.shape == arr.shape and back.dtype == arr.dtype
+    np.testing.assert_array_equal(back, arr)
+
+
+def test_write_and_read_gz(tmp_path):
+    x, _ = make_images(5)
+    write_idx(tmp_path / "a.gz", x)
+    assert gzip.decompress((tmp_path / "a.gz").read_bytes()) == idx_bytes(x)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), x)
+    write_idx(tmp_path / "b.gz", x)  # same array, same bytes (no timestamp in the gzip header)
+    assert (tmp_path / "a.gz").read_bytes() == (tmp_path / "b.gz").read_bytes()
+
+
+GOOD = idx_bytes(np.arange(12, dtype=np.uint8).reshape(3, 4))
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x00\x00", "too short"),
+        (b"\x12\x34" + GOOD[2:], "not an IDX file"),
+        (GOOD[:2] + b"\x07" + GOOD[3:], "unknown IDX type code 0x07"),
+        (GOOD[:3] + b"\x00", "0 dimensions"),
+        (GOOD[:6], "truncated IDX header"),
+        (GOOD[:-1], "truncated"),
+        (GOOD + b"\x00", "trailing bytes"),
+    ],
+)
+def test_idx_rejections_name_the_file(tmp_path, payload, message):
+    path = tmp_path / "bad-idx3-ubyte"
+    path.write_bytes(payload)
+    with pytest.raises(DataError, match=message) as info:
+        read_idx(path)
+    assert str(path) in str(info.value)
+
+
+def test_corrupt_gzip_is_a_clear_error(tmp_path):
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(GOOD)[:-8])  # cut the gzip trailer
+    with pytest.raises(DataError, match=r"x\.gz: not a valid gzip file"):
+        read_idx(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_idx(tmp_path / "nope")
+
+
+def test_idx_folder_dataset(tiny_data):
+    train = load_dataset(tiny_data, "train")
+    test = load_dataset(tiny_data, "test")
+    assert train.images.shape == (256, 1, 12, 12) and train.images.dtype.is_floating_point is False
+    assert len(test) == 64
+    assert train.classes == ["shape <0>", "shape <1>", "shape <2>"]
+    x, y = make_images(256, seed=0)
+    np.testing.assert_array_equal(train.images[:, 0].numpy(), x)
+    np.testing.assert_array_equal(train.labels.numpy(), y)
+
+
+def test_labels_out_of_range_are_refused(tmp_path):
+    folder = write_idx_dataset(tmp_path / "d")
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.full(256, 7, dtype=np.uint8))
+    with pytest.raises(DataError, match=r"labels span 7\.\.7 but there are 3 classes"):
+        load_dataset(folder)
+
+
+def test_label_count_mismatch(tmp_path):
+    folder = write_idx_dataset(tmp_path / "d")
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros(5, dtype=np.uint8))
+    with pytest.raises(DataError, match="256 images but labels of shape"):
+        load_dataset(folder)
+
+
+def test_npz_dataset_and_pickle_refusal(tmp_path):
+    x, y = make_images(10)
+    np.savez(tmp_path / "d.npz", x=x, y=y.astype(np.int64))
+    ds = load_dataset(tmp_path / "d.npz")
+    assert ds.images.shape == (10, 1, 12, 12) and ds.labels.tolist() == y.tolist()
+    np.savez(tmp_path / "obj.npz", x=np.array([object()], dtype=object))
+    with pytest.raises(DataError, match=r"obj\.npz: not a readable \.npz"):
+        load_dataset(tmp_path / "obj.npz")
+    np.savez(tmp_path / "nox.npz", images=x)
+    with pytest.raises(DataError, match="no array named 'x'"):
+        load_dataset(tmp_path / "nox.npz")
+
+
+def test_image_folder_dataset(tmp_path):
+    from PIL import Image
+
+    x, _ = make_images(4)
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(x[i]).save(tmp_path / "imgs" / cls / f"{i}.png")
+    ds = load_dataset(tmp_path / "imgs")
+    assert ds.classes == ["cat", "dog"] and ds.labels.tolist() == [0, 0, 1, 1]
+    np.testing.assert_array_equal(ds.images[0, 0].numpy(), x[0])
+
+
+def test_unknown_source():
+    with pytest.raises(DataError, match="not a named dataset"):
+        load_dataset("no-such-thing")
+
+
+# ------------------------------------------------------------------- named datasets
+
+
+def _fake_named(tmp_path: Path) -> tuple[NamedDataset, Path]:
+    """A named dataset whose 'official' files are tiny ones written here, with real checksums."""
+    src = write_idx_dataset(tmp_path / "official", n_train=20, n_test=10)
+    files = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        specs = []
+        for kind, ndim in (("images", 3), ("labels", 1)):
+            name = f"{prefix}-{kind}-idx{ndim}-ubyte.gz"
+            gz = (src / name).read_bytes()
+            raw = gzip.decompress(gz)
+            specs.append(FileSpec(name, len(raw), hashlib.sha256(raw).hexdigest(), None))
+        files[split] = tuple(specs)
+    ds = NamedDataset("fake", ("a", "b", "c"), files, mirrors=(src.as_uri() + "/",))
+    return ds, src
+
+
+@pytest.fixture
+def fake_named(tmp_path, monkeypatch):
+    ds, src = _fake_named(tmp_path)
+    monkeypatch.setitem(data.NAMED_DATASETS, "fake", ds)
+    monkeypatch.setattr(data, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    return ds, src
+
+
+def test_named_dataset_downloads_into_the_cache_and_verifies(fake_named, tmp_path):
+    train = load_dataset("fake", "train")
+    assert len(train) == 20 and train.classes == ["a", "b", "c"]
+    assert (tmp_path / "cache" / "vaegen" / "fake" / "train-images-idx3-ubyte.gz").is_file()
+    assert len(data.verify("fake")) == 4
+
+
+def test_missing_named_dataset_says_the_three_ways(fake_named, monkeypatch):
+    ds, _ = fake_named
+    monkeypatch.setitem(
+        data.NAMED_DATASETS,
+        "fake",
+        NamedDataset("fake", ds.classes, ds.files, ("file:///nonexistent/",), "dataset-fake"),
+    )
+    with pytest.raises(DataError) as info:
+        load_dataset("fake")
+    msg = str(info.value)
+    assert "vaegen data fetch fake" in msg and "$VAEGEN_DATA" in msg
+    assert "apt-get install dataset-fake" in msg and "download failed" in msg
+
+
+def test_search_order_prefers_data_dir_then_env(fake_named, tmp_path, monkeypatch):
+    _, src = fake_named
+    env_dir = write_idx_dataset(tmp_path / "env" / "fake", n_train=20, n_test=10)
+    monkeypatch.setenv("VAEGEN_DATA", str(tmp_path / "env"))
+    assert data.locate("fake", data_dir=src) == src
+    assert data.locate("fake") == env_dir
+
+
+def test_corrupt_named_file_is_named(fake_named, tmp_path):
+    _, src = fake_named
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for f in src.glob("*.gz"):
+        (folder / f.name).write_bytes(f.read_bytes())
+    x, _ = make_images(20, seed=5)  # same shape, different content
+    write_idx(folder / "train-images-idx3-ubyte.gz", x)
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: checksum mismatch"):
+        load_dataset("fake", data_dir=folder)
+    write_idx(folder / "train-images-idx3-ubyte.gz", x[:3])
+    with pytest.raises(DataError, match=r"bytes after decompression, expected"):
+        data.verify("fake", data_dir=folder)
+
+
+def test_official_gz_md5_is_accepted(tmp_path, monkeypatch):
+    """MNIST has only the official .gz MD5s: a file with that MD5 passes, any other fails."""
+    ds, src = _fake_named(tmp_path)
+    files = {}
+    for split, specs in ds.files.items():
+        files[split] = tuple(
+            FileSpec(s.name, s.raw_size, None, hashlib.md5((src / s.name).read_bytes()).hexdigest())
+            for s in specs
+        )
+    monkeypatch.setitem(data.NAMED_DATASETS, "fake", NamedDataset("fake", ds.classes, files, ()))
+    assert len(load_dataset("fake", "test", data_dir=src)) == 10
+    (src / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(gzip.decompress((src / "t10k-labels-idx1-ubyte.gz").read_bytes()), mtime=1)
+    )
+    with pytest.raises(DataError, match="MD5 is not the official one"):
+        load_dataset("fake", "test", data_dir=src)
+
+
+def test_pickle_is_never_loaded_as_npz(tmp_path):
+    (tmp_path / "p.npz").write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(DataError, match="not a readable"):
+        load_dataset(tmp_path / "p.npz")
+
+
+def test_cli_reports_a_corrupt_file_in_one_line(fake_named, tmp_path, capsys):
+    from vaegen.cli import main
+
+    _, src = fake_named
+    (src / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    assert main(["data", "verify", "fake", "--data-dir", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaegen: error: ") and "t10k-labels-idx1-ubyte.gz" in err
+    assert "Traceback" not in err and err.count("\n") == 1

@@ -1,0 +1,154 @@
+"""Training end to end: the CLI on a tiny dataset, repeatability, exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from vaegen import RunConfig, load_run, train
+from vaegen.checkpoint import read_tensors
+from vaegen.cli import main
+from vaegen.config import DataConfig, ModelConfig, TrainConfig
+from vaegen.errors import RunError
+
+
+def tiny_config(data: Path, epochs: int = 4, **train_kw) -> RunConfig:
+    return RunConfig(
+        DataConfig(str(data)),
+        ModelConfig(hidden=32),
+        TrainConfig(epochs=epochs, **{"batch_size": 32, **train_kw}),
+    )
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    ta, tb = read_tensors(a / "model.safetensors"), read_tensors(b / "model.safetensors")
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+
+
+def test_cli_train_writes_the_run_directory(tiny_data, tmp_path, capsys):
+    out = tmp_path / "runs" / "t"
+    argv = ["-q", "train", "--data", str(tiny_data), "--epochs", "3", "--hidden", "32",
+            "--batch-size", "32", "--lr", "3e-3", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "3 epochs, test seed loss" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["hidden"] == 32 and config["train"]["epochs"] == 3
+    assert config["dataset"]["image_shape"] == [1, 12, 12]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[-1]["test_loss"] < records[0]["test_loss"]
+    for r in records:
+        assert r["test_loss"] == pytest.approx(r["test_recon"] + r["test_kl"])
+        assert r["seconds"] > 0
+    for name in ("reconstructions", "latent_scatter", "manifold", "loss_curve"):
+        with Image.open(out / "figures" / f"{name}.png") as im:
+            assert im.size[0] > 300
+    # redraw from the saved run alone
+    (out / "figures" / "manifold.png").unlink()
+    assert main(["plot", str(out)]) == 0
+    assert (out / "figures" / "manifold.png").is_file()
+
+
+def test_existing_run_is_not_overwritten(tiny_data, tmp_path, capsys):
+    out = tmp_path / "r"
+    train(tiny_config(tiny_data, epochs=1), out, progress=False)
+    before = (out / "model.safetensors").read_bytes()
+    argv = ["train", "--data", str(tiny_data), "--epochs", "1", "--out", str(out), "--no-plots"]
+    assert main(argv) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_same_seed_gives_bitwise_identical_weights(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, epochs=2), tmp_path / "a", progress=False)
+    train(tiny_config(tiny_data, epochs=2), tmp_path / "b", progress=False)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    train(tiny_config(tiny_data, epochs=2, seed=1), tmp_path / "c", progress=False)
+    assert not torch.equal(
+        read_tensors(tmp_path / "a" / "model.safetensors")["fc1.weight"],
+        read_tensors(tmp_path / "c" / "model.safetensors")["fc1.weight"],
+    )
+
+
+def test_resume_2_plus_2_equals_4_bitwise(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, epochs=4), tmp_path / "full", progress=False)
+    train(tiny_config(tiny_data, epochs=2), tmp_path / "split", progress=False)
+    run = train(tiny_config(tiny_data, epochs=4), tmp_path / "split", resume=True, progress=False)
+    assert [r["epoch"] for r in run.metrics] == [1, 2, 3, 4]
+    assert_same_weights(tmp_path / "full", tmp_path / "split")
+    full = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    split = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    timeless = [
+        [
+            {k: v for k, v in json.loads(x).items() if k not in ("seconds", "images_per_second")}
+            for x in f
+        ]
+        for f in (full, split)
+    ]
+    assert timeless[0] == timeless[1]
+
+
+def test_resume_from_a_mid_epoch_checkpoint_is_exact(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, epochs=2), tmp_path / "full", progress=False)
+    cfg = tiny_config(tiny_data, epochs=2)
+    # stop after 11 steps (epoch 2, step 3 of 8) with a checkpoint every 3 steps: resumes at step 9
+    train(cfg, tmp_path / "cut", progress=False, checkpoint_every=3, _stop_after_steps=11)
+    train(cfg, tmp_path / "cut", resume=True, progress=False, checkpoint_every=3)
+    assert_same_weights(tmp_path / "full", tmp_path / "cut")
+
+
+def test_resume_edge_cases(tiny_data, tmp_path, caplog):
+    cfg = tiny_config(tiny_data, epochs=1)
+    # --resume with nothing saved yet starts from the beginning
+    train(cfg, tmp_path / "r", resume=True, progress=False)
+    assert len(load_run(tmp_path / "r").metrics) == 1
+    # a finished run says so and changes nothing
+    before = (tmp_path / "r" / "model.safetensors").read_bytes()
+    with caplog.at_level("INFO"):
+        train(cfg, tmp_path / "r", resume=True, progress=False)
+    assert "is finished" in caplog.text
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == before
+    # a contradicting config lists the differing fields
+    other = tiny_config(tiny_data, epochs=1, lr=0.5, batch_size=16)
+    with pytest.raises(
+        RunError, match=r"(?s)train\.batch_size: 32 -> 16.*train\.lr: 0\.001 -> 0\.5"
+    ):
+        train(other, tmp_path / "r", resume=True, progress=False)
+
+
+def test_cli_resume_keeps_the_saved_config(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    base = ["-q", "train", "--data", str(tiny_data), "--hidden", "32", "--batch-size", "32",
+            "--out", str(out), "--no-plots"]  # fmt: skip
+    assert main([*base, "--epochs", "1"]) == 0
+    # only --epochs given: the other fields come from config.json, not the defaults
+    assert main(["-q", "train", "--out", str(out), "--resume", "--epochs", "2", "--no-plots"]) == 0
+    assert len(load_run(out).metrics) == 2
+
+
+def test_non_finite_loss_stops_with_a_hint(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, epochs=1, lr=1e30)
+    with pytest.raises(
+        Exception, match=r"the loss became .* at epoch 1, step \d+: try a smaller learning rate"
+    ):
+        train(cfg, tmp_path / "nan", progress=False)
+
+
+def test_conditional_needs_labels(tmp_path):
+    import numpy as np
+
+    from .conftest import make_images
+
+    x, _ = make_images(40)
+    np.savez(tmp_path / "u.npz", x=x)
+    cfg = RunConfig(
+        DataConfig(str(tmp_path / "u.npz")), ModelConfig(conditional=True), TrainConfig(epochs=1)
+    )
+    with pytest.raises(Exception, match="--conditional needs labels"):
+        train(cfg, tmp_path / "c", progress=False)
