@@ -4,11 +4,13 @@ __version__ = "0.1.0"
 
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import ImageDataset, load_dataset
-from .models import VAE
+from .generate import generate
+from .models import VAE, ConvVAE
 from .train import Run, load_run, train
 
 __all__ = [
     "VAE",
+    "ConvVAE",
     "DataConfig",
     "ImageDataset",
     "ModelConfig",
@@ -16,6 +18,7 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "__version__",
+    "generate",
     "load_dataset",
     "load_run",
     "train",

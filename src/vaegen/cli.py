@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         "--data", help=f"named dataset, IDX folder, .npz or image folder (default {d.source})"
     )
     t.add_argument("--data-dir", help="folder to look in first for a named dataset")
-    t.add_argument("--model", choices=["mlp"], help=f"model architecture (default {m.model})")
+    t.add_argument(
+        "--model", choices=["mlp", "conv"], help=f"model architecture (default {m.model})"
+    )
     t.add_argument("--latent-dim", type=int, help=f"latent dimensions (default {m.latent_dim})")
     t.add_argument("--hidden", type=int, help=f"hidden layer width (default {m.hidden})")
     t.add_argument(
@@ -72,6 +74,30 @@ def _parser() -> argparse.ArgumentParser:
         help="also checkpoint every N steps (default: at the end of each epoch only)",
     )  # fmt: skip
     t.add_argument("--no-plots", action="store_true", help="do not draw the figures at the end")
+
+    g = sub.add_parser("generate", help="write simulated images (and labels) to a file or folder")
+    g.add_argument("run", type=Path)
+    g.add_argument("--n", type=int, required=True, help="number of images")
+    g.add_argument(
+        "--label", nargs="+", metavar="CLASS",
+        help="class names or indices to draw (conditional runs; default: all, spread evenly)",
+    )  # fmt: skip
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument(
+        "--temperature", type=float, default=1.0,
+        help="scale of the prior samples, z ~ N(0, T^2 I) (default 1)",
+    )  # fmt: skip
+    g.add_argument(
+        "--out", type=Path, required=True,
+        help="FILE.npz, or a folder: IDX .gz files (default) or PNGs with --format png",
+    )  # fmt: skip
+    g.add_argument("--format", choices=["npz", "idx", "png"], help="output format")
+    g.add_argument(
+        "--split", choices=["train", "test"], default="train",
+        help="IDX file prefix: train- or t10k- (default train)",
+    )  # fmt: skip
+    g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    g.add_argument("--device", default="cpu", help="device to decode on (default cpu)")
 
     pl = sub.add_parser("plot", help="draw a run's figures into RUN/figures/")
     pl.add_argument("run", type=Path)
@@ -119,6 +145,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate, output_format, write
+    from .train import load_run
+
+    output_format(args.out, args.format)  # a bad --out fails before any work
+    run = load_run(args.run, device=args.device)
+    images, labels = generate(run, args.n, args.label, args.seed, args.temperature)
+    files = write(images, labels, run.classes, args.out, args.format, args.split, args.overwrite)
+    counts = ""
+    if labels is not None:
+        per_class = labels.bincount(minlength=len(run.classes)).tolist()
+        counts = (
+            " (" + ", ".join(f"{run.classes[k]}: {c}" for k, c in enumerate(per_class) if c) + ")"
+        )
+    print(
+        f"wrote {len(images)} images{counts} to {args.out} ({len(files)} file{'s' if len(files) != 1 else ''})"
+    )
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from .plots import draw_all
     from .train import load_run
@@ -161,7 +207,12 @@ def _configure_logging(level: int) -> None:
     logger.setLevel(level)
 
 
-_COMMANDS = {"train": _cmd_train, "plot": _cmd_plot, "data": _cmd_data}
+_COMMANDS = {
+    "train": _cmd_train,
+    "generate": _cmd_generate,
+    "plot": _cmd_plot,
+    "data": _cmd_data,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import VaegenError
 
-MODEL_KINDS = ("mlp",)
+MODEL_KINDS = ("mlp", "conv")
 LOSS_NAMES = ("seed", "bernoulli")
 
 

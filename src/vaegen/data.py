@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import logging
 import os
+import re
 import urllib.request
 import zlib
 from collections.abc import Sequence
@@ -81,6 +82,11 @@ class ImageDataset:
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W)."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+def safe_name(name: str) -> str:
+    """A class name made safe as a file or folder name ("T-shirt/top" -> "T-shirt_top")."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "class"
 
 
 # --------------------------------------------------------------------------------------- IDX

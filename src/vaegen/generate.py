@@ -6,10 +6,17 @@ as a folder of IDX .gz files (readable as a dataset by vaegen and other MNIST re
 
 from __future__ import annotations
 
+import gzip
+import io
+import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from ._io import atomic_write_bytes
+from .data import idx_bytes, safe_name
 from .errors import VaegenError
 from .losses import decoder_mean
 from .train import Run
@@ -82,3 +89,102 @@ def generate(
         pixels = decoder_mean(out, run.config.train.loss)
         parts.append((pixels * 255.0).round_().to(torch.uint8).cpu())
     return torch.cat(parts), y
+
+
+# ------------------------------------------------------------------------------- writing
+
+FORMATS = ("npz", "idx", "png")
+
+
+def output_format(out: Path, fmt: str | None) -> str:
+    """npz for a path ending in .npz; otherwise a folder: IDX .gz files, or PNGs with fmt='png'."""
+    if fmt is not None and fmt not in FORMATS:
+        raise VaegenError(f"format {fmt!r} is not known; use one of {', '.join(FORMATS)}")
+    if out.suffix == ".npz":
+        if fmt not in (None, "npz"):
+            raise VaegenError(f"{out}: a .npz path cannot be written as {fmt}; drop --format")
+        return "npz"
+    if out.suffix:
+        raise VaegenError(
+            f"{out}: unknown output format {out.suffix!r}; give a path ending in .npz, "
+            "or a folder (IDX .gz files, or PNGs with --format png)"
+        )
+    return fmt or "idx"
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz archive with fixed timestamps, so that the same arrays give the same bytes
+    (np.savez stamps the current time into the zip)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
+def write(
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    classes: Sequence[str],
+    out: str | Path,
+    fmt: str | None = None,
+    split: str = "train",
+    overwrite: bool = False,
+) -> list[Path]:
+    """Store generated images: .npz (x: uint8 N x H x W, or N x C x H x W for C > 1; y: int64;
+    classes), a folder of MNIST-style IDX .gz files (train- or t10k- prefix by `split`, plus
+    classes.txt), or a folder of PNGs with one sub-folder per class. Returns the files written.
+    Existing files are refused unless overwrite=True; every file is written atomically."""
+    out = Path(out)
+    fmt = output_format(out, fmt)
+    x = images.numpy()
+    if x.shape[1] == 1:
+        x = x[:, 0]
+    y = None if labels is None else labels.numpy().astype(np.int64)
+
+    files: dict[Path, bytes] = {}
+    if fmt == "npz":
+        arrays = {"x": x}
+        if y is not None:
+            arrays |= {"y": y, "classes": np.array(list(classes), dtype=np.str_)}
+        files[out] = _npz_bytes(arrays)
+    elif fmt == "idx":
+        prefix = {"train": "train", "test": "t10k"}[split]
+        ndim = x.ndim
+        files[out / f"{prefix}-images-idx{ndim}-ubyte.gz"] = gzip.compress(idx_bytes(x), mtime=0)
+        if y is not None:
+            labels_u8 = y.astype(np.uint8) if len(classes) <= 256 else y.astype(np.int32)
+            files[out / f"{prefix}-labels-idx1-ubyte.gz"] = gzip.compress(
+                idx_bytes(labels_u8), mtime=0
+            )
+            files[out / "classes.txt"] = "".join(f"{c}\n" for c in classes).encode()
+    else:
+        from PIL import Image
+
+        folders = (
+            [out / f"{i:02d}_{safe_name(c)}" for i, c in enumerate(classes)]
+            if y is not None
+            else [out / "samples"]
+        )
+        counters: dict[int, int] = {}
+        for i in range(len(x)):  # one PNG per image: the file I/O is the cost here
+            cls = 0 if y is None else int(y[i])
+            k = counters[cls] = counters.get(cls, -1) + 1
+            buf = io.BytesIO()
+            img = x[i] if x.ndim == 3 else x[i].transpose(1, 2, 0)
+            Image.fromarray(img).save(buf, format="PNG")
+            files[folders[cls] / f"{k:05d}.png"] = buf.getvalue()
+
+    existing = [p for p in files if p.exists()]
+    if existing and not overwrite:
+        raise VaegenError(
+            f"{existing[0]} already exists ({len(existing)} of the output files do); "
+            "pass --overwrite to replace them, or choose another --out"
+        )
+    for path, data in files.items():
+        atomic_write_bytes(path, data)
+    return list(files)

@@ -32,7 +32,56 @@ def reparameterize(
     return mu + eps * torch.exp(0.5 * logvar)
 
 
-class VAE(nn.Module):
+class _VAEBase(nn.Module):
+    """What every model shares: optional class conditioning and the forward pass."""
+
+    def __init__(
+        self, image_shape: tuple[int, int, int], latent_dim: int, num_classes: int
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.num_classes = num_classes
+
+    def _one_hot(self, y: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        if not self.num_classes:
+            return None
+        if y is None:
+            raise ValueError("this model is conditional: pass the class labels y")
+        return F.one_hot(y, self.num_classes).to(dtype)
+
+    def _heads(self, h: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder features N x hidden (+ the embedded label) -> (mu, logvar)."""
+        one_hot = self._one_hot(y, h.dtype)
+        if one_hot is not None:
+            h = torch.cat([h, F.relu(self.fc_label(one_hot))], dim=1)
+        return self.fc_mu(h), self.fc_logvar(h).clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def _with_label(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The decoder's input: z, or [z, one_hot(y)] for a conditional model."""
+        one_hot = self._one_hot(y, z.dtype)
+        return z if one_hot is None else torch.cat([z, one_hot], dim=1)
+
+    def encode(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> VAEOutput:
+        mu, logvar = self.encode(x, y)
+        z = reparameterize(mu, logvar, generator)
+        return VAEOutput(self.decode(z, y), mu, logvar, z)
+
+
+class VAE(_VAEBase):
     """The reference MLP VAE (784 -> 256 -> 2 x latent -> 256 -> 784), optionally conditional.
 
     Unconditional, it is exactly the article's model: Linear + ReLU, two Linear heads for the mean
@@ -49,10 +98,7 @@ class VAE(nn.Module):
         hidden: int = 256,
         num_classes: int = 0,
     ) -> None:
-        super().__init__()
-        self.image_shape = tuple(image_shape)
-        self.latent_dim = latent_dim
-        self.num_classes = num_classes
+        super().__init__(image_shape, latent_dim, num_classes)
         pixels = math.prod(image_shape)
         self.fc1 = nn.Linear(pixels, hidden)
         head_in = hidden
@@ -64,40 +110,70 @@ class VAE(nn.Module):
         self.fc3 = nn.Linear(latent_dim + num_classes, hidden)
         self.fc4 = nn.Linear(hidden, pixels)
 
-    def _one_hot(self, y: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-        if not self.num_classes:
-            return None
-        if y is None:
-            raise ValueError("this model is conditional: pass the class labels y")
-        return F.one_hot(y, self.num_classes).to(dtype)
-
     def encode(
         self, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x: N x C x H x W in [0, 1] -> (mu, logvar), each N x latent_dim."""
         h = F.relu(self.fc1(x.flatten(1)))
-        one_hot = self._one_hot(y, h.dtype)
-        if one_hot is not None:
-            h = torch.cat([h, F.relu(self.fc_label(one_hot))], dim=1)
-        logvar = self.fc_logvar(h).clamp(LOGVAR_MIN, LOGVAR_MAX)
-        return self.fc_mu(h), logvar
+        return self._heads(h, y)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """z: N x latent_dim -> N x C x H x W (no output activation)."""
-        one_hot = self._one_hot(y, z.dtype)
-        if one_hot is not None:
-            z = torch.cat([z, one_hot], dim=1)
+        z = self._with_label(z, y)
         return self.fc4(F.relu(self.fc3(z))).view(-1, *self.image_shape)
 
-    def forward(
+
+class ConvVAE(_VAEBase):
+    """A small convolutional VAE for sharper samples, optionally conditional like `VAE`.
+
+    Encoder: two stride-2 4x4 convolutions (32, 64 channels) + ReLU, Linear(64*H/4*W/4, hidden)
+    + ReLU, [label embedding], heads. Decoder: the mirror image with transposed convolutions.
+    H and W must be multiples of 4.
+    """
+
+    def __init__(
         self,
-        x: torch.Tensor,
-        y: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> VAEOutput:
-        mu, logvar = self.encode(x, y)
-        z = reparameterize(mu, logvar, generator)
-        return VAEOutput(self.decode(z, y), mu, logvar, z)
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        latent_dim: int = 2,
+        hidden: int = 256,
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__(image_shape, latent_dim, num_classes)
+        c, h, w = image_shape
+        if h % 4 or w % 4:
+            raise ValueError(
+                f"the conv model needs image height and width divisible by 4, got {h} x {w}; "
+                "use --model mlp"
+            )
+        self.feature_shape = (64, h // 4, w // 4)
+        features = math.prod(self.feature_shape)
+        self.conv1 = nn.Conv2d(c, 32, 4, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 4, stride=2, padding=1)
+        self.fc1 = nn.Linear(features, hidden)
+        head_in = hidden
+        if num_classes:
+            self.fc_label = nn.Linear(num_classes, hidden)
+            head_in += hidden
+        self.fc_mu = nn.Linear(head_in, latent_dim)
+        self.fc_logvar = nn.Linear(head_in, latent_dim)
+        self.fc3 = nn.Linear(latent_dim + num_classes, hidden)
+        self.fc4 = nn.Linear(hidden, features)
+        self.deconv1 = nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1)
+        self.deconv2 = nn.ConvTranspose2d(32, c, 4, stride=2, padding=1)
+
+    def encode(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: N x C x H x W in [0, 1] -> (mu, logvar), each N x latent_dim."""
+        h = F.relu(self.conv2(F.relu(self.conv1(x))))
+        h = F.relu(self.fc1(h.flatten(1)))
+        return self._heads(h, y)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z: N x latent_dim -> N x C x H x W (no output activation)."""
+        z = self._with_label(z, y)
+        h = F.relu(self.fc4(F.relu(self.fc3(z)))).view(-1, *self.feature_shape)
+        return self.deconv2(F.relu(self.deconv1(h)))
 
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": VAE}
+MODELS: dict[str, type[_VAEBase]] = {"mlp": VAE, "conv": ConvVAE}

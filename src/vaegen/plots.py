@@ -3,6 +3,9 @@
 reconstructions.png  10 test images, one per class where possible, over their reconstructions
 latent_scatter.png   the latent means of every test image, coloured by class
 manifold.png         decoded images on a 15 x 15 grid of the latent plane at Gaussian quantiles
+                     (conditional runs: manifold_<k>_<class>.png, one per class)
+samples.png          simulated images: 10 prior samples per class (conditional) or 10 x 10
+interpolation.png    a straight line through latent space between two test images, decoded
 loss_curve.png       train and test loss per epoch, and the test loss's two terms
 """
 
@@ -19,13 +22,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .data import ImageDataset, load_dataset
+from .data import ImageDataset, load_dataset, safe_name
 from .losses import decoder_mean
 from .train import Run, to_float
 
 log = logging.getLogger(__name__)
 
-FIGURES = ("reconstructions", "latent_scatter", "manifold", "loss_curve")
+FIGURES = (
+    "reconstructions",
+    "latent_scatter",
+    "manifold",
+    "samples",
+    "interpolation",
+    "loss_curve",
+)
 
 
 def _grey(ax: plt.Axes, image: np.ndarray) -> None:
@@ -153,8 +163,9 @@ def manifold(run: Run, path: Path, label: int | None = None, n: int = 15) -> Pat
     img = mosaic[0] if c == 1 else mosaic.transpose(1, 2, 0)
     ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ticks = np.arange(n) * w + w / 2
-    ax.set_xticks(ticks, [f"{v:.2f}" for v in g], rotation=90, fontsize=7)
-    ax.set_yticks(ticks, [f"{v:.2f}" for v in g[::-1]], fontsize=7)
+    labels = [f"{v:.2f}".replace("-0.00", "0.00") for v in g]
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, labels[::-1], fontsize=7)
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     title = f"Decoded latent plane, {n} x {n} grid at N(0, 1) quantiles 0.05..0.95"
@@ -163,6 +174,70 @@ def manifold(run: Run, path: Path, label: int | None = None, n: int = 15) -> Pat
     if label is not None:
         title += f"\nclass: {run.classes[label]}"
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def _mosaic(images: torch.Tensor) -> np.ndarray:
+    """rows x cols x C x H x W in [0, 1] -> one H*rows x W*cols (x C) image with 1-pixel gaps."""
+    rows, cols, c, h, w = images.shape
+    padded = torch.ones(rows, cols, c, h + 1, w + 1)
+    padded[:, :, :, :h, :w] = images
+    m = padded.permute(2, 0, 3, 1, 4).reshape(c, rows * (h + 1), cols * (w + 1))[:, :-1, :-1]
+    return m[0].numpy() if c == 1 else m.permute(1, 2, 0).numpy()
+
+
+def samples(run: Run, path: Path, per_class: int = 10, seed: int = 0) -> Path:
+    """Simulated images from the prior: one row per class for a conditional model."""
+    from .generate import generate
+
+    k = len(run.classes) if run.config.model.conditional else per_class
+    images, labels = generate(run, k * per_class, seed=seed)
+    grid = (images.float() / 255.0).view(k, per_class, *run.image_shape)
+    fig, ax = plt.subplots(figsize=(1.0 * per_class + 1.5, 1.0 * k + 0.8))
+    ax.imshow(_mosaic(grid), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    h = run.image_shape[1] + 1
+    ax.set_xticks([])
+    if labels is not None:
+        ax.set_yticks(np.arange(k) * h + h / 2, run.classes)
+        ax.set_title("Simulated images: z ~ N(0, I) decoded with each class label")
+    else:
+        ax.set_yticks([])
+        ax.set_title("Simulated images: z ~ N(0, I) decoded")
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def interpolation(run: Run, test: ImageDataset, path: Path, steps: int = 10) -> Path:
+    """Decode z = (1 - t) mu_a + t mu_b for t in [0, 1] between two test images' latent means.
+
+    Unconditional: two images of different classes. Conditional: two of the same class (the label
+    is fixed along the line, so the row shows the change of style within a class)."""
+    labels = test.labels
+    a, b = 0, 1
+    if labels is not None:
+        same = (labels == labels[0]).nonzero().flatten()
+        other = (labels != labels[0]).nonzero().flatten()
+        pool = same[1:] if run.config.model.conditional else other
+        b = int(pool[0]) if len(pool) else 1
+    x = to_float(test.images[[a, b]], run.device)
+    y = None if labels is None else labels[[a, a]].to(run.device)
+    mu, _ = run.model.encode(x, _labels_arg(run, y))
+    t = torch.linspace(0, 1, steps, device=run.device)[:, None]
+    z = (1 - t) * mu[0] + t * mu[1]
+    yz = None if y is None else y[:1].expand(steps)
+    line = decoder_mean(run.model.decode(z, _labels_arg(run, yz)), run.config.train.loss).cpu()
+    row = torch.cat([x[:1].cpu(), line, x[1:].cpu()])[None]
+    fig, ax = plt.subplots(figsize=(1.1 * (steps + 2), 1.9))
+    ax.imshow(_mosaic(row), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    names = ""
+    if labels is not None:
+        names = f": {run.classes[int(labels[a])]} -> {run.classes[int(labels[b])]}"
+    ax.set_title(
+        f"Interpolation between two test images (first and last) through the latent means{names}",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
@@ -206,8 +281,14 @@ def draw_all(run: Run, test: ImageDataset | None = None) -> list[Path]:
     paths = [
         reconstructions(run, test, folder / "reconstructions.png"),
         latent_scatter(run, test, folder / "latent_scatter.png"),
-        manifold(run, folder / "manifold.png"),
     ]
+    if run.config.model.conditional:
+        for k, name in enumerate(run.classes):
+            paths.append(manifold(run, folder / f"manifold_{k}_{safe_name(name)}.png", label=k))
+    else:
+        paths.append(manifold(run, folder / "manifold.png"))
+    paths.append(samples(run, folder / "samples.png"))
+    paths.append(interpolation(run, test, folder / "interpolation.png"))
     if run.metrics:
         paths.append(loss_curve(run, folder / "loss_curve.png"))
     return paths

@@ -80,12 +80,15 @@ def build_model(
             "--conditional needs a labelled dataset with at least 2 classes; "
             f"this one has {num_classes}"
         )
-    return MODELS[m.model](
-        image_shape=image_shape,
-        latent_dim=m.latent_dim,
-        hidden=m.hidden,
-        num_classes=num_classes if m.conditional else 0,
-    )
+    try:
+        return MODELS[m.model](
+            image_shape=image_shape,
+            latent_dim=m.latent_dim,
+            hidden=m.hidden,
+            num_classes=num_classes if m.conditional else 0,
+        )
+    except ValueError as e:  # a shape the architecture cannot take
+        raise VaegenError(str(e)) from None
 
 
 def dataset_facts(ds: ImageDataset, test: ImageDataset) -> dict[str, Any]:

@@ -1,0 +1,177 @@
+"""Simulated data: conditional sampling, files in three formats, repeatability, clear refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vaegen import RunConfig, generate, load_dataset, load_run, train
+from vaegen.cli import main
+from vaegen.config import DataConfig, ModelConfig, TrainConfig
+from vaegen.errors import VaegenError
+from vaegen.generate import spread_labels
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A conditional and an unconditional tiny run, for every model kind."""
+    from .conftest import write_idx_dataset
+
+    base = tmp_path_factory.mktemp("gen")
+    data = write_idx_dataset(base / "data")
+    out = {}
+    for kind in ("mlp", "conv"):
+        for conditional in (True, False):
+            cfg = RunConfig(
+                DataConfig(str(data)),
+                ModelConfig(model=kind, hidden=32, conditional=conditional),
+                TrainConfig(epochs=2, batch_size=32),
+            )
+            name = f"{kind}-{'cond' if conditional else 'plain'}"
+            out[name] = train(cfg, base / name, progress=False).path
+    return out
+
+
+def test_spread_labels_counts():
+    y = spread_labels(10, [2, 0, 1])
+    assert y.tolist() == [2, 2, 2, 2, 0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_generate_api(runs, kind):
+    run = load_run(runs[f"{kind}-cond"])
+    images, labels = generate(run, 7, labels=["shape <2>", 0], seed=3)
+    assert images.shape == (7, 1, 12, 12) and images.dtype == torch.uint8
+    assert labels.tolist() == [2, 2, 2, 2, 0, 0, 0]
+    again, _ = generate(run, 7, labels=["shape <2>", 0], seed=3)
+    assert torch.equal(images, again)
+    other, _ = generate(run, 7, labels=["shape <2>", 0], seed=4)
+    assert not torch.equal(images, other)
+    plain = load_run(runs[f"{kind}-plain"])
+    images, labels = generate(plain, 5)
+    assert images.shape == (5, 1, 12, 12) and labels is None
+
+
+@pytest.mark.parametrize("fmt", ["npz", "idx", "png"])
+def test_cli_generate_files_read_back_as_a_dataset(runs, tmp_path, fmt, capsys):
+    run = str(runs["mlp-cond"])
+    out = tmp_path / ("g.npz" if fmt == "npz" else "g")
+    argv = ["generate", run, "--n", "30", "--label", "shape <1>", "2"]
+    if fmt == "png":
+        argv += ["--format", "png"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "wrote 30 images (shape <1>: 15, shape <2>: 15)" in capsys.readouterr().out
+    ds = load_dataset(out)
+    assert len(ds) == 30 and ds.image_shape == (1, 12, 12)
+    counts = {ds.classes[k]: int(c) for k, c in enumerate(ds.labels.bincount()) if c}
+    if fmt == "png":  # one sub-folder per class, named with the class index first
+        assert counts == {"01_shape_1": 15, "02_shape_2": 15}
+    else:
+        assert ds.classes == ["shape <0>", "shape <1>", "shape <2>"]
+        assert counts == {"shape <1>": 15, "shape <2>": 15}
+    # the same seed gives the same bytes; the files equal what the API returns
+    out2 = tmp_path / ("h.npz" if fmt == "npz" else "h")
+    assert main([*argv, "--out", str(out2)]) == 0
+    first = sorted(p for p in out.rglob("*") if p.is_file()) if out.is_dir() else [out]
+    second = sorted(p for p in out2.rglob("*") if p.is_file()) if out2.is_dir() else [out2]
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    images, _ = generate(load_run(run), 30, ["shape <1>", "2"])
+    order = torch.argsort(ds.labels, stable=True)
+    assert torch.equal(ds.images[order], images)
+
+
+def test_npz_layout(runs, tmp_path):
+    assert (
+        main(["generate", str(runs["mlp-plain"]), "--n", "4", "--out", str(tmp_path / "a.npz")])
+        == 0
+    )
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as f:
+        assert f.files == ["x"] and f["x"].shape == (4, 12, 12) and f["x"].dtype == np.uint8
+    assert (
+        main(["generate", str(runs["mlp-cond"]), "--n", "4", "--out", str(tmp_path / "b.npz")]) == 0
+    )
+    with np.load(tmp_path / "b.npz", allow_pickle=False) as f:
+        assert f["y"].dtype == np.int64 and f["classes"].tolist()[0] == "shape <0>"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--label", "circle"], r"unknown class 'circle'; valid classes are 0='shape <0>', 1="),
+        (["--label", "7"], "unknown class '7'"),
+        (["--n", "0"], "n = 0 is not valid"),
+        (["--temperature", "0"], "temperature = 0.0 is not valid"),
+    ],
+)
+def test_bad_requests_are_clear_errors(runs, tmp_path, capsys, args, message):
+    argv = ["generate", str(runs["mlp-cond"]), "--n", "5", "--out", str(tmp_path / "x.npz"), *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_label_on_an_unconditional_model(runs, tmp_path, capsys):
+    argv = [
+        "generate",
+        str(runs["mlp-plain"]),
+        "--n",
+        "5",
+        "--label",
+        "0",
+        "--out",
+        str(tmp_path / "x.npz"),
+    ]
+    assert main(argv) == 2
+    assert "not conditional" in capsys.readouterr().err
+
+
+def test_unknown_format_and_existing_output(runs, tmp_path, capsys):
+    run = str(runs["mlp-plain"])
+    assert main(["generate", run, "--n", "3", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "unknown output format '.csv'" in capsys.readouterr().err
+    out = tmp_path / "x.npz"
+    assert main(["generate", run, "--n", "3", "--out", str(out)]) == 0
+    before = out.read_bytes()
+    assert main(["generate", run, "--n", "3", "--seed", "9", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["generate", run, "--n", "3", "--seed", "9", "--out", str(out), "--overwrite"]) == 0
+    assert out.read_bytes() != before
+
+
+def test_conv_model_rejects_shapes_it_cannot_take(tmp_path):
+    x = np.zeros((8, 10, 10), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x=x)
+    cfg = RunConfig(
+        DataConfig(str(tmp_path / "d.npz")), ModelConfig(model="conv"), TrainConfig(epochs=1)
+    )
+    with pytest.raises(VaegenError, match="divisible by 4, got 10 x 10; use --model mlp"):
+        train(cfg, tmp_path / "r", progress=False)
+
+
+@pytest.mark.slow
+def test_generated_classes_look_like_their_class(fashion_dir, tmp_path):
+    """A classifier trained on real FashionMNIST labels most samples of each class as that class."""
+    cfg = RunConfig(
+        DataConfig(data_dir=str(fashion_dir)), ModelConfig(conditional=True), TrainConfig(epochs=3)
+    )
+    run = train(cfg, tmp_path / "cvae", progress=False)
+    real = load_dataset("fashion-mnist", "train", fashion_dir)
+    torch.manual_seed(0)
+    clf = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
+    )
+    opt = torch.optim.Adam(clf.parameters(), 2e-3)
+    x, y = real.images.float() / 255, real.labels
+    for i in range(0, len(x), 256):  # one epoch: about 84% test accuracy
+        loss = torch.nn.functional.cross_entropy(clf(x[i : i + 256]), y[i : i + 256])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    images, labels = generate(run, 1000, seed=0)
+    with torch.no_grad():
+        pred = clf(images.float() / 255).argmax(1)
+    for k, name in enumerate(run.classes):
+        agree = (pred[labels == k] == k).float().mean().item()
+        assert agree > 0.5, f"{name}: only {agree:.0%} of its samples are classified as {name}"
