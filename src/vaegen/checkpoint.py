@@ -219,6 +219,25 @@ def save_state(run_dir: Path, state: TrainingState) -> None:
     fsync_dir(state_dir)
 
 
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete temporary files and unfinished checkpoint folders that a killed process left behind.
+
+    Safe only while no other process writes this run. Returns what was removed."""
+    removed = [p for p in run_dir.rglob(".*.tmp") if p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    state_dir = run_dir / STATE
+    if state_dir.is_dir():
+        current = None
+        if (state_dir / MANIFEST).exists():
+            current = read_json(state_dir / MANIFEST).get("checkpoint")
+        for folder in state_dir.iterdir():
+            if folder.is_dir() and folder.name != current:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
+
+
 def load_state(run_dir: Path) -> TrainingState | None:
     """The newest complete checkpoint, or None when the run has none yet.
 

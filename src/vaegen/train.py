@@ -166,6 +166,8 @@ def train(
             )
         saved, _ = ckpt.load_config(run_dir)
         _check_resume_config(saved, config, run_dir)
+        for path in ckpt.remove_stale_temporaries(run_dir):
+            log.info("removed %s, left by an interrupted run", path)
 
     tc = config.train
     device = resolve_device(tc.device)
