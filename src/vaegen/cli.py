@@ -33,6 +33,7 @@ _TRAIN_FLAGS = {
     "seed": ("train", "seed"),
     "device": ("train", "device"),
     "threads": ("train", "threads"),
+    "deterministic": ("train", "deterministic"),
 }
 
 
@@ -67,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help=f"random seed (default {tr.seed})")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     t.add_argument("--threads", type=int, help="CPU threads (default 0: vaegen's choice)")
+    t.add_argument(
+        "--deterministic", action="store_true", default=None,
+        help="use only deterministic algorithms (bitwise repeatable on a GPU; slower there)",
+    )  # fmt: skip
     t.add_argument("--out", type=Path, help="run directory (default runs/run-DATE-TIME)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument(

@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # CPU threads for torch; 0 picks vaegen's measured default
+    deterministic: bool = False  # torch.use_deterministic_algorithms: repeatable on GPUs too
 
     def __post_init__(self) -> None:
         _require(self.loss in LOSS_NAMES, "loss", self.loss, f"one of {', '.join(LOSS_NAMES)}")

@@ -6,9 +6,12 @@ then for each epoch: shuffle, step through batches, evaluate on the test set, sa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from .models import MODELS
 log = logging.getLogger(__name__)
 
 # Fields that may change when a run is resumed: where and how fast it runs, and how long.
-RESUMABLE_CHANGES = ("train.device", "train.threads", "train.epochs")
+RESUMABLE_CHANGES = ("train.device", "train.threads", "train.epochs", "train.deterministic")
 
 
 @dataclass
@@ -171,8 +174,40 @@ def train(
 
     tc = config.train
     device = resolve_device(tc.device)
+    with _torch_settings(device, tc.threads or default_threads(), tc.deterministic):
+        return _train(
+            config, run_dir, device, resume, progress, checkpoint_every, _stop_after_steps
+        )
+
+
+@contextlib.contextmanager
+def _torch_settings(device: torch.device, threads: int, deterministic: bool) -> Iterator[None]:
+    """Thread count and determinism for one training call, restored afterwards (they are global)."""
+    old_threads = torch.get_num_threads()
+    old_deterministic = torch.are_deterministic_algorithms_enabled()
     if device.type == "cpu":
-        torch.set_num_threads(tc.threads or default_threads())
+        torch.set_num_threads(threads)
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; it reads this when it starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_deterministic)
+
+
+def _train(
+    config: RunConfig,
+    run_dir: Path,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    checkpoint_every: int,
+    _stop_after_steps: int | None,
+) -> Run:
+    tc = config.train
 
     train_ds = load_dataset(config.data.source, "train", config.data.data_dir)
     test_ds = load_dataset(config.data.source, "test", config.data.data_dir)
