@@ -78,7 +78,9 @@ def _parser() -> argparse.ArgumentParser:
         "--checkpoint-every", type=int, default=0, metavar="N",
         help="also checkpoint every N steps (default: at the end of each epoch only)",
     )  # fmt: skip
-    t.add_argument("--no-plots", action="store_true", help="do not draw the figures at the end")
+    t.add_argument(
+        "--no-plots", action="store_true", help="do not draw the figures and report at the end"
+    )
 
     g = sub.add_parser("generate", help="write simulated images (and labels) to a file or folder")
     g.add_argument("run", type=Path)
@@ -107,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw a run's figures into RUN/figures/")
     pl.add_argument("run", type=Path)
 
+    rp = sub.add_parser("report", help="write RUN/report.html (self-contained, opens from disk)")
+    rp.add_argument("run", type=Path)
+
     da = sub.add_parser("data", help="fetch or verify a named dataset")
     da.add_argument("action", choices=["fetch", "verify"])
     da.add_argument("name", help="fashion-mnist or mnist")
@@ -126,7 +131,9 @@ def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
+    from .data import load_dataset
     from .plots import draw_all
+    from .report import write_report
     from .train import train
 
     out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
@@ -139,7 +146,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
     )  # fmt: skip
     if not args.no_plots:
-        draw_all(run)
+        test = load_dataset(config.data.source, "test", config.data.data_dir)
+        draw_all(run, test)
+        print(f"report: {write_report(run, test=test)}")
     last = run.metrics[-1] if run.metrics else None
     if last:
         print(
@@ -176,6 +185,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     for path in draw_all(load_run(args.run)):
         print(path)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .train import load_run
+
+    print(write_report(load_run(args.run)))
     return 0
 
 
@@ -216,6 +233,7 @@ _COMMANDS = {
     "train": _cmd_train,
     "generate": _cmd_generate,
     "plot": _cmd_plot,
+    "report": _cmd_report,
     "data": _cmd_data,
 }
 

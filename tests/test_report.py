@@ -1,0 +1,287 @@
+"""report.html: self-contained, escaped, and its in-browser decoder matches PyTorch.
+
+Browser tests drive Debian's chromium through playwright; without either they skip, except in CI
+(CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from vaegen import RunConfig, train
+from vaegen.config import DataConfig, ModelConfig, TrainConfig
+from vaegen.losses import decoder_mean
+from vaegen.models import MODELS
+from vaegen.report import render_value, script_json, write_report
+from vaegen.train import Run
+
+from .conftest import IN_CI, write_idx_dataset
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PAYLOADS = ["<img src=x onerror=alert(1)>", "</script><script>alert(2)</script>", "a & \"b\" 'c'"]
+EVAL = {
+    "elbo": {"test": -21.5, "train": -20.25},
+    "knn_accuracy": 0.71,
+    "per_class": [{"class": "<b>bold</b>", "accuracy": 0.5}, {"class": "x", "recall": 1}],
+    "note": "<script>alert(3)</script>",
+}
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+@pytest.fixture(scope="module")
+def make_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Run]:
+    """Train (once per module) a tiny run with a written report, by name."""
+    cache: dict[str, Run] = {}
+    root = tmp_path_factory.mktemp("report")
+
+    def make(name: str, classes: list[str] | None = None, **model_kw: Any) -> Run:
+        if name not in cache:
+            data = write_idx_dataset(root / f"{name}-data", n_train=192, n_test=64)
+            if classes:
+                (data / "classes.txt").write_text("\n".join(classes) + "\n")
+            loss = model_kw.pop("loss", "seed")
+            config = RunConfig(
+                DataConfig(str(data)),
+                ModelConfig(hidden=32, **model_kw),
+                TrainConfig(epochs=3, batch_size=32, lr=3e-3, loss=loss),
+            )
+            run = train(config, root / name, progress=False)
+            if name == "plain":  # its report draws the figures (matplotlib: seconds per run)
+                (run.path / "eval.json").write_text(json.dumps(EVAL))
+            else:  # the others borrow them: these tests are about the explorer
+                shutil.copytree(make("plain").path / "figures", run.path / "figures")
+            write_report(run)
+            cache[name] = run
+        return cache[name]
+
+    return make
+
+
+@pytest.fixture
+def plain(make_run: Callable[..., Run]) -> Run:
+    return make_run("plain")
+
+
+@pytest.fixture
+def cond3(make_run: Callable[..., Run]) -> Run:
+    """Conditional, 3-D latent, Bernoulli decoder (sigmoid output)."""
+    return make_run("cond3", conditional=True, latent_dim=3, loss="bernoulli")
+
+
+# --------------------------------------------------------------------------- page, no browser
+
+
+def test_report_is_one_offline_file(plain: Run, tmp_path: Path) -> None:
+    page = (plain.path / "report.html").read_text()
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page)
+    assert csp and csp.group(1).startswith("default-src 'none'; img-src data:;")
+    assert "'unsafe-inline'" not in page and "'unsafe-eval'" not in page
+    # every src/href attribute is a data: URI or an in-page anchor
+    for ref in re.findall(r"""[\s<](?:src|href)\s*=\s*["']?([^"'\s>]*)""", page):
+        assert ref.startswith(("data:", "#")), ref
+    assert not re.search(r"https?://", page)
+    # figures inlined, metrics one row per epoch, config and eval.json rendered and escaped
+    assert page.count("<img ") == len(list((plain.path / "figures").glob("*.png")))
+    assert len(re.findall(r"<tr[^>]*><td class=num>", page)) == 3
+    assert "seed loss per image" in page and "nats per image" in page
+    assert "batch_size" in page and "<th>lr</th><td>0.003</td>" in page
+    assert "<h3>elbo</h3>" in page and "-21.5" in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+    assert "<script>alert(3)" not in page and "&lt;script&gt;alert(3)" in page
+    assert not list(plain.path.glob(".report.html.*"))  # the atomic write left no temporary
+    other = write_report(plain, tmp_path / "elsewhere" / "r.html")
+    assert other.is_file() and other.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_report_without_the_test_data(plain: Run, tmp_path: Path) -> None:
+    moved = tmp_path / "run"
+    shutil.copytree(plain.path, moved)
+    gone = Run(moved, RunConfig(DataConfig(str(tmp_path / "no-such-data"))), plain.model,
+               plain.classes, plain.image_shape, plain.metrics)  # fmt: skip
+    page = write_report(gone).read_text()
+    assert "The test set could not be loaded" in page and "no-such-data" in page
+    assert '"n":0' in page
+
+
+def test_script_json_cannot_close_the_script() -> None:
+    value = {"names": ["</script><!--", "a & b > c", "line\u2028sep\u2029"]}
+    text = script_json(value)
+    assert not set("<>&\u2028\u2029") & set(text)
+    assert json.loads(text) == value
+
+
+def test_render_value_nests_tables_and_escapes() -> None:
+    out = render_value({"a": {"b": 1.23456789, "c": [1, 2]}, "<k>": None, "rows": [{"x": True}]})
+    assert out.count("<table") == 3 and "1.23457" in out and "1, 2" in out
+    assert "&lt;k&gt;" in out and "—" in out and "true" in out
+
+
+# ------------------------------------------------------------------------------ browser
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(reason + "; .ci/run must install it")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (pip install playwright)")
+    if not CHROMIUM.is_file():
+        _unavailable(f"{CHROMIUM} not found (apt-get install chromium)")
+    with sync_playwright() as pw:
+        try:
+            b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        except Error as e:
+            _unavailable(f"chromium did not start: {e}")
+        yield b
+        b.close()
+
+
+@dataclass
+class Opened:
+    page: Any
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+    def decoded(self) -> str:
+        return self.page.evaluate("document.getElementById('decoded').toDataURL()")
+
+    def move(self, fx: float, fy: float) -> None:
+        """Move the mouse to a fraction (fx, fy) of the plane's width and height."""
+        box = self.page.locator("#overlay").bounding_box()
+        self.page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+
+
+@pytest.fixture
+def open_report(browser: Any) -> Iterator[Callable[[Run], Opened]]:
+    pages = []
+
+    def open_(run: Run) -> Opened:
+        o = Opened(browser.new_page(viewport={"width": 1200, "height": 900}))
+        pages.append(o.page)
+        o.page.on("request", lambda r: o.requests.append(r.url))
+        o.page.on("console", lambda m: o.errors.append(m.text) if m.type == "error" else None)
+        o.page.on("pageerror", lambda e: o.errors.append(str(e)))
+        o.page.on("dialog", lambda d: (o.dialogs.append(d.message), d.dismiss()))
+        o.page.goto((run.path / "report.html").as_uri())
+        o.page.wait_for_function("window.vaegenReady === true", timeout=10_000)
+        return o
+
+    yield open_
+    for p in pages:
+        p.close()
+
+
+def test_page_loads_offline_and_the_mouse_decodes(plain: Run, open_report) -> None:
+    o = open_report(plain)
+    url = (plain.path / "report.html").as_uri()
+    assert all(r == url or r.startswith("data:") for r in o.requests), o.requests
+    widths = o.page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+    assert len(widths) >= 4 and min(widths) > 0
+    before = o.decoded()
+    o.move(0.2, 0.2)
+    first = o.decoded()
+    o.move(0.85, 0.8)
+    assert len({before, first, o.decoded()}) == 3
+    # the canvas shows the decoder's image of the point under the mouse
+    state = o.page.evaluate("window.vaegenState()")
+    assert state["z"][0] > 0 > state["z"][1]
+    shown = o.page.evaluate(
+        "(() => { const c = document.getElementById('decoded');"
+        " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        " return Array.from(d).filter((_, i) => i % 4 === 0); })()"
+    )
+    want = _torch_decode(plain, state["z"], 0)
+    assert torch.allclose(torch.tensor(shown, dtype=torch.float64), (want * 255).round(), atol=1)
+    assert not o.errors and not o.dialogs
+
+
+def _torch_decode(run: Run, z: list[float], label: int) -> torch.Tensor:
+    """decoder_mean(decode(z, y)) flattened, float64."""
+    y = torch.tensor([label]) if run.config.model.conditional else None
+    with torch.no_grad():
+        out = run.model.decode(torch.tensor([z], dtype=torch.float32), y)
+    return decoder_mean(out, run.config.train.loss).flatten().double()
+
+
+POINTS = [([0.0, 0.0, 0.0], 0), ([1.3, -0.7, 0.5], 1), ([-2.2, 1.9, -1.0], 2)]
+
+
+@pytest.mark.parametrize("name", ["plain", "cond3"])
+def test_browser_decoder_matches_pytorch(name: str, request, open_report) -> None:
+    run = request.getfixturevalue(name)
+    o = open_report(run)
+    d = run.config.model.latent_dim
+    for z, label in POINTS:
+        got = torch.tensor(o.page.evaluate("([z, y]) => window.vaegenDecode(z, y)", [z[:d], label]))
+        want = _torch_decode(run, z[:d], label)
+        assert got.shape == want.shape
+        assert (got - want).abs().max().item() < 1e-4
+    assert not o.errors
+
+
+@pytest.mark.parametrize("kind", sorted(set(MODELS) - {"mlp"}))
+def test_other_models_show_the_nearest_precomputed_image(kind: str, make_run, open_report) -> None:
+    run = make_run(kind, model=kind, conditional=True)
+    o = open_report(run)
+    assert "is a lookup" in o.page.inner_text("#explorer")
+    info = o.page.evaluate("JSON.parse(document.getElementById('vaegen-data').textContent)")
+    assert info["mode"] == "lookup"
+    grid = torch.linspace(-info["extent"], info["extent"], info["lookup"]["size"])
+    step = (grid[1] - grid[0]).item()
+    for i, j, label in [(10, 10, 0), (3, 17, 1), (20, 0, 2)]:
+        z = [grid[i].item() + 0.3 * step, grid[j].item() - 0.3 * step]
+        got = torch.tensor(o.page.evaluate("([z, y]) => window.vaegenDecode(z, y)", [z, label]))
+        want = _torch_decode(run, [grid[i].item(), grid[j].item()], label)
+        assert (got - want).abs().max().item() <= 0.5 / 255 + 1e-6  # 8-bit PNG mosaic
+    assert not o.errors
+
+
+def test_class_selector_and_sliders_change_the_image(cond3: Run, open_report) -> None:
+    o = open_report(cond3)
+    o.move(0.6, 0.4)
+    before = o.decoded()
+    o.page.select_option("#label-select", "2")
+    assert o.page.evaluate("window.vaegenState().label") == 2
+    after_label = o.decoded()
+    sliders = o.page.locator("input.zdim")
+    assert sliders.count() == 1  # latent_dim 3: z[2] only, z[0] and z[1] are the plane
+    sliders.first.fill("1.5")
+    assert o.page.evaluate("window.vaegenState().z[2]") == 1.5
+    assert o.page.inner_text("#zdim-value-2") == "1.50"
+    assert len({before, after_label, o.decoded()}) == 3
+    assert "2-D slice through the origin" in o.page.inner_text("#explorer")
+    assert not o.errors
+
+
+def test_class_names_are_text_not_markup(make_run, open_report) -> None:
+    run = make_run("xss", classes=PAYLOADS, conditional=True)
+    o = open_report(run)
+    o.move(0.3, 0.3)
+    o.page.select_option("#label-select", "1")
+    srcs = o.page.eval_on_selector_all("img", "els => els.map(e => e.getAttribute('src'))")
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert o.page.locator("script").count() == 2  # the data block and the page's own script
+    legend = o.page.inner_text(".legend")
+    options = o.page.eval_on_selector_all("#label-select option", "els => els.map(e => e.text)")
+    config = o.page.inner_text("#config")
+    for name in PAYLOADS:
+        assert name in legend and name in options and name in config
+    assert not o.dialogs and not o.errors
