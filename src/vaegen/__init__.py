@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import ImageDataset, load_dataset
+from .evaluate import evaluate
 from .generate import generate
 from .models import VAE, ConvVAE
 from .train import Run, load_run, train
@@ -18,6 +19,7 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "__version__",
+    "evaluate",
     "generate",
     "load_dataset",
     "load_run",

@@ -106,6 +106,24 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
     g.add_argument("--device", default="cpu", help="device to decode on (default cpu)")
 
+    ev = sub.add_parser("evaluate", help="measure a run's quality; writes RUN/eval.json")
+    ev.add_argument("run", type=Path)
+    ev.add_argument(
+        "--iw-samples", type=int, default=1000, metavar="K",
+        help="importance samples per test image for the NLL bound (default 1000)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--n-generated", type=int, default=10000, metavar="N",
+        help="images generated for the Frechet distance and TSTR (default 10000)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--binarize", action="store_true",
+        help="likelihood of stochastically binarised test images (bernoulli-loss runs)",
+    )  # fmt: skip
+    ev.add_argument("--quick", action="store_true", help="smaller K, N and classifier epochs")
+    ev.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ev.add_argument("--device", default="cpu", help="device (default cpu)")
+
     pl = sub.add_parser("plot", help="draw a run's figures into RUN/figures/")
     pl.add_argument("run", type=Path)
 
@@ -179,6 +197,23 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_table
+    from .train import load_run
+
+    result = evaluate(
+        load_run(args.run, device=args.device),
+        iw_samples=args.iw_samples,
+        n_generated=args.n_generated,
+        binarize=args.binarize,
+        quick=args.quick,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(format_table(result))
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from .plots import draw_all
     from .train import load_run
@@ -232,6 +267,7 @@ def _configure_logging(level: int) -> None:
 _COMMANDS = {
     "train": _cmd_train,
     "generate": _cmd_generate,
+    "evaluate": _cmd_evaluate,
     "plot": _cmd_plot,
     "report": _cmd_report,
     "data": _cmd_data,

@@ -24,6 +24,7 @@ import torch
 
 from .data import ImageDataset, load_dataset, safe_name
 from .losses import decoder_mean
+from .metrics import latent_means
 from .train import Run, to_float
 
 log = logging.getLogger(__name__)
@@ -48,18 +49,6 @@ def _grey(ax: plt.Axes, image: np.ndarray) -> None:
 
 def _labels_arg(run: Run, y: torch.Tensor | None) -> torch.Tensor | None:
     return y if run.config.model.conditional else None
-
-
-@torch.no_grad()
-def latent_means(
-    run: Run, x: torch.Tensor, y: torch.Tensor | None, batch: int = 5000
-) -> torch.Tensor:
-    """mu of q(z|x) for every image: N x latent_dim, on the CPU."""
-    parts = []
-    for i in range(0, len(x), batch):
-        yb = None if y is None else y[i : i + batch]
-        parts.append(run.model.encode(x[i : i + batch], _labels_arg(run, yb))[0].cpu())
-    return torch.cat(parts)
 
 
 def pick_examples(labels: torch.Tensor | None, n: int = 10) -> torch.Tensor:
@@ -105,9 +94,8 @@ def _project_2d(z: torch.Tensor) -> tuple[np.ndarray, str]:
 
 
 def latent_scatter(run: Run, test: ImageDataset, path: Path) -> Path:
-    x = to_float(test.images, run.device)
-    y = None if test.labels is None else test.labels.to(run.device)
-    points, what = _project_2d(latent_means(run, x, y))
+    labels = test.labels if run.config.model.conditional else None
+    points, what = _project_2d(latent_means(run.model, test.images, labels))
     fig, ax = plt.subplots(figsize=(8, 6.5))
     if test.labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)

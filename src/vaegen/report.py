@@ -38,8 +38,9 @@ from ._io import atomic_write_text
 from .data import ImageDataset, load_dataset
 from .errors import VaegenError
 from .losses import decoder_mean
+from .metrics import latent_means
 from .models import VAE
-from .train import Run, to_float
+from .train import Run
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,8 @@ def _explorer_data(run: Run, test: ImageDataset | None) -> dict[str, Any]:
             gen = torch.Generator().manual_seed(0)
             keep = torch.randperm(len(test), generator=gen)[:MAX_POINTS].sort().values
         y = None if test.labels is None else test.labels[keep]
-        x = to_float(test.images[keep], run.device)
-        mu = plots.latent_means(run, x, None if y is None else y.to(run.device)).numpy()
+        conditional = run.config.model.conditional
+        mu = latent_means(run.model, test.images[keep], y if conditional else None).numpy()
         xy = np.zeros((len(mu), 2), dtype=np.float32)
         xy[:, 0] = mu[:, 0]
         if d > 1:

@@ -1,0 +1,207 @@
+"""The estimators behind `vaegen evaluate`, each checked against closed forms in the tests.
+
+log_likelihood / iwae_log_likelihood  log p(x|z) and the importance-weighted bound (Burda et al. 2016)
+latent_means / knn_accuracy           the latent space as features for k-nearest neighbours
+frechet_distance                      between Gaussians fitted to two feature sets (as in FID)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import VaegenError
+from .train import to_float
+
+KNN_K = 5
+LOG_2PI = math.log(2 * math.pi)
+
+
+# --------------------------------------------------------------------------------- likelihood
+
+
+def log_likelihood(recon: torch.Tensor, x: torch.Tensor, loss: str) -> torch.Tensor:
+    """log p(x | z) in nats, summed over pixels: ... x P decoder outputs and x -> ... (broadcast).
+
+    seed: log N(x; recon, I) = -0.5*||x - recon||^2 - 0.5*P*log(2*pi) (a density on R^P).
+    bernoulli: sum x*log(sigmoid(l)) + (1-x)*log(1-sigmoid(l)) = -(softplus(l) - x*l) for
+    logits l, the negative BCE-with-logits (a probability when x is binary).
+    """
+    if loss == "seed":
+        return -0.5 * (x - recon).pow(2).sum(-1) - 0.5 * recon.shape[-1] * LOG_2PI
+    if loss == "bernoulli":
+        return -(F.softplus(recon) - x * recon).sum(-1)
+    raise VaegenError(f"unknown loss {loss!r}; expected seed or bernoulli")
+
+
+@torch.no_grad()
+def iwae_log_likelihood(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    loss: str,
+    k: int,
+    seed: int = 0,
+    max_rows: int = 8192,
+    progress: bool = False,
+) -> torch.Tensor:
+    """The importance-weighted lower bound on log p(x) (Burda, Grosse & Salakhutdinov 2016), nats.
+
+    L_K(x) = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x) = N(mu, diag(exp(logvar))).
+    L_1 is the ELBO in expectation; L_K rises with K towards log p(x) and equals it for every K
+    when q is the exact posterior. x: N x C x H x W floats; y: N labels or None (a conditional
+    model then bounds log p(x|y)). Returns N float64 values on x's device.
+
+    Work is bounded: at most `max_rows` decoded samples exist at once (images x samples); a
+    sample count above that is split into chunks joined with a running logaddexp.
+    Noise comes from a CPU generator seeded with `seed`, so the result is repeatable.
+    """
+    if k < 1:
+        raise VaegenError(f"iw_samples = {k} is not valid: use an integer >= 1")
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    n = len(x)
+    per_image = min(k, max_rows)  # samples decoded together for one image
+    batch = max(1, max_rows // per_image)  # images per step
+    out = torch.empty(n, dtype=torch.float64, device=x.device)
+    bar = tqdm(
+        total=n * k, desc=f"IWAE K={k}", unit="sample", unit_scale=True,
+        disable=not progress, leave=False,
+    )  # fmt: skip
+    for i in range(0, n, batch):
+        xb = x[i : i + batch]
+        yb = None if y is None else y[i : i + batch]
+        b = len(xb)
+        mu, logvar = model.encode(xb, yb)
+        std = torch.exp(0.5 * logvar)
+        pixels = xb.flatten(1).unsqueeze(1)  # b x 1 x P, broadcast over samples
+        acc = torch.full((b,), -math.inf, dtype=torch.float64, device=x.device)
+        for j in range(0, k, per_image):
+            kc = min(per_image, k - j)
+            eps = torch.randn((b, kc, mu.shape[1]), generator=gen, dtype=mu.dtype)
+            eps = eps.to(x.device)
+            z = mu.unsqueeze(1) + eps * std.unsqueeze(1)  # b x kc x d
+            y_rep = None if yb is None else yb.repeat_interleave(kc)
+            recon = model.decode(z.reshape(b * kc, -1), y_rep).reshape(b, kc, -1)
+            # log p(z) - log q(z|x): the log(2*pi) terms cancel, and (z - mu)^2 / var = eps^2
+            log_prior_ratio = -0.5 * z.pow(2).sum(-1) + 0.5 * (
+                eps.pow(2) + logvar.unsqueeze(1)
+            ).sum(-1)
+            log_w = log_likelihood(recon, pixels, loss) + log_prior_ratio
+            acc = torch.logaddexp(acc, torch.logsumexp(log_w.double(), dim=1))
+            bar.update(b * kc)
+        out[i : i + b] = acc - math.log(k)
+    bar.close()
+    return out
+
+
+# ------------------------------------------------------------------------------------- latent
+
+
+@torch.no_grad()
+def latent_means(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 4096
+) -> torch.Tensor:
+    """uint8 images N x C x H x W (and labels for a conditional model) -> mu, N x latent_dim (CPU)."""
+    model.eval()
+    device = next(model.parameters()).device
+    parts = []
+    for i in range(0, len(images), batch_size):
+        yb = None if labels is None else labels[i : i + batch_size].to(device)
+        parts.append(model.encode(to_float(images[i : i + batch_size], device), yb)[0].cpu())
+    return torch.cat(parts)
+
+
+def knn_predict(
+    train_z: torch.Tensor,
+    train_y: torch.Tensor,
+    test_z: torch.Tensor,
+    k: int = KNN_K,
+    chunk: int = 512,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Majority vote of the k nearest training points (Euclidean), ties broken toward the nearest.
+
+    train_z: M x d, train_y: M int labels, test_z: N x d -> N predicted labels (int64, CPU).
+    Distances come from torch.cdist over `chunk` test rows at a time (chunk x M floats at once).
+    """
+    if len(train_z) == 0:
+        raise VaegenError("k-nearest-neighbour accuracy needs at least one training point")
+    k = min(k, len(train_z))
+    num_classes = int(train_y.max()) + 1
+    train_y = train_y.to(torch.int64)
+    preds = []
+    for i in tqdm(range(0, len(test_z), chunk), desc="kNN", disable=not progress, leave=False):
+        # the direct formula, not the matrix-product shortcut: exact distances, so near-ties
+        # between neighbours are ordered the same on every machine
+        dist = torch.cdist(
+            test_z[i : i + chunk], train_z, compute_mode="donot_use_mm_for_euclid_dist"
+        )
+        nearest = dist.topk(k, dim=1, largest=False, sorted=True).indices  # c x k, nearest first
+        votes_of = train_y[nearest]  # c x k
+        votes = F.one_hot(votes_of, num_classes).sum(1)  # c x classes
+        tied = votes == votes.max(1, keepdim=True).values
+        # the first neighbour (nearest first) whose class is among the most voted
+        first = tied.gather(1, votes_of).to(torch.uint8).argmax(1, keepdim=True)
+        preds.append(votes_of.gather(1, first).squeeze(1))
+    return torch.cat(preds)
+
+
+def knn_accuracy(
+    train_z: torch.Tensor,
+    train_y: torch.Tensor,
+    test_z: torch.Tensor,
+    test_y: torch.Tensor,
+    k: int = KNN_K,
+    progress: bool = False,
+) -> float:
+    """Fraction of test points whose kNN prediction (see knn_predict) equals test_y."""
+    pred = knn_predict(train_z, train_y, test_z, k, progress=progress)
+    return float((pred == test_y.cpu().to(torch.int64)).double().mean())
+
+
+# ---------------------------------------------------------------------------------- Frechet
+
+
+def feature_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """N x F features -> (mean F, covariance F x F with the N - 1 divisor), both float64."""
+    f = features.double()
+    if len(f) < 2:
+        raise VaegenError(f"a covariance needs at least 2 samples, got {len(f)}")
+    mu = f.mean(0)
+    centred = f - mu
+    return mu, centred.T @ centred / (len(f) - 1)
+
+
+def _sqrt_psd(s: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix via eigh (eigenvalues < 0 from
+    rounding are clamped to 0)."""
+    w, v = torch.linalg.eigh(s)
+    return (v * w.clamp(min=0).sqrt()) @ v.T
+
+
+def frechet_distance(
+    mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor
+) -> float:
+    """Frechet (2-Wasserstein squared) distance between N(mu1, sigma1) and N(mu2, sigma2):
+
+    ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), in squared feature units.
+    Computed in float64 from symmetric matrices only (eigh), which stays real and stable where
+    the general sqrtm of S1 S2 (scipy, as FID code uses) can return complex noise.
+    """
+    mu1, mu2, s1, s2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
+    root1 = _sqrt_psd(s1)
+    middle = root1 @ s2 @ root1
+    middle = 0.5 * (middle + middle.T)  # symmetric up to rounding; make it exactly so
+    cross = torch.linalg.eigvalsh(middle).clamp(min=0).sqrt().sum()
+    fd = (mu1 - mu2).pow(2).sum() + torch.trace(s1) + torch.trace(s2) - 2 * cross
+    return max(float(fd), 0.0)
+
+
+def frechet_distance_features(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Frechet distance between the Gaussians fitted to two feature sets N1 x F and N2 x F."""
+    return frechet_distance(*feature_stats(a), *feature_stats(b))
