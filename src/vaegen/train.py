@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,9 +69,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_threads() -> int:
-    """CPU threads for training. Measured (benchmarks/epoch_speed.py): for the seed model the
-    per-step work is too small to split, and one thread avoids hand-off costs."""
-    return 1
+    """CPU threads for training: PyTorch's default, one per physical core. Measured
+    (benchmarks/epoch_speed.py): on 2 cores, 2 threads train the seed model about 1.6x faster
+    than 1 on an otherwise idle machine."""
+    return torch.get_num_threads()
+
+
+def make_optimizer(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam with its fused kernel where this PyTorch has one for the device (CPU: torch >= 2.4).
+
+    The same update as the stock Adam, in one kernel instead of a dozen per step: measured
+    (benchmarks/epoch_speed.py) the largest single gain for the small seed model."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device or version
+        return torch.optim.Adam(params, lr=lr)
 
 
 def build_model(
@@ -221,7 +234,7 @@ def _train(
 
     torch.manual_seed(tc.seed)  # parameter initialisation
     model = build_model(config, train_ds.image_shape, len(train_ds.classes)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    optimizer = make_optimizer(model.parameters(), tc.lr)
     shuffle_gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
     noise_gen = torch.Generator(device=device).manual_seed(tc.seed + 2)
     loss_fn = LOSSES[tc.loss]
@@ -232,6 +245,8 @@ def _train(
     y_test = test_ds.labels.to(device) if conditional else None
 
     n = len(x_train)
+    x_epoch = torch.empty_like(x_train)  # this epoch's shuffled copy
+    y_epoch = None if y_train is None else torch.empty_like(y_train)
     steps_per_epoch = math.ceil(n / tc.batch_size)
     metrics: list[dict[str, Any]] = []
     start_epoch, start_step, global_step = 0, 0, 0
@@ -284,6 +299,10 @@ def _train(
     for epoch in range(start_epoch, tc.epochs):
         epoch_rng = shuffle_gen.get_state()  # saved with mid-epoch checkpoints to redo this shuffle
         perm = torch.randperm(n, generator=shuffle_gen, device=device)
+        # one gather per epoch, then contiguous batches: cheaper than a gather per step
+        torch.index_select(x_train, 0, perm, out=x_epoch)
+        if y_train is not None:
+            torch.index_select(y_train, 0, perm, out=y_epoch)
         first = start_step if epoch == start_epoch else 0
         if first == 0:
             running.zero_()
@@ -298,9 +317,9 @@ def _train(
         )
         t0 = time.perf_counter()
         for step in range(first, steps_per_epoch):
-            idx = perm[step * tc.batch_size : (step + 1) * tc.batch_size]
-            xb = x_train[idx]
-            yb = None if y_train is None else y_train[idx]
+            batch = slice(step * tc.batch_size, (step + 1) * tc.batch_size)
+            xb = x_epoch[batch]
+            yb = None if y_train is None else y_epoch[batch]
             out = model(xb, yb, generator=noise_gen)
             terms = loss_fn(out.recon, xb, out.mu, out.logvar)
             recon, kl = terms.recon.sum(), terms.kl.sum()
