@@ -43,6 +43,18 @@ class _VAEBase(nn.Module):
         self.latent_dim = latent_dim
         self.num_classes = num_classes
 
+    def _add_heads(self, hidden: int) -> None:
+        """The layers between the encoder's features and the decoder's hidden layer: the label
+        embedding (conditional models), the mean and log-variance heads, and the decoder's first
+        Linear. Created in this order, which the seed model's initialisation follows."""
+        head_in = hidden
+        if self.num_classes:
+            self.fc_label = nn.Linear(self.num_classes, hidden)
+            head_in += hidden
+        self.fc_mu = nn.Linear(head_in, self.latent_dim)
+        self.fc_logvar = nn.Linear(head_in, self.latent_dim)
+        self.fc3 = nn.Linear(self.latent_dim + self.num_classes, hidden)
+
     def _one_hot(self, y: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
         if not self.num_classes:
             return None
@@ -101,13 +113,7 @@ class VAE(_VAEBase):
         super().__init__(image_shape, latent_dim, num_classes)
         pixels = math.prod(image_shape)
         self.fc1 = nn.Linear(pixels, hidden)
-        head_in = hidden
-        if num_classes:
-            self.fc_label = nn.Linear(num_classes, hidden)
-            head_in += hidden
-        self.fc_mu = nn.Linear(head_in, latent_dim)
-        self.fc_logvar = nn.Linear(head_in, latent_dim)
-        self.fc3 = nn.Linear(latent_dim + num_classes, hidden)
+        self._add_heads(hidden)
         self.fc4 = nn.Linear(hidden, pixels)
 
     def encode(
@@ -150,13 +156,7 @@ class ConvVAE(_VAEBase):
         self.conv1 = nn.Conv2d(c, 32, 4, stride=2, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 4, stride=2, padding=1)
         self.fc1 = nn.Linear(features, hidden)
-        head_in = hidden
-        if num_classes:
-            self.fc_label = nn.Linear(num_classes, hidden)
-            head_in += hidden
-        self.fc_mu = nn.Linear(head_in, latent_dim)
-        self.fc_logvar = nn.Linear(head_in, latent_dim)
-        self.fc3 = nn.Linear(latent_dim + num_classes, hidden)
+        self._add_heads(hidden)
         self.fc4 = nn.Linear(hidden, features)
         self.deconv1 = nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1)
         self.deconv2 = nn.ConvTranspose2d(32, c, 4, stride=2, padding=1)
