@@ -67,7 +67,7 @@ def write_report(run: Run, path: Path | None = None, *, test: ImageDataset | Non
     """
     path = run.path / REPORT if path is None else Path(path)
     atomic_write_text(path, build_report(run, test))
-    log.info("wrote %s", path)
+    log.debug("wrote %s", path)
     return path
 
 

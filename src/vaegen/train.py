@@ -257,6 +257,12 @@ def _train(
     state = ckpt.load_state(run_dir) if resume else None
     if state is not None:
         ckpt.check_state_dict(state.model, model.state_dict(), run_dir / ckpt.STATE)
+        saved_device = state.progress.get("device_type", device.type)
+        if saved_device != device.type:
+            raise RunError(
+                f"{run_dir} was trained on {saved_device}, and its random-number streams cannot "
+                f"continue on {device.type}; resume it with --device {saved_device}"
+            )
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
         shuffle_gen.set_state(state.rng["shuffle_epoch_start"].cpu())
@@ -286,6 +292,7 @@ def _train(
                 progress={
                     "epoch": epoch,
                     "step": step,
+                    "device_type": device.type,
                     "global_step": global_step,
                     "running": running.tolist(),
                     "elapsed_in_epoch": elapsed_in_epoch,
