@@ -152,3 +152,22 @@ def test_conditional_needs_labels(tmp_path):
     )
     with pytest.raises(Exception, match="--conditional needs labels"):
         train(cfg, tmp_path / "c", progress=False)
+
+
+def test_tensorboard_scalars_match_the_metrics(tiny_data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    train(tiny_config(tiny_data, epochs=1), out, progress=False, tensorboard=True)
+    run = train(
+        tiny_config(tiny_data, epochs=2), out, resume=True, progress=False, tensorboard=True
+    )
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    logged = events.Scalars("test_loss")
+    assert [e.step for e in logged] == [1, 2]  # the resumed run adds epoch 2 once
+    for event, record in zip(logged, run.metrics, strict=True):
+        assert event.value == pytest.approx(record["test_loss"], rel=1e-6)
+    assert {"train_loss", "test_recon", "test_kl", "images_per_second"} <= set(
+        events.Tags()["scalars"]
+    )

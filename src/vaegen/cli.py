@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--no-plots", action="store_true", help="do not draw the figures and report at the end"
     )
+    t.add_argument(
+        "--tensorboard", action="store_true",
+        help="also log each epoch's metrics to RUN/tensorboard (needs the tensorboard package)",
+    )  # fmt: skip
 
     g = sub.add_parser("generate", help="write simulated images (and labels) to a file or folder")
     g.add_argument("run", type=Path)
@@ -161,7 +165,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = _train_config(args, base)
     run = train(
         config, out, resume=args.resume, progress=not args.quiet,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,
     )  # fmt: skip
     if not args.no_plots:
         test = load_dataset(config.data.source, "test", config.data.data_dir)

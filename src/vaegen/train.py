@@ -165,13 +165,16 @@ def train(
     resume: bool = False,
     progress: bool = True,
     checkpoint_every: int = 0,
+    tensorboard: bool = False,
     _stop_after_steps: int | None = None,
 ) -> Run:
     """Train a VAE into the run directory `out` and return the Run.
 
     resume: continue the run in `out` from its newest checkpoint (start afresh when it has none;
     return at once when it is finished). checkpoint_every: also checkpoint every N optimizer steps
-    (0: only at the end of each epoch). Losses in metrics.jsonl are per image.
+    (0: only at the end of each epoch). tensorboard: also log each epoch's metrics as TensorBoard
+    scalars in RUN/tensorboard (needs the tensorboard package). Losses in metrics.jsonl are per
+    image.
     """
     run_dir = Path(out)
     if (run_dir / ckpt.CONFIG).exists():
@@ -189,7 +192,14 @@ def train(
     device = resolve_device(tc.device)
     with _torch_settings(device, tc.threads or default_threads(), tc.deterministic):
         return _train(
-            config, run_dir, device, resume, progress, checkpoint_every, _stop_after_steps
+            config,
+            run_dir,
+            device,
+            resume,
+            progress,
+            checkpoint_every,
+            tensorboard,
+            _stop_after_steps,
         )
 
 
@@ -218,6 +228,7 @@ def _train(
     resume: bool,
     progress: bool,
     checkpoint_every: int,
+    tensorboard: bool,
     _stop_after_steps: int | None,
 ) -> Run:
     tc = config.train
@@ -281,6 +292,7 @@ def _train(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.save_config(run_dir, config, dataset_facts(train_ds, test_ds))
+    writer = _tensorboard_writer(run_dir, first_epoch=start_epoch + 1) if tensorboard else None
 
     def save(epoch: int, step: int) -> None:
         ckpt.save_state(
@@ -360,6 +372,8 @@ def _train(
                 save(epoch, step + 1)
             if _stop_after_steps is not None and steps_this_call >= _stop_after_steps:
                 bar.close()
+                if writer is not None:
+                    writer.close()
                 return Run(run_dir, config, model, train_ds.classes, train_ds.image_shape, metrics)
         bar.close()
         seconds = elapsed_in_epoch + time.perf_counter() - t0
@@ -377,6 +391,11 @@ def _train(
             "images_per_second": n / seconds,
         }
         metrics.append(record)
+        if writer is not None:
+            for key, value in record.items():
+                if key != "epoch":
+                    writer.add_scalar(key, value, global_step=epoch + 1)
+            writer.flush()
         log.info(
             "epoch %d/%d  train %.3f  test %.3f (recon %.3f + kl %.3f)  %.1f s, %.0f img/s",
             epoch + 1, tc.epochs, record["train_loss"], record["test_loss"],
@@ -388,7 +407,21 @@ def _train(
         save(epoch + 1, 0)
         ckpt.save_weights(model, run_dir / ckpt.WEIGHTS)
         ckpt.write_metrics(run_dir, metrics)
+    if writer is not None:
+        writer.close()
     return Run(run_dir, config, model, train_ds.classes, train_ds.image_shape, metrics)
+
+
+def _tensorboard_writer(run_dir: Path, first_epoch: int) -> Any:
+    """A SummaryWriter for RUN/tensorboard. purge_step drops events a killed run wrote after its
+    last checkpoint, so that a resumed run's curves have no duplicate epochs."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise VaegenError(
+            "--tensorboard needs the tensorboard package: pip install 'vaegen[tensorboard]'"
+        ) from None
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=first_epoch)
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:
