@@ -65,9 +65,15 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tiny_data, tmp_path):
     for attempt in range(12):
         if attempt < 6 and attempt % 2 == 0:  # at a random moment
             proc = subprocess.Popen([*vaegen, *_args(tiny_data, out)], env=env)
-            deadline = time.monotonic() + rng.uniform(0.5, 2.5)
-            while time.monotonic() < deadline and proc.poll() is None:
+            # once this process has checkpointed (startup time varies by machine), a random moment
+            manifest = out / "state" / "manifest.json"
+            before = manifest.stat().st_mtime_ns if manifest.exists() else None
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                if manifest.exists() and manifest.stat().st_mtime_ns != before:
+                    break
                 time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.3))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             code = proc.wait()

@@ -171,3 +171,20 @@ def test_tensorboard_scalars_match_the_metrics(tiny_data, tmp_path):
     assert {"train_loss", "test_recon", "test_kl", "images_per_second"} <= set(
         events.Tags()["scalars"]
     )
+
+
+def test_resume_on_another_device_type_is_refused(tiny_data, tmp_path):
+    import hashlib
+
+    out = tmp_path / "r"
+    train(tiny_config(tiny_data, epochs=1), out, progress=False)
+    manifest_path = out / "state" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    progress = out / "state" / manifest["checkpoint"] / "progress.json"
+    info = json.loads(progress.read_text())
+    info["progress"]["device_type"] = "cuda"  # as if it had been trained on a GPU
+    progress.write_bytes(json.dumps(info).encode())
+    manifest["files"]["progress.json"] = hashlib.sha256(progress.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match="was trained on cuda.*resume it with --device cuda"):
+        train(tiny_config(tiny_data, epochs=2), out, resume=True, progress=False)
