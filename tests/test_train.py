@@ -186,5 +186,5 @@ def test_resume_on_another_device_type_is_refused(tiny_data, tmp_path):
     progress.write_bytes(json.dumps(info).encode())
     manifest["files"]["progress.json"] = hashlib.sha256(progress.read_bytes()).hexdigest()
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(RunError, match="was trained on cuda.*resume it with --device cuda"):
+    with pytest.raises(RunError, match=r"was trained on cuda.*resume it with --device cuda"):
         train(tiny_config(tiny_data, epochs=2), out, resume=True, progress=False)
