@@ -213,10 +213,16 @@ def save_state(run_dir: Path, state: TrainingState) -> None:
         atomic_write_bytes(folder / filename, data)
     manifest = {"checkpoint": name, "files": {f: _sha256(d) for f, d in files.items()}}
     atomic_write_text(state_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    for old in state_dir.iterdir():
-        if old.is_dir() and old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
+    _drop_checkpoints_except(state_dir, name)
     fsync_dir(state_dir)
+
+
+def _drop_checkpoints_except(state_dir: Path, keep: str | None) -> list[Path]:
+    """Delete every checkpoint folder but `keep` (the one the manifest names); return them."""
+    dropped = [p for p in state_dir.iterdir() if p.is_dir() and p.name != keep]
+    for folder in dropped:
+        shutil.rmtree(folder, ignore_errors=True)
+    return dropped
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
@@ -231,10 +237,7 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
         current = None
         if (state_dir / MANIFEST).exists():
             current = read_json(state_dir / MANIFEST).get("checkpoint")
-        for folder in state_dir.iterdir():
-            if folder.is_dir() and folder.name != current:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
+        removed += _drop_checkpoints_except(state_dir, current)
     return removed
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .data import ImageDataset, load_dataset, safe_name
+from .generate import generate
 from .losses import decoder_mean
 from .metrics import latent_means
 from .train import Run, to_float
@@ -125,11 +126,15 @@ def manifold_grid(n: int = 15, lo: float = 0.05, hi: float = 0.95) -> torch.Tens
 
 
 @torch.no_grad()
-def decode_grid(run: Run, label: int | None = None, n: int = 15) -> torch.Tensor:
-    """Decoded images at z = (g_j, g_i) on the quantile grid, other latent dims 0.
+def decode_grid(
+    run: Run, label: int | None = None, values: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Decoded images at z = (values[j], values[i]) for every pair, other latent dims 0.
 
-    Returns n x n x C x H x W in [0, 1]; row 0 is the top (largest z[1]), column 0 the left."""
-    g = manifold_grid(n)
+    values: the grid along each axis, increasing (default: manifold_grid(15)). Returns
+    n x n x C x H x W in [0, 1]; row 0 is the top (largest z[1]), column 0 the left."""
+    g = manifold_grid() if values is None else values
+    n = len(g)
     zy, zx = torch.meshgrid(g.flip(0), g, indexing="ij")
     z = torch.zeros(n * n, run.config.model.latent_dim)
     z[:, 0] = zx.reshape(-1)
@@ -143,7 +148,7 @@ def decode_grid(run: Run, label: int | None = None, n: int = 15) -> torch.Tensor
 
 
 def manifold(run: Run, path: Path, label: int | None = None, n: int = 15) -> Path:
-    imgs = decode_grid(run, label, n)
+    imgs = decode_grid(run, label, manifold_grid(n))
     c, h, w = run.image_shape
     mosaic = imgs.permute(2, 0, 3, 1, 4).reshape(c, n * h, n * w).numpy()
     g = manifold_grid(n).numpy()
@@ -176,8 +181,6 @@ def _mosaic(images: torch.Tensor) -> np.ndarray:
 
 def samples(run: Run, path: Path, per_class: int = 10, seed: int = 0) -> Path:
     """Simulated images from the prior: one row per class for a conditional model."""
-    from .generate import generate
-
     k = len(run.classes) if run.config.model.conditional else per_class
     images, labels = generate(run, k * per_class, seed=seed)
     grid = (images.float() / 255.0).view(k, per_class, *run.image_shape)

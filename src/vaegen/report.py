@@ -37,7 +37,6 @@ from . import checkpoint as ckpt
 from ._io import atomic_write_text
 from .data import ImageDataset, load_dataset
 from .errors import VaegenError
-from .losses import decoder_mean
 from .metrics import latent_means
 from .models import VAE
 from .train import Run
@@ -274,19 +273,12 @@ def _lookup_grid(run: Run, extent: float, n: int = LOOKUP_GRID) -> dict[str, Any
     """Decoded images on an n x n grid over [-extent, extent]^2 (other dims 0), one PNG mosaic
     per class for a conditional model: row 0 is the top (largest z[1]), column 0 the left."""
     c, h, w = run.image_shape
-    g = torch.linspace(-extent, extent, n)
-    zy, zx = torch.meshgrid(g.flip(0), g, indexing="ij")
-    z = torch.zeros(n * n, run.config.model.latent_dim)
-    z[:, 0] = zx.reshape(-1)
-    if z.shape[1] > 1:
-        z[:, 1] = zy.reshape(-1)
-    z = z.to(run.device)
+    values = torch.linspace(-extent, extent, n)
     labels = range(len(run.classes)) if run.config.model.conditional else [None]
     atlases = []
     for label in labels:
-        y = None if label is None else torch.full((n * n,), label, device=run.device)
-        images = decoder_mean(run.model.decode(z, y), run.config.train.loss).cpu()
-        mosaic = images.view(n, n, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, n * h, n * w)
+        images = plots.decode_grid(run, label, values)
+        mosaic = images.permute(2, 0, 3, 1, 4).reshape(c, n * h, n * w)
         pixels = (mosaic * 255).round().to(torch.uint8).numpy()
         image = Image.fromarray(pixels.transpose(1, 2, 0) if c == 3 else pixels[0])
         buf = io.BytesIO()
