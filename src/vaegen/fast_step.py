@@ -58,7 +58,8 @@ class FastStep:
     """
 
     def __init__(self, model: VAE, loss: str, beta: float, batch_size: int) -> None:
-        self.m, self.loss, self.beta = model, loss, beta
+        self.loss, self.beta, self.classes = loss, beta, model.num_classes
+        self.params = dict(model.named_parameters())  # looked up once: Module.__getattr__ is slow
         B, H, D, C = batch_size, model.fc1.out_features, model.latent_dim, model.num_classes
         P = model.fc1.in_features
         weight = model.fc1.weight
@@ -82,62 +83,61 @@ class FastStep:
         self, x: torch.Tensor, y: torch.Tensor | None, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: N x C x H x W in [0, 1] (N <= batch_size), y: N class indices or None."""
-        m, b, beta = self.m, len(x), self.beta
+        b, beta, H = len(x), self.beta, self.h1.shape[1]
         x = x.reshape(b, -1)
+        w = self.params
+        g = {name: p.grad for name, p in self.params.items()}
         hc, h1, hl, zc, z = self.hc[:b], self.h1[:b], self.hl[:b], self.zc[:b], self.z[:b]
         lv_raw, eps, s = self.lv_raw[:b], self.eps[:b], self.s[:b]
         h3, r, dh3, dhc = self.h3[:b], self.r[:b], self.dh3[:b], self.dhc[:b]
-        conditional = m.num_classes > 0
 
         # forward
-        torch.addmm(m.fc1.bias, x, m.fc1.weight.t(), out=h1).relu_()
-        if conditional:
+        torch.addmm(w["fc1.bias"], x, w["fc1.weight"].t(), out=h1).relu_()
+        if self.classes:
             if y is None:
                 raise ValueError("this model is conditional: pass the class labels y")
             onehot = self.onehot[:b]
-            onehot.copy_(F.one_hot(y, m.num_classes))
-            torch.addmm(m.fc_label.bias, onehot, m.fc_label.weight.t(), out=hl).relu_()
-        mu = torch.addmm(m.fc_mu.bias, hc, m.fc_mu.weight.t())
-        torch.addmm(m.fc_logvar.bias, hc, m.fc_logvar.weight.t(), out=lv_raw)
+            onehot.copy_(F.one_hot(y, self.classes))
+            torch.addmm(w["fc_label.bias"], onehot, w["fc_label.weight"].t(), out=hl).relu_()
+        mu = torch.addmm(w["fc_mu.bias"], hc, w["fc_mu.weight"].t())
+        torch.addmm(w["fc_logvar.bias"], hc, w["fc_logvar.weight"].t(), out=lv_raw)
         lv = lv_raw.clamp(LOGVAR_MIN, LOGVAR_MAX)
         torch.randn(eps.shape, generator=generator, out=eps)
         torch.exp(0.5 * lv, out=s)
         torch.addcmul(mu, eps, s, out=z)
-        torch.addmm(m.fc3.bias, zc, m.fc3.weight.t(), out=h3).relu_()
-        torch.addmm(m.fc4.bias, h3, m.fc4.weight.t(), out=r)
+        torch.addmm(w["fc3.bias"], zc, w["fc3.weight"].t(), out=h3).relu_()
 
-        # loss, then dr in place of r
-        if self.loss == "seed":
-            dr = r.sub_(x)
+        # the decoder's output r, its loss, and dr = d loss / d r in place of r
+        if self.loss == "seed":  # dr = r - x = h3 W4' + (b4 - x): the bias pass subtracts x too
+            dr = torch.sub(w["fc4.bias"], x, out=r).addmm_(h3, w["fc4.weight"].t())
             recon = 0.5 * torch.dot(dr.view(-1), dr.view(-1))
         else:
+            torch.addmm(w["fc4.bias"], h3, w["fc4.weight"].t(), out=r)
             recon = F.binary_cross_entropy_with_logits(r, x, reduction="sum")
             dr = r.sigmoid_().sub_(x)
         var = s * s
-        kl = -0.5 * torch.sum(1 + lv - mu * mu - var)
+        kl = 0.5 * (torch.dot(mu.view(-1), mu.view(-1)) + (var - lv).sum() - mu.numel())
 
         # backward
-        g = {name: p.grad for name, p in m.named_parameters()}
         torch.mm(dr.t(), h3, out=g["fc4.weight"])
         torch.sum(dr, 0, out=g["fc4.bias"])
-        torch.mm(dr, m.fc4.weight, out=dh3)
-        dh3.masked_fill_(h3 <= 0, 0)
+        torch.mm(dr, w["fc4.weight"], out=dh3).masked_fill_(h3 <= 0, 0)
         torch.mm(dh3.t(), zc, out=g["fc3.weight"])
         torch.sum(dh3, 0, out=g["fc3.bias"])
-        dz = dh3 @ m.fc3.weight[:, : m.latent_dim]
-        dlv = (dz * eps * s).mul_(0.5).add_(var - 1, alpha=0.5 * beta)
-        dlv.masked_fill_((lv_raw < LOGVAR_MIN) | (lv_raw > LOGVAR_MAX), 0)
+        dz = dh3 @ w["fc3.weight"][:, : z.shape[1]]
+        dlv = (dz * eps * s).add_(var - 1, alpha=beta).mul_(0.5)
+        dlv.masked_fill_(lv != lv_raw, 0)  # no gradient where the clamp is active
         dmu = dz.add_(mu, alpha=beta)
         torch.mm(dmu.t(), hc, out=g["fc_mu.weight"])
         torch.sum(dmu, 0, out=g["fc_mu.bias"])
         torch.mm(dlv.t(), hc, out=g["fc_logvar.weight"])
         torch.sum(dlv, 0, out=g["fc_logvar.bias"])
-        torch.mm(dmu, m.fc_mu.weight, out=dhc).addmm_(dlv, m.fc_logvar.weight)
-        dh1 = dhc[:, : h1.shape[1]].masked_fill_(h1 <= 0, 0)
+        torch.mm(dmu, w["fc_mu.weight"], out=dhc).addmm_(dlv, w["fc_logvar.weight"])
+        dh1 = dhc[:, :H].masked_fill_(h1 <= 0, 0)
         torch.mm(dh1.t(), x, out=g["fc1.weight"])
         torch.sum(dh1, 0, out=g["fc1.bias"])
-        if conditional:
-            dl = dhc[:, h1.shape[1] :].masked_fill_(hl <= 0, 0)
+        if self.classes:
+            dl = dhc[:, H:].masked_fill_(hl <= 0, 0)
             torch.mm(dl.t(), self.onehot[:b], out=g["fc_label.weight"])
             torch.sum(dl, 0, out=g["fc_label.bias"])
         return recon + beta * kl, recon, kl

@@ -338,6 +338,7 @@ def _train(
     model.train()
     steps_this_call = 0
     for epoch in range(start_epoch, tc.epochs):
+        t0 = time.perf_counter()  # an epoch's seconds count its shuffle too
         epoch_rng = shuffle_gen.get_state()  # saved with mid-epoch checkpoints to redo this shuffle
         perm = torch.randperm(n, generator=shuffle_gen, device=device)
         # one gather per epoch, then contiguous batches: cheaper than a gather per step
@@ -356,7 +357,6 @@ def _train(
             disable=not progress,
             leave=False,
         )
-        t0 = time.perf_counter()
         for step in range(first, steps_per_epoch):
             batch = slice(step * tc.batch_size, (step + 1) * tc.batch_size)
             xb = x_epoch[batch]
