@@ -38,6 +38,12 @@ from torch import nn
 from .models import LOGVAR_MAX, LOGVAR_MIN, VAE
 
 
+def _relu_backward_(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """grad where the ReLU's output is > 0, else 0, in place: autograd's own kernel for it (one
+    pass; masked_fill_ with a comparison is two, and measured ten times slower here)."""
+    return torch.ops.aten.threshold_backward.grad_input(grad, output, 0, grad_input=grad)
+
+
 def supports(model: nn.Module, loss: str, device: torch.device) -> bool:
     """Whether `FastStep` can train this model with this loss on this device.
 
@@ -121,7 +127,7 @@ class FastStep:
         # backward
         torch.mm(dr.t(), h3, out=g["fc4.weight"])
         torch.sum(dr, 0, out=g["fc4.bias"])
-        torch.mm(dr, w["fc4.weight"], out=dh3).masked_fill_(h3 <= 0, 0)
+        _relu_backward_(torch.mm(dr, w["fc4.weight"], out=dh3), h3)
         torch.mm(dh3.t(), zc, out=g["fc3.weight"])
         torch.sum(dh3, 0, out=g["fc3.bias"])
         dz = dh3 @ w["fc3.weight"][:, : z.shape[1]]
@@ -133,11 +139,11 @@ class FastStep:
         torch.mm(dlv.t(), hc, out=g["fc_logvar.weight"])
         torch.sum(dlv, 0, out=g["fc_logvar.bias"])
         torch.mm(dmu, w["fc_mu.weight"], out=dhc).addmm_(dlv, w["fc_logvar.weight"])
-        dh1 = dhc[:, :H].masked_fill_(h1 <= 0, 0)
+        dh1 = _relu_backward_(dhc[:, :H], h1)
         torch.mm(dh1.t(), x, out=g["fc1.weight"])
         torch.sum(dh1, 0, out=g["fc1.bias"])
         if self.classes:
-            dl = dhc[:, H:].masked_fill_(hl <= 0, 0)
+            dl = _relu_backward_(dhc[:, H:], hl)
             torch.mm(dl.t(), self.onehot[:b], out=g["fc_label.weight"])
             torch.sum(dl, 0, out=g["fc_label.bias"])
         return recon + beta * kl, recon, kl
