@@ -46,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a VAE into a run directory")
+    t = sub.add_parser(
+        "train",
+        help="train a VAE into a run directory",
+        description="Train a VAE into a run directory. In several processes (DDP): "
+        "torchrun --nproc-per-node N -m vaegen train --out RUN ...",
+    )
     d, m, tr = DataConfig(), ModelConfig(), TrainConfig()
     t.add_argument(
         "--data", help=f"named dataset, IDX folder, .npz or image folder (default {d.source})"
@@ -153,11 +158,15 @@ def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
+    from . import distributed
     from .data import load_dataset
     from .plots import draw_all
     from .report import write_report
     from .train import train
 
+    procs = distributed.from_env()
+    if procs.several and args.out is None:  # each process would pick its own time stamp
+        raise VaegenError("training in several processes (torchrun) needs --out")
     out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     base = RunConfig()
     if args.resume and (out / ckpt.CONFIG).exists():
@@ -167,6 +176,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config, out, resume=args.resume, progress=not args.quiet,
         checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,
     )  # fmt: skip
+    if not procs.is_main:  # the figures, the report and the summary are the first process's
+        return 0
     if not args.no_plots:
         test = load_dataset(config.data.source, "test", config.data.data_dir)
         draw_all(run, test)

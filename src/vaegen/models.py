@@ -25,10 +25,14 @@ class VAEOutput(NamedTuple):
 
 
 def reparameterize(
-    mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """z = mu + eps * sigma with eps ~ N(0, I) and sigma = exp(logvar / 2)."""
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    """z = mu + eps * sigma with eps ~ N(0, I) (drawn here unless given) and sigma = exp(logvar / 2)."""
+    if eps is None:
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + eps * torch.exp(0.5 * logvar)
 
 
@@ -87,9 +91,12 @@ class _VAEBase(nn.Module):
         x: torch.Tensor,
         y: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> VAEOutput:
+        """x: N x C x H x W, y: N labels (conditional models); eps: N x latent_dim, the noise of
+        the reparameterisation when the caller draws it (several processes sharing a batch)."""
         mu, logvar = self.encode(x, y)
-        z = reparameterize(mu, logvar, generator)
+        z = reparameterize(mu, logvar, generator, eps)
         return VAEOutput(self.decode(z, y), mu, logvar, z)
 
 

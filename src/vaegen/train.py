@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from . import fast_step
+from . import distributed, fast_step
 from .config import RunConfig, differences
 from .data import ImageDataset, load_dataset
 from .errors import RunError, VaegenError
@@ -177,8 +177,10 @@ def train(
     (0: only at the end of each epoch). tensorboard: also log each epoch's metrics as TensorBoard
     scalars in RUN/tensorboard (needs the tensorboard package). Losses in metrics.jsonl are per
     image. The MLP model on a CPU trains with the hand-derived step of vaegen.fast_step
-    (_fast_step=False: with autograd, for comparisons).
+    (_fast_step=False: with autograd, for comparisons). Started by torchrun, every process calls
+    this and they train together (vaegen.distributed); only the first writes files.
     """
+    procs = distributed.from_env()
     run_dir = Path(out)
     if (run_dir / ckpt.CONFIG).exists():
         if not resume:
@@ -188,12 +190,20 @@ def train(
             )
         saved, _ = ckpt.load_config(run_dir)
         _check_resume_config(saved, config, run_dir)
-        for path in ckpt.remove_stale_temporaries(run_dir):
-            log.info("removed %s, left by an interrupted run", path)
+        if procs.is_main:
+            for path in ckpt.remove_stale_temporaries(run_dir):
+                log.info("removed %s, left by an interrupted run", path)
 
     tc = config.train
     device = resolve_device(tc.device)
-    with _torch_settings(device, tc.threads or default_threads(), tc.deterministic):
+    if procs.several and device.type == "cuda":  # one GPU per process
+        device = torch.device("cuda", procs.local_rank)
+        torch.cuda.set_device(device)
+    with (
+        _torch_settings(device, tc.threads or default_threads(), tc.deterministic),
+        distributed.process_group(procs, device),
+    ):
+        distributed.barrier()  # every process has looked at run_dir before the first writes
         return _train(
             config,
             run_dir,
@@ -204,6 +214,7 @@ def train(
             tensorboard,
             _stop_after_steps,
             _fast_step,
+            procs,
         )
 
 
@@ -235,6 +246,7 @@ def _train(
     tensorboard: bool,
     _stop_after_steps: int | None,
     use_fast_step: bool,
+    procs: distributed.Processes,
 ) -> Run:
     tc = config.train
 
@@ -255,7 +267,8 @@ def _train(
     loss_fn = LOSSES[tc.loss]
     optimizer: torch.optim.Optimizer | fast_step.FlatAdam
 
-    if use_fast_step and fast_step.supports(model, tc.loss, device):
+    net: nn.Module = model  # what the autograd step calls: the model, or its DDP wrapper
+    if use_fast_step and not procs.several and fast_step.supports(model, tc.loss, device):
         optimizer = fast_step.FlatAdam(model, lambda params: make_optimizer(params, tc.lr))
         forward_backward = fast_step.FastStep(model, tc.loss, tc.beta, tc.batch_size)
     else:
@@ -264,13 +277,21 @@ def _train(
         def forward_backward(
             xb: torch.Tensor, yb: torch.Tensor | None, generator: torch.Generator
         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            out = model(xb, yb, generator=generator)
+            if procs.several:  # the whole batch's noise, then this process's part of both
+                eps = torch.randn((len(xb), model.latent_dim), generator=generator, device=device)
+                part = procs.shard(len(xb))
+                xb, yb, eps = xb[part], None if yb is None else yb[part], eps[part]
+                out = net(xb, yb, eps=eps)
+            else:
+                out = net(xb, yb, generator=generator)
             terms = loss_fn(out.recon, xb, out.mu, out.logvar)
             recon, kl = terms.recon.sum(), terms.kl.sum()
             loss = recon + tc.beta * kl
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            return loss.detach(), recon.detach(), kl.detach()
+            # DDP averages the processes' gradients, and the objective is their sum
+            (loss * procs.world_size if procs.several else loss).backward()
+            sums = distributed.sum_over_processes(torch.stack([loss, recon, kl]).detach())
+            return sums[0], sums[1], sums[2]
 
     x_train = to_float(train_ds.images, device)
     y_train = train_ds.labels.to(device) if conditional else None
@@ -311,12 +332,21 @@ def _train(
             )
             return Run(run_dir, config, model, train_ds.classes, train_ds.image_shape, metrics)
         log.info("resuming %s at epoch %d, step %d", run_dir, start_epoch + 1, start_step)
+    if procs.several:  # after the checkpoint is loaded: DDP starts from process 0's weights
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.save_config(run_dir, config, dataset_facts(train_ds, test_ds))
-    writer = _tensorboard_writer(run_dir, first_epoch=start_epoch + 1) if tensorboard else None
+    writer = None
+    if procs.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.save_config(run_dir, config, dataset_facts(train_ds, test_ds))
+        if tensorboard:
+            writer = _tensorboard_writer(run_dir, first_epoch=start_epoch + 1)
 
     def save(epoch: int, step: int) -> None:
+        if not procs.is_main:
+            return
         ckpt.save_state(
             run_dir,
             ckpt.TrainingState(
@@ -354,7 +384,7 @@ def _train(
             initial=first,
             desc=f"epoch {epoch + 1}/{tc.epochs}",
             unit="batch",
-            disable=not progress,
+            disable=not progress or not procs.is_main,
             leave=False,
         )
         for step in range(first, steps_per_epoch):
@@ -422,8 +452,9 @@ def _train(
         running.zero_()
         epoch_rng = shuffle_gen.get_state()  # the next epoch starts from here
         save(epoch + 1, 0)
-        ckpt.save_weights(model, run_dir / ckpt.WEIGHTS)
-        ckpt.write_metrics(run_dir, metrics)
+        if procs.is_main:
+            ckpt.save_weights(model, run_dir / ckpt.WEIGHTS)
+            ckpt.write_metrics(run_dir, metrics)
     if writer is not None:
         writer.close()
     return Run(run_dir, config, model, train_ds.classes, train_ds.image_shape, metrics)
