@@ -36,14 +36,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
+def torchrun(args: list[str], processes: int = 2, ok: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(Path(vaegen.__file__).parents[1])}
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(name, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}",
            "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", "vaegen", *args]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (result.returncode == 0) == ok, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -84,6 +84,18 @@ def test_resume_with_another_number_of_processes(tiny_data, tmp_path):
     assert [m["epoch"] for m in resumed.metrics] == [1, 2]
     one = train(config(tiny_data), tmp_path / "one", progress=False, _fast_step=False)
     assert_close_runs(out, one.path)
+
+
+def test_a_non_finite_loss_stops_every_process(tiny_data, tmp_path):
+    """The finiteness check reads the loss summed over the processes, so all of them stop at the
+    same step (none is left waiting for the others)."""
+    out = tmp_path / "nan"
+    result = torchrun(
+        ["-q", "train", "--data", str(tiny_data), *FLAGS, "--lr", "1e30", "--out", str(out)],
+        ok=False,
+    )
+    assert result.stderr.count("the loss became") == 2
+    assert not (out / "model.safetensors").exists()
 
 
 def test_shards_cover_each_image_once():
