@@ -29,6 +29,7 @@ dmu = dz + beta mu and dlv = (dz eps s / 2 + beta (s^2 - 1) / 2) where lv was no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -162,7 +163,9 @@ class FlatAdam:
 
     ALIGN = 16  # elements: 64 bytes of float32
 
-    def __init__(self, model: nn.Module, make: Any) -> None:
+    def __init__(
+        self, model: nn.Module, make: Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+    ) -> None:
         """make: params -> torch optimizer (vaegen.train.make_optimizer with the learning rate)."""
         self.params = list(model.parameters())
         self.offsets: list[int] = []
