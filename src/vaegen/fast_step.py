@@ -224,7 +224,7 @@ class FlatAdam:
                 if parts[0].dim() == 0:
                     if any(not torch.equal(t, parts[0]) for t in parts):
                         raise ValueError(f"optimizer state {key!r} differs between parameters")
-                    flat_state[key] = parts[0]
+                    flat_state[key] = parts[0].clone()  # not shared with the caller's state
                 else:
                     for i, (t, p) in enumerate(zip(parts, self.params, strict=True)):
                         if t.shape != p.shape:
