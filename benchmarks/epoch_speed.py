@@ -110,7 +110,8 @@ def epoch_plain(images: torch.Tensor) -> float:
 
 
 def epoch_vaegen(data_dir: str | None, fast_step: bool = True) -> float:
-    """vaegen's trainer for 2 epochs; its own timing of epoch 2 (training steps only)."""
+    """vaegen's trainer for 2 epochs; its own timing of epoch 2 (the shuffle and the training
+    steps; not the test-set evaluation that follows)."""
     with tempfile.TemporaryDirectory() as tmp:
         config = RunConfig(DataConfig(data_dir=data_dir), train=TrainConfig(epochs=2))
         run = train(config, Path(tmp) / "bench", progress=False, _fast_step=fast_step)

@@ -18,6 +18,43 @@ from vaegen.cli import main
 from vaegen.distributed import Processes, from_env
 from vaegen.errors import VaegenError
 
+# Runs `vaegen` with every file-system change outside process 0 refused: the test that only
+# process 0 writes, deletes or renames anything in the run directory.
+GUARD = """
+import os, sys
+out = os.path.abspath(sys.argv[sys.argv.index("--out") + 1])
+if os.environ["RANK"] != "0":
+    def refuse(name, real):
+        def guarded(path, *args, **kwargs):
+            if os.path.abspath(os.fsdecode(path)).startswith(out) and (
+                name != "open" or args[0] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+            ):
+                raise AssertionError(f"process {os.environ['RANK']} called os.{name} on {path}")
+            return real(path, *args, **kwargs)
+        return guarded
+    for name in ("open", "replace", "rename", "mkdir", "unlink", "remove", "rmdir"):
+        setattr(os, name, refuse(name, getattr(os, name)))
+from vaegen.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+# Trains through the API, where a caller may read the run directory as soon as train() returns,
+# on a machine with no copy of FashionMNIST: both processes need it, one downloads it (here from
+# a file:// mirror of Debian's copy) and the other finds it.
+AFTER_DOWNLOAD = """
+import dataclasses, os, sys
+from pathlib import Path
+import vaegen.data as data
+data.DEBIAN_DATA_DIR = Path("/nonexistent")
+data.NAMED_DATASETS["fashion-mnist"] = dataclasses.replace(
+    data.NAMED_DATASETS["fashion-mnist"], mirrors=(Path(sys.argv[1]).as_uri() + "/",))
+from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, train
+from vaegen.checkpoint import read_metrics
+config = RunConfig(DataConfig("fashion-mnist"), ModelConfig(hidden=8), TrainConfig(epochs=1))
+run = train(config, sys.argv[2], progress=False)
+assert len(read_metrics(sys.argv[2])) == len(run.metrics) == 1, os.environ["RANK"]
+"""
+
 # batch 30 over 256 images: a last batch of 16, and shards of 15 and 15, then 8 and 8
 FLAGS = ["--epochs", "2", "--hidden", "32", "--batch-size", "30", "--lr", "3e-3", "--conditional"]
 
@@ -40,8 +77,9 @@ def torchrun(args: list[str], processes: int = 2, ok: bool = True) -> subprocess
     env = {**os.environ, "PYTHONPATH": str(Path(vaegen.__file__).parents[1])}
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(name, None)
+    launch = args if args[0].endswith(".py") else ["-m", "vaegen", *args]
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}",
-           "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", "vaegen", *args]  # fmt: skip
+           "--master-addr=127.0.0.1", f"--master-port={free_port()}", *launch]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert (result.returncode == 0) == ok, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -61,9 +99,13 @@ def assert_close_runs(a: Path, b: Path) -> None:
 
 def test_two_processes_train_like_one(tiny_data, tmp_path):
     """Each process takes half of every batch and the matching half of its noise: the same
-    losses and weights as one process, up to the order of float sums. Only process 0 writes."""
+    losses and weights as one process, up to the order of float sums. Only process 0 writes
+    (the other one fails if it creates, renames or deletes anything in the run directory)."""
     out = tmp_path / "two"
-    result = torchrun(["train", "--data", str(tiny_data), *FLAGS, "--out", str(out)])
+    guard = tmp_path / "guard.py"
+    guard.write_text(GUARD)
+    result = torchrun([str(guard), "train", "--data", str(tiny_data), *FLAGS, "--out", str(out),
+                       "--checkpoint-every", "5", "--tensorboard"])  # fmt: skip
     assert result.stdout.count("2 epochs, test seed loss") == 1  # one summary, from process 0
     assert result.stdout.count("report:") == 1
     assert (out / "report.html").exists() and len(
@@ -83,6 +125,28 @@ def test_resume_with_another_number_of_processes(tiny_data, tmp_path):
     resumed = train(config(tiny_data), out, resume=True, progress=False, _fast_step=False)
     assert [m["epoch"] for m in resumed.metrics] == [1, 2]
     one = train(config(tiny_data), tmp_path / "one", progress=False, _fast_step=False)
+    assert_close_runs(out, one.path)
+
+
+def test_one_download_and_every_file_written_when_train_returns(fashion_dir, tmp_path):
+    script = tmp_path / "after_download.py"
+    script.write_text(AFTER_DOWNLOAD)
+    torchrun([str(script), str(fashion_dir), str(tmp_path / "run")])
+    cache = tmp_path / "cache" / "vaegen" / "fashion-mnist"  # conftest's XDG_CACHE_HOME
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        p.name for p in fashion_dir.glob("*-ubyte.gz")
+    )
+
+
+def test_a_batch_smaller_than_the_processes(tiny_data, tmp_path):
+    """Batches of one image: process 1 gets none, and the math is still one process's."""
+    out = tmp_path / "ones"
+    flags = ["--epochs", "1", "--hidden", "8", "--batch-size", "1", "--lr", "1e-3"]
+    torchrun(["-q", "train", "--data", str(tiny_data), *flags, "--out", str(out), "--no-plots"])
+    config = RunConfig(
+        DataConfig(str(tiny_data)), ModelConfig(hidden=8), TrainConfig(epochs=1, batch_size=1)
+    )
+    one = train(config, tmp_path / "one", progress=False, _fast_step=False)
     assert_close_runs(out, one.path)
 
 

@@ -94,3 +94,14 @@ def barrier() -> None:
     """Wait for every process (nothing when alone)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first(procs: Processes) -> Iterator[None]:
+    """Run the block in process 0 first, then in the others: for work whose files the others
+    then find, like downloading a dataset (several processes downloading one file collide)."""
+    if not procs.is_main:
+        barrier()
+    yield
+    if procs.is_main:
+        barrier()

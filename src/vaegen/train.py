@@ -204,7 +204,7 @@ def train(
         distributed.process_group(procs, device),
     ):
         distributed.barrier()  # every process has looked at run_dir before the first writes
-        return _train(
+        run = _train(
             config,
             run_dir,
             device,
@@ -216,6 +216,8 @@ def train(
             _fast_step,
             procs,
         )
+        distributed.barrier()  # process 0 has written the run's last files
+        return run
 
 
 @contextlib.contextmanager
@@ -250,8 +252,9 @@ def _train(
 ) -> Run:
     tc = config.train
 
-    train_ds = load_dataset(config.data.source, "train", config.data.data_dir)
-    test_ds = load_dataset(config.data.source, "test", config.data.data_dir)
+    with distributed.main_process_first(procs):  # one download, which the others then find
+        train_ds = load_dataset(config.data.source, "train", config.data.data_dir)
+        test_ds = load_dataset(config.data.source, "test", config.data.data_dir)
     if train_ds.image_shape != test_ds.image_shape:
         raise VaegenError(
             f"train images are {train_ds.image_shape} but test images are {test_ds.image_shape}"
@@ -270,7 +273,8 @@ def _train(
     net: nn.Module = model  # what the autograd step calls: the model, or its DDP wrapper
     if use_fast_step and not procs.several and fast_step.supports(model, tc.loss, device):
         optimizer = fast_step.FlatAdam(model, lambda params: make_optimizer(params, tc.lr))
-        forward_backward = fast_step.FastStep(model, tc.loss, tc.beta, tc.batch_size)
+        batch_size = min(tc.batch_size, len(train_ds))  # the buffers: no larger than the data
+        forward_backward = fast_step.FastStep(model, tc.loss, tc.beta, batch_size)
     else:
         optimizer = make_optimizer(model.parameters(), tc.lr)
 
