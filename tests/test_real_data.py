@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from queue import Queue
 
 import pytest
 
@@ -34,3 +38,30 @@ def test_cli_trains_the_reference_model_on_fashion_mnist(fashion_dir, tmp_path, 
         "interpolation.png", "latent_scatter.png", "loss_curve.png", "manifold.png",
         "reconstructions.png", "samples.png",
     ]  # fmt: skip
+
+
+def _download(dest: Path, mirror: str, start: Barrier, results: Queue) -> None:
+    start.wait()
+    try:
+        data.download(data.NAMED_DATASETS["fashion-mnist"], dest, mirrors=[mirror])
+        results.put("ok")
+    except BaseException as e:  # reported to the test, which names it
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def test_two_processes_downloading_into_one_folder(fashion_dir, tmp_path):
+    """Two vaegen processes fetching the same dataset at once (two runs, or the processes of
+    one torchrun job) each write under a temporary name of their own, so neither breaks."""
+    dest = tmp_path / "cache"
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Barrier(2), ctx.Queue()
+    args = (dest, fashion_dir.as_uri() + "/", start, results)
+    procs = [ctx.Process(target=_download, args=args) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert sorted(results.get(timeout=5) for _ in procs) == ["ok", "ok"]
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        p.name for p in fashion_dir.glob("*-ubyte.gz")
+    )

@@ -92,22 +92,31 @@ def safe_name(name: str) -> str:
 # --------------------------------------------------------------------------------------- IDX
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed when its name ends in .gz."""
+def _read_raw(path: Path) -> bytes:
+    """The file's bytes as stored; a missing or unreadable file is a DataError naming it."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    if path.suffix == ".gz":
+
+
+def _decompress(raw: bytes, source: str | Path) -> bytes:
+    """Bytes decompressed when `source` (a file name or URL) ends in .gz, else as they are."""
+    if str(source).endswith(".gz"):
         try:
             return gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
             raise DataError(
-                f"{path}: not a valid gzip file ({e}); delete it and fetch again"
+                f"{source}: not a valid gzip file ({e}); delete it and fetch again"
             ) from None
     return raw
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed when its name ends in .gz."""
+    return _decompress(_read_raw(path), path)
 
 
 def parse_idx(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
@@ -273,25 +282,32 @@ def _check_split(split: str) -> None:
 
 def _verify_file(path: Path, spec: FileSpec) -> bytes:
     """Return the decompressed bytes of `path` after checking its size and checksum."""
-    if path.suffix == ".gz" and spec.gz_md5 is not None:
-        gz_ok = hashlib.md5(path.read_bytes()).hexdigest() == spec.gz_md5
-    else:
-        gz_ok = False
-    data = _read_bytes(path)
+    return _verify_bytes(_read_raw(path), spec, path)
+
+
+def _verify_bytes(raw: bytes, spec: FileSpec, source: str | Path) -> bytes:
+    """Return the decompressed `raw` (the bytes of a file or download named `source`) after
+    checking its size and checksum."""
+    gz_ok = (
+        str(source).endswith(".gz")
+        and spec.gz_md5 is not None
+        and hashlib.md5(raw).hexdigest() == spec.gz_md5
+    )
+    data = _decompress(raw, source)
     if len(data) != spec.raw_size:
         raise DataError(
-            f"{path}: {len(data)} bytes after decompression, expected {spec.raw_size}: "
+            f"{source}: {len(data)} bytes after decompression, expected {spec.raw_size}: "
             "the file is truncated or not this dataset's; delete it and fetch again"
         )
     if not gz_ok and spec.raw_sha256 is not None:
         if hashlib.sha256(data).hexdigest() != spec.raw_sha256:
             raise DataError(
-                f"{path}: checksum mismatch (SHA-256 of the content is not the official one): "
+                f"{source}: checksum mismatch (SHA-256 of the content is not the official one): "
                 "the file is corrupt; delete it and fetch again"
             )
     elif not gz_ok and spec.gz_md5 is not None:
         raise DataError(
-            f"{path}: checksum mismatch (MD5 is not the official one): "
+            f"{source}: checksum mismatch (MD5 is not the official one): "
             "the file is corrupt; delete it and fetch again"
         )
     return data
@@ -368,16 +384,14 @@ def download(
                 except OSError as e:
                     errors.append(f"  {url}: {e}")
                     continue
-                # the temporary name keeps the .gz suffix so that it is verified as what it is
-                tmp = target.with_name(f".part-{target.name}")
-                tmp.write_bytes(payload)
                 try:
-                    _verify_file(tmp, spec)
+                    _verify_bytes(payload, spec, url)
                 except DataError as e:
-                    tmp.unlink(missing_ok=True)
-                    errors.append(f"  {url}: {e}")
+                    errors.append(f"  {e}")
                     continue
-                os.replace(tmp, target)
+                # verified in memory, then written under a temporary name of its own and renamed:
+                # another process fetching the same file at the same time cannot collide with it
+                atomic_write_bytes(target, payload)
                 break
             else:
                 raise DataError(

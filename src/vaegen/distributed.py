@@ -99,7 +99,7 @@ def barrier() -> None:
 @contextlib.contextmanager
 def main_process_first(procs: Processes) -> Iterator[None]:
     """Run the block in process 0 first, then in the others: for work whose files the others
-    then find, like downloading a dataset (several processes downloading one file collide)."""
+    then find, like downloading a dataset once rather than once per process."""
     if not procs.is_main:
         barrier()
     yield
