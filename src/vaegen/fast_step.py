@@ -60,8 +60,8 @@ def supports(model: nn.Module, loss: str, device: torch.device) -> bool:
 class FastStep:
     """Forward and backward of `model` (a `VAE`) on one batch, into preallocated buffers.
 
-    Calling it returns (loss, recon, kl), each summed over the batch (0-d tensors), and leaves
-    the gradient of `loss` in every parameter's `.grad` (overwritten, not accumulated).
+    Calling it returns the 3-vector (loss, recon, kl), each summed over the batch, and leaves the
+    gradient of `loss` in every parameter's `.grad` (overwritten, not accumulated).
     """
 
     def __init__(self, model: VAE, loss: str, beta: float, batch_size: int) -> None:
@@ -88,7 +88,7 @@ class FastStep:
     @torch.no_grad()
     def __call__(
         self, x: torch.Tensor, y: torch.Tensor | None, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> torch.Tensor:
         """x: N x C x H x W in [0, 1] (N <= batch_size), y: N class indices or None."""
         b, beta, H = len(x), self.beta, self.h1.shape[1]
         x = x.reshape(b, -1)
@@ -147,7 +147,7 @@ class FastStep:
             dl = _relu_backward_(dhc[:, H:], hl)
             torch.mm(dl.t(), self.onehot[:b], out=g["fc_label.weight"])
             torch.sum(dl, 0, out=g["fc_label.bias"])
-        return recon + beta * kl, recon, kl
+        return torch.stack([recon + beta * kl, recon, kl])
 
 
 class FlatAdam:

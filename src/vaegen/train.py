@@ -280,7 +280,8 @@ def _train(
 
         def forward_backward(
             xb: torch.Tensor, yb: torch.Tensor | None, generator: torch.Generator
-        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ) -> torch.Tensor:
+            """The batch's (loss, recon, kl), each summed over its images (and processes)."""
             if procs.several:  # the whole batch's noise, then this process's part of both
                 eps = torch.randn((len(xb), model.latent_dim), generator=generator, device=device)
                 part = procs.shard(len(xb))
@@ -294,8 +295,7 @@ def _train(
             optimizer.zero_grad(set_to_none=True)
             # DDP averages the processes' gradients, and the objective is their sum
             (loss * procs.world_size if procs.several else loss).backward()
-            sums = distributed.sum_over_processes(torch.stack([loss, recon, kl]).detach())
-            return sums[0], sums[1], sums[2]
+            return distributed.sum_over_processes(torch.stack([loss, recon, kl]).detach())
 
     x_train = to_float(train_ds.images, device)
     y_train = train_ds.labels.to(device) if conditional else None
@@ -395,16 +395,16 @@ def _train(
             batch = slice(step * tc.batch_size, (step + 1) * tc.batch_size)
             xb = x_epoch[batch]
             yb = None if y_train is None else y_epoch[batch]
-            loss, recon, kl = forward_backward(xb, yb, noise_gen)
-            if not torch.isfinite(loss):
+            sums = forward_backward(xb, yb, noise_gen)  # loss, recon, kl
+            if not torch.isfinite(sums[0]):
                 raise NonFiniteLossError(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: "
+                    f"the loss became {sums[0].item()} at epoch {epoch + 1}, step {step + 1}: "
                     f"try a smaller learning rate (--lr, now {tc.lr}) and check that the data is "
                     "scaled to [0, 1]; the last good checkpoint is kept in "
                     f"{run_dir / ckpt.STATE}"
                 )
             optimizer.step()
-            running += torch.stack([loss, recon, kl]).double()
+            running += sums.double()
             global_step += 1
             steps_this_call += 1
             if progress and (step % 20 == 0 or step == steps_per_epoch - 1):
