@@ -73,7 +73,7 @@ def test_flipped_bytes_in_a_checkpoint_are_caught_by_the_manifest(tmp_path, run_
     with pytest.raises(
         RunError, match=r"optimizer\.safetensors: missing or does not match its SHA-256"
     ):
-        load_state(run)
+        load_state(run / "state")
 
 
 def test_wrong_shapes(tmp_path):

@@ -15,6 +15,7 @@ from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.data import load_dataset
 from vaegen.errors import VaegenError
 from vaegen.evaluate import evaluate, format_table
+from vaegen.losses import GAUSSIAN
 from vaegen.metrics import (
     feature_stats,
     frechet_distance,
@@ -80,7 +81,7 @@ def sample_x(model: LinearGaussian, n: int, seed: int = 1) -> torch.Tensor:
 def test_iwae_is_exact_with_the_exact_posterior(k, max_rows):
     model = LinearGaussian()
     x = sample_x(model, 50)
-    got = iwae_log_likelihood(model, x, None, "seed", k, seed=3, max_rows=max_rows)
+    got = iwae_log_likelihood(model, x, None, GAUSSIAN, k, seed=3, max_rows=max_rows)
     assert torch.allclose(got, model.log_px(x).detach(), atol=1e-9, rtol=0)
 
 
@@ -91,13 +92,13 @@ def test_iwae_with_an_imperfect_encoder_tightens_toward_log_px():
     elbo = model.elbo(x).detach()
     assert float((log_px - elbo).mean()) > 0.3  # the encoder is bad enough to matter
     # K = 1 is the ELBO in expectation (within 4 standard errors)
-    one = iwae_log_likelihood(model, x, None, "seed", 1, seed=5)
+    one = iwae_log_likelihood(model, x, None, GAUSSIAN, 1, seed=5)
     diff = one - elbo
     assert abs(float(diff.mean())) < 4 * float(diff.std()) / math.sqrt(len(x))
     # the bound rises with K and stays below log p(x), closing most of the gap by K = 1000
     x, target = x[:200], float(log_px[:200].mean())
     bounds = [
-        float(iwae_log_likelihood(model, x, None, "seed", k, seed=5, max_rows=50_000).mean())
+        float(iwae_log_likelihood(model, x, None, GAUSSIAN, k, seed=5, max_rows=50_000).mean())
         for k in (1, 10, 100, 1000)
     ]
     # strictly for the first steps; from K = 100 on the rise is below the noise of 200 images
@@ -109,11 +110,11 @@ def test_iwae_with_an_imperfect_encoder_tightens_toward_log_px():
 def test_iwae_is_repeatable_and_checks_k():
     model = LinearGaussian(shift=0.4)
     x = sample_x(model, 20)
-    a = iwae_log_likelihood(model, x, None, "seed", 17, seed=2)
-    assert torch.equal(a, iwae_log_likelihood(model, x, None, "seed", 17, seed=2))
-    assert not torch.equal(a, iwae_log_likelihood(model, x, None, "seed", 17, seed=3))
+    a = iwae_log_likelihood(model, x, None, GAUSSIAN, 17, seed=2)
+    assert torch.equal(a, iwae_log_likelihood(model, x, None, GAUSSIAN, 17, seed=2))
+    assert not torch.equal(a, iwae_log_likelihood(model, x, None, GAUSSIAN, 17, seed=3))
     with pytest.raises(VaegenError, match="iw_samples = 0 is not valid"):
-        iwae_log_likelihood(model, x, None, "seed", 0)
+        iwae_log_likelihood(model, x, None, GAUSSIAN, 0)
 
 
 # ---------------------------------------------------------------------------------- Frechet
@@ -174,7 +175,7 @@ def test_knn_majority_vote_and_ties_toward_the_nearest():
 # ---------------------------------------------------------------------------- end to end
 
 
-def _tiny_conditional_run(tiny_data, tmp_path, loss="seed"):
+def _tiny_conditional_run(tiny_data, tmp_path, loss="gaussian"):
     config = RunConfig(
         DataConfig(str(tiny_data)),
         ModelConfig(conditional=True, hidden=32),
@@ -198,7 +199,8 @@ def test_evaluate_end_to_end_on_a_tiny_conditional_run(tiny_data, tmp_path):
     for key in ("negative_elbo", "reconstruction", "kl", "nll_bound_iwae"):
         assert set(lk[key]) == {"value", "units"} and math.isfinite(lk[key]["value"])
     assert (
-        "seed-loss units" in lk["negative_elbo"]["units"] and lk["kl"]["units"] == "nats per image"
+        "gaussian-loss units" in lk["negative_elbo"]["units"]
+        and lk["kl"]["units"] == "nats per image"
     )
     assert lk["negative_elbo"]["value"] == pytest.approx(
         lk["reconstruction"]["value"] + lk["kl"]["value"]
@@ -249,7 +251,10 @@ def test_evaluate_unconditional_bernoulli_and_binarize(tiny_data, tmp_path):
         tmp_path / "s",
         progress=False,
     )
-    with pytest.raises(VaegenError, match="--binarize needs a model trained with --loss bernoulli"):
+    with pytest.raises(
+        VaegenError,
+        match=r"--binarize needs a model trained with a likelihood of binary pixels \(--loss bernoulli\)",
+    ):
         evaluate(seed_run, binarize=True, **kw)
     with pytest.raises(VaegenError, match="n_generated = 1 is not valid"):
         evaluate(seed_run, **{**kw, "n_generated": 1})

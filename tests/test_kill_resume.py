@@ -93,6 +93,6 @@ def test_sigkill_at_random_moments_then_resume_is_exact(tiny_data, tmp_path):
     assert len(kills) >= 5, f"only {len(kills)} kills happened: the run finished too fast to test"
     assert_same_weights(tmp_path / "ref", out)
     assert [r["epoch"] for r in load_run(out).metrics] == [1, 2, 3, 4]
-    assert load_state(out).progress["epoch"] == 4
+    assert load_state(out / "state").progress.epoch == 4
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert len([p for p in (out / "state").iterdir() if p.is_dir()]) == 1

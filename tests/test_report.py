@@ -19,10 +19,9 @@ import torch
 
 from vaegen import RunConfig, train
 from vaegen.config import DataConfig, ModelConfig, TrainConfig
-from vaegen.losses import decoder_mean
 from vaegen.models import MODELS
 from vaegen.report import render_value, script_json, write_report
-from vaegen.train import Run
+from vaegen.run import Run
 
 from .conftest import IN_CI, write_idx_dataset
 
@@ -51,7 +50,7 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Run]:
             data = write_idx_dataset(root / f"{name}-data", n_train=192, n_test=64)
             if classes:
                 (data / "classes.txt").write_text("\n".join(classes) + "\n")
-            loss = model_kw.pop("loss", "seed")
+            loss = model_kw.pop("loss", "gaussian")
             config = RunConfig(
                 DataConfig(str(data)),
                 ModelConfig(hidden=32, **model_kw),
@@ -95,7 +94,7 @@ def test_report_is_one_offline_file(plain: Run, tmp_path: Path) -> None:
     # figures inlined, metrics one row per epoch, config and eval.json rendered and escaped
     assert page.count("<img ") == len(list((plain.path / "figures").glob("*.png")))
     assert len(re.findall(r"<tr[^>]*><td class=num>", page)) == 3
-    assert "seed loss per image" in page and "nats per image" in page
+    assert "gaussian loss per image" in page and "nats per image" in page
     assert "batch_size" in page and "<th>lr</th><td>0.003</td>" in page
     assert "<h3>elbo</h3>" in page and "-21.5" in page and "&lt;b&gt;bold&lt;/b&gt;" in page
     assert "<script>alert(3)" not in page and "&lt;script&gt;alert(3)" in page
@@ -214,11 +213,11 @@ def test_page_loads_offline_and_the_mouse_decodes(plain: Run, open_report) -> No
 
 
 def _torch_decode(run: Run, z: list[float], label: int) -> torch.Tensor:
-    """decoder_mean(decode(z, y)) flattened, float64."""
+    """The likelihood's mean of decode(z, y), flattened, float64."""
     y = torch.tensor([label]) if run.config.model.conditional else None
     with torch.no_grad():
         out = run.model.decode(torch.tensor([z], dtype=torch.float32), y)
-    return decoder_mean(out, run.config.train.loss).flatten().double()
+    return run.likelihood.mean(out).flatten().double()
 
 
 POINTS = [([0.0, 0.0, 0.0], 0), ([1.3, -0.7, 0.5], 1), ([-2.2, 1.9, -1.0], 2)]

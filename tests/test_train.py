@@ -36,7 +36,7 @@ def test_cli_train_writes_the_run_directory(tiny_data, tmp_path, capsys):
     argv = ["-q", "train", "--data", str(tiny_data), "--epochs", "3", "--hidden", "32",
             "--batch-size", "32", "--lr", "3e-3", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
-    assert "3 epochs, test seed loss" in capsys.readouterr().out
+    assert "3 epochs, test gaussian loss" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["hidden"] == 32 and config["train"]["epochs"] == 3
     assert config["dataset"]["image_shape"] == [1, 12, 12]
@@ -98,7 +98,7 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tiny_data, tmp_path):
     train(tiny_config(tiny_data, epochs=2), tmp_path / "full", progress=False)
     cfg = tiny_config(tiny_data, epochs=2)
     # stop after 11 steps (epoch 2, step 3 of 8) with a checkpoint every 3 steps: resumes at step 9
-    train(cfg, tmp_path / "cut", progress=False, checkpoint_every=3, _stop_after_steps=11)
+    train(cfg, tmp_path / "cut", progress=False, checkpoint_every=3, max_steps=11)
     train(cfg, tmp_path / "cut", resume=True, progress=False, checkpoint_every=3)
     assert_same_weights(tmp_path / "full", tmp_path / "cut")
 

@@ -1,13 +1,13 @@
 """vaegen: learn an image dataset's distribution with a VAE and generate simulated data from it."""
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import ImageDataset, load_dataset
 from .evaluate import evaluate
 from .generate import generate
 from .models import VAE, ConvVAE
-from .train import Run, load_run, train
+from .run import Run, load_run
+from .train import train
 
 __all__ = [
     "VAE",

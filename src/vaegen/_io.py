@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
+
+from .errors import WriteError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to a temporary name beside `path`, fsync it, rename it over `path`, and fsync
     the folder so that the rename itself survives a power loss."""
     path = Path(path)
+    try:
+        _atomic_write(path, data)
+    except OSError as e:  # a full disk, a read-only folder: one line that names the file
+        raise WriteError(
+            f"cannot write {path}: {e.strerror or e}; the previous file, if any, is unchanged"
+        ) from None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -47,3 +59,10 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def show_progress(wanted: bool) -> bool:
+    """Whether to draw progress bars: when asked for and stderr is a terminal. Sent to a file or
+    a pipe, a bar's refreshes would fill it with long lines; the one line per epoch the log
+    writes is what a log wants."""
+    return wanted and sys.stderr.isatty()

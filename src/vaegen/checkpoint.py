@@ -1,23 +1,28 @@
-"""Run-directory I/O: safetensors for tensors, JSON for everything else, every write atomic.
+"""Checkpoint I/O: safetensors for tensors, JSON for everything else, every write atomic.
 
-    runs/NAME/config.json          RunConfig + vaegen version
-    runs/NAME/model.safetensors    the latest weights
-    runs/NAME/metrics.jsonl        one JSON object per finished epoch
-    runs/NAME/state/manifest.json  names the newest complete checkpoint and its files' SHA-256
-    runs/NAME/state/<checkpoint>/  model, optimizer and RNG tensors + progress.json
+    RUN/state/manifest.json  names the newest complete checkpoint and its files' SHA-256
+    RUN/state/<checkpoint>/  model, optimizer and RNG tensors + progress.json (a `Progress`)
 
 A checkpoint's files are written into a fresh folder; the manifest is replaced (atomically) only
 after all of them are on disk, so a kill at any moment leaves the previous good checkpoint in force.
 Nothing is ever unpickled: a file in torch's pickle format is refused before it is parsed.
+`lock` keeps a second process from writing the same run directory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
 import hashlib
 import json
+import os
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
+import socket
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +32,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ._io import atomic_write_bytes, atomic_write_text, fsync_dir
-from .config import RunConfig
 from .errors import RunError, VaegenError
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-METRICS = "metrics.jsonl"
-STATE = "state"
 MANIFEST = "manifest.json"
 
 # torch.save writes a zip archive (PK..) or, in old versions, a raw pickle (protocol byte 0x80).
@@ -107,11 +107,7 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
     atomic_write_bytes(path, tensors_to_bytes(model.state_dict()))
 
 
-# ------------------------------------------------------------------------------ config, metrics
-
-
-def save_config(run_dir: Path, config: RunConfig, dataset: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / CONFIG, config.to_json(dataset))
+# -------------------------------------------------------------------------------- JSON
 
 
 def read_json(path: Path) -> Any:
@@ -123,40 +119,37 @@ def read_json(path: Path) -> Any:
         raise RunError(f"{path}: not valid JSON ({e})") from None
 
 
-def load_config(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
-    """(config, dataset facts) from RUN/config.json."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: no such run directory")
-    d = read_json(run_dir / CONFIG)
-    if not isinstance(d, dict):
-        raise RunError(f"{run_dir / CONFIG}: expected a JSON object")
-    try:
-        return RunConfig.from_dict(d), dict(d.get("dataset") or {})
-    except (VaegenError, TypeError) as e:
-        raise RunError(f"{run_dir / CONFIG}: {e}") from None
-
-
-def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
-    """Rewrite metrics.jsonl whole (it is small), so it always matches the saved state."""
-    atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return []
-    records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise RunError(f"{path}, line {n}: not valid JSON ({e})") from None
-    return records
-
-
 # ------------------------------------------------------------------------- training state
+
+
+@dataclass
+class Progress:
+    """Where training stands: what a checkpoint records besides tensors (progress.json).
+
+    epoch: epochs finished; step: optimizer steps done within epoch + 1 (0 at an epoch's end);
+    global_step: optimizer steps since the run began; running: the sums (loss, recon, kl) over
+    the current epoch's steps so far; elapsed_in_epoch: seconds spent in them; metrics: the
+    records of the finished epochs; device_type: where it trained (its RNG streams are
+    device-specific)."""
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    device_type: str = "cpu"
+    running: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    elapsed_in_epoch: float = 0.0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str | Path) -> Progress:
+        """Read a progress record, with an error naming `source` when it is not one."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or not {"epoch", "step", "global_step"} <= set(d):
+            raise RunError(f"{source}: not a vaegen progress record")
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass
@@ -166,7 +159,7 @@ class TrainingState:
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]  # torch optimizer state_dict
     rng: dict[str, torch.Tensor]  # generator states (uint8 tensors)
-    progress: dict[str, Any]  # epoch, step within the epoch, running sums, metrics so far
+    progress: Progress
 
 
 def _optimizer_to_flat(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
@@ -193,10 +186,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_state(run_dir: Path, state: TrainingState) -> None:
-    """Write a checkpoint folder, then point the manifest at it, then drop older checkpoints."""
-    state_dir = run_dir / STATE
-    name = f"epoch-{state.progress['epoch']:04d}-step-{state.progress['global_step']:08d}"
+def save_state(state_dir: Path, state: TrainingState) -> None:
+    """Write a checkpoint folder in `state_dir`, then point the manifest at it, then drop older
+    checkpoints."""
+    name = f"epoch-{state.progress.epoch:04d}-step-{state.progress.global_step:08d}"
     folder = state_dir / name
     if folder.exists():
         shutil.rmtree(folder)
@@ -206,7 +199,7 @@ def save_state(run_dir: Path, state: TrainingState) -> None:
         "optimizer.safetensors": tensors_to_bytes(opt_tensors),
         "rng.safetensors": tensors_to_bytes(state.rng, check_finite=False),
         "progress.json": json.dumps(
-            {"progress": state.progress, "optimizer": opt_meta}, indent=1
+            {"progress": state.progress.to_dict(), "optimizer": opt_meta}, indent=1
         ).encode(),
     }
     for filename, data in files.items():
@@ -225,14 +218,14 @@ def _drop_checkpoints_except(state_dir: Path, keep: str | None) -> list[Path]:
     return dropped
 
 
-def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete temporary files and unfinished checkpoint folders that a killed process left behind.
+def remove_stale_temporaries(run_dir: Path, state_dir: Path) -> list[Path]:
+    """Delete temporary files under `run_dir` and unfinished checkpoint folders in `state_dir`
+    that a killed process left behind.
 
-    Safe only while no other process writes this run. Returns what was removed."""
+    Safe only while no other process writes this run (hold `lock`). Returns what was removed."""
     removed = [p for p in run_dir.rglob(".*.tmp") if p.is_file()]
     for p in removed:
         p.unlink(missing_ok=True)
-    state_dir = run_dir / STATE
     if state_dir.is_dir():
         current = None
         if (state_dir / MANIFEST).exists():
@@ -241,13 +234,12 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
-def load_state(run_dir: Path) -> TrainingState | None:
-    """The newest complete checkpoint, or None when the run has none yet.
+def load_state(state_dir: Path) -> TrainingState | None:
+    """The newest complete checkpoint in `state_dir`, or None when the run has none yet.
 
     A checkpoint whose files do not match the manifest's hashes is a RunError (the manifest is only
     replaced after its files are complete, so this means the files were damaged afterwards).
     """
-    state_dir = run_dir / STATE
     manifest_path = state_dir / MANIFEST
     if not manifest_path.exists():
         return None
@@ -270,5 +262,78 @@ def load_state(run_dir: Path) -> TrainingState | None:
         model=read_tensors(folder / "model.safetensors"),
         optimizer=_optimizer_from_flat(opt_tensors, info["optimizer"]),
         rng=read_tensors(folder / "rng.safetensors"),
-        progress=info["progress"],
+        progress=Progress.from_dict(info.get("progress"), folder / "progress.json"),
     )
+
+
+# ------------------------------------------------------------------------------------ lock
+
+_HELD: dict[Path, tuple[int, int]] = {}  # lock file -> (descriptor, depth): re-entrant per process
+
+
+@contextlib.contextmanager
+def lock(run_dir: Path, name: str, purpose: str) -> Iterator[None]:
+    """Hold RUN/`name` exclusively while `purpose` ("training", "evaluation") writes the run.
+
+    An advisory `flock`: the kernel releases it when the process dies, so a killed run never
+    leaves a stale lock. A second process gets a RunError naming the holder (its pid, host,
+    command and purpose). Re-entrant within one process. Where flock does not exist (Windows)
+    this only records the holder."""
+    path = (run_dir / name).resolve()
+    if path in _HELD:
+        fd, depth = _HELD[path]
+        _HELD[path] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            fd, depth = _HELD[path]
+            _HELD[path] = (fd, depth - 1)
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        _acquire(fd, path, run_dir)
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "purpose": purpose,
+            "command": " ".join(sys.argv[:3]),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    _HELD[path] = (fd, 1)
+    try:
+        yield
+    finally:
+        del _HELD[path]
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)  # the next reader of a free lock sees no stale holder
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _acquire(fd: int, path: Path, run_dir: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        try:
+            h = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            who = (
+                f"process {h['pid']} on {h['host']} ({h['purpose']}, {h['command']!r}, "
+                f"since {h['since']})"
+            )
+        except (ValueError, KeyError, TypeError):
+            who = "another process"
+        raise RunError(
+            f"{run_dir} is in use by {who}; wait for it to finish or stop it, "
+            f"or choose another run directory (lock file {path})"
+        ) from None

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._io import show_progress
 from .checkpoint import check_state_dict, read_tensors
 from .errors import VaegenError
 
@@ -102,7 +103,7 @@ def load_reference_classifier(device: str | torch.device = "cpu") -> Classifier:
 
 def _batches(n: int, batch_size: int, desc: str, progress: bool) -> tqdm:
     starts = range(0, n, batch_size)
-    return tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False)
+    return tqdm(starts, desc=desc, unit="batch", disable=not show_progress(progress), leave=False)
 
 
 @torch.no_grad()
@@ -185,7 +186,13 @@ def train_classifier(
         gen = torch.Generator().manual_seed(seed + 1)  # shuffling and flips, on the CPU
         x_all, y_all = images.to(device), labels.to(device)
         model.train()
-        bar = tqdm(total=steps, desc="classifier", unit="batch", disable=not progress, leave=False)
+        bar = tqdm(
+            total=steps,
+            desc="classifier",
+            unit="batch",
+            disable=not show_progress(progress),
+            leave=False,
+        )
         for epoch in range(epochs):
             perm = torch.randperm(n, generator=gen).to(device)
             total, seen = 0.0, 0

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__
-from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from ._version import __version__
+from .config import MODEL_KINDS, STEPS, DataConfig, ModelConfig, RunConfig, TrainConfig
 from .errors import VaegenError
+from .losses import ALIASES, LIKELIHOODS, LOSS_CHOICES
 
 # flag -> (section, field); defaults live in the dataclasses, not here
 _TRAIN_FLAGS = {
@@ -34,6 +35,7 @@ _TRAIN_FLAGS = {
     "device": ("train", "device"),
     "threads": ("train", "threads"),
     "deterministic": ("train", "deterministic"),
+    "step": ("train", "step"),
 }
 
 
@@ -57,15 +59,18 @@ def _parser() -> argparse.ArgumentParser:
         "--data", help=f"named dataset, IDX folder, .npz or image folder (default {d.source})"
     )
     t.add_argument("--data-dir", help="folder to look in first for a named dataset")
-    t.add_argument(
-        "--model", choices=["mlp", "conv"], help=f"model architecture (default {m.model})"
-    )
+    t.add_argument("--model", choices=MODEL_KINDS, help=f"model architecture (default {m.model})")
     t.add_argument("--latent-dim", type=int, help=f"latent dimensions (default {m.latent_dim})")
     t.add_argument("--hidden", type=int, help=f"hidden layer width (default {m.hidden})")
     t.add_argument(
         "--conditional", action="store_true", default=None, help="condition on the class label"
     )
-    t.add_argument("--loss", choices=["seed", "bernoulli"], help=f"loss (default {tr.loss})")
+    losses = "; ".join(f"{name}: {lk.description}" for name, lk in LIKELIHOODS.items())
+    aliases = ", ".join(f"{a} = {b}" for a, b in ALIASES.items())
+    t.add_argument(
+        "--loss", choices=LOSS_CHOICES, metavar="LOSS",
+        help=f"decoder likelihood: {losses} ({aliases}; default {tr.loss})",
+    )  # fmt: skip
     t.add_argument("--beta", type=float, help=f"weight of the KL term (default {tr.beta:g})")
     t.add_argument("--epochs", type=int, help=f"epochs (default {tr.epochs})")
     t.add_argument("--batch-size", type=int, help=f"images per step (default {tr.batch_size})")
@@ -76,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--deterministic", action="store_true", default=None,
         help="use only deterministic algorithms (bitwise repeatable on a GPU; slower there)",
+    )  # fmt: skip
+    t.add_argument(
+        "--step", choices=STEPS,
+        help="training step: fast (hand-derived, MLP on a CPU), autograd, or auto: fast where it "
+        "applies and matches autograd on the first batch (default auto)",
     )  # fmt: skip
     t.add_argument("--out", type=Path, help="run directory (default runs/run-DATE-TIME)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -95,8 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("run", type=Path)
     g.add_argument("--n", type=int, required=True, help="number of images")
     g.add_argument(
-        "--label", nargs="+", metavar="CLASS",
-        help="class names or indices to draw (conditional runs; default: all, spread evenly)",
+        "--label", nargs="+", action="extend", metavar="CLASS",
+        help="class names or indices to draw, repeatable: --label Sneaker Bag or --label Sneaker "
+        "--label Bag (conditional runs; default: all, spread evenly)",
     )  # fmt: skip
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument(
@@ -157,8 +168,8 @@ def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from . import checkpoint as ckpt
     from . import distributed
+    from . import run as rundir
     from .data import load_dataset
     from .plots import draw_all
     from .report import write_report
@@ -169,8 +180,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise VaegenError("training in several processes (torchrun) needs --out")
     out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     base = RunConfig()
-    if args.resume and (out / ckpt.CONFIG).exists():
-        base, _ = ckpt.load_config(out)  # unspecified flags keep the saved run's values
+    if args.resume and (out / rundir.CONFIG).exists():
+        base, _ = rundir.load_config(out)  # unspecified flags keep the saved run's values
     config = _train_config(args, base)
     run = train(
         config, out, resume=args.resume, progress=not args.quiet,
@@ -194,7 +205,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .generate import generate, output_format, write
-    from .train import load_run
+    from .run import load_run
 
     output_format(args.out, args.format)  # a bad --out fails before any work
     run = load_run(args.run, device=args.device)
@@ -214,7 +225,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_table
-    from .train import load_run
+    from .run import load_run
 
     result = evaluate(
         load_run(args.run, device=args.device),
@@ -231,7 +242,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     from .plots import draw_all
-    from .train import load_run
+    from .run import load_run
 
     for path in draw_all(load_run(args.run)):
         print(path)
@@ -240,7 +251,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
-    from .train import load_run
+    from .run import load_run
 
     print(write_report(load_run(args.run)))
     return 0

@@ -1,7 +1,7 @@
 """Run configuration: small frozen dataclasses, validated on creation, saved as JSON in every run.
 
-Defaults reproduce the reference article: the seed MLP with a 2-D latent, the seed loss, 50 epochs,
-batch 128, Adam with learning rate 1e-3.
+Defaults reproduce the reference article: the seed MLP with a 2-D latent, its unit-variance
+Gaussian loss (`gaussian`, alias `seed`), 50 epochs, batch 128, Adam with learning rate 1e-3.
 """
 
 from __future__ import annotations
@@ -11,15 +11,48 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._version import __version__
 from .errors import VaegenError
+from .losses import canonical_loss
+from .models import MODELS
 
-MODEL_KINDS = ("mlp", "conv")
-LOSS_NAMES = ("seed", "bernoulli")
+MODEL_KINDS = tuple(MODELS)
+STEPS = ("auto", "autograd", "fast")
+
+# the JSON types each annotation accepts (bool is an int to Python, but never a count here)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "str | None": (str, type(None)),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+}
+_TYPE_WORDS = {
+    "str": "a string",
+    "str | None": "a string or null",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+}
 
 
 def _require(ok: bool, name: str, value: object, allowed: str) -> None:
     if not ok:
         raise VaegenError(f"{name} = {value!r} is not valid: {allowed}")
+
+
+def _check_types(obj: object) -> None:
+    """Each field has the type its annotation names, checked before any comparison, so that a
+    config.json with "latent_dim": "two" is an error that names the field and the type it needs."""
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        accepted = _TYPES[str(f.type)]
+        is_bool = isinstance(value, bool)
+        if not isinstance(value, accepted) or (is_bool and bool not in accepted):
+            raise VaegenError(
+                f"{f.name} = {value!r} is not valid: it must be {_TYPE_WORDS[str(f.type)]}, "
+                f"not {type(value).__name__}"
+            )
 
 
 @dataclass(frozen=True)
@@ -28,6 +61,7 @@ class DataConfig:
     data_dir: str | None = None  # where to look for a named dataset first
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _require(bool(self.source), "data", self.source, "name a dataset or a path")
 
 
@@ -39,6 +73,7 @@ class ModelConfig:
     conditional: bool = False
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _require(self.model in MODEL_KINDS, "model", self.model, f"one of {', '.join(MODEL_KINDS)}")
         _require(self.latent_dim >= 1, "latent_dim", self.latent_dim, "an integer >= 1")
         _require(self.hidden >= 1, "hidden", self.hidden, "an integer >= 1")
@@ -46,7 +81,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    loss: str = "seed"
+    loss: str = "gaussian"  # a name of the likelihood registry (vaegen.losses); "seed" is an alias
     beta: float = 1.0
     epochs: int = 50
     batch_size: int = 128
@@ -55,9 +90,13 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # CPU threads for torch; 0 picks vaegen's measured default
     deterministic: bool = False  # torch.use_deterministic_algorithms: repeatable on GPUs too
+    step: str = "auto"  # auto: the hand-derived step where it applies (checked), else autograd
 
     def __post_init__(self) -> None:
-        _require(self.loss in LOSS_NAMES, "loss", self.loss, f"one of {', '.join(LOSS_NAMES)}")
+        _check_types(self)
+        # stored by its registry name, so that a run saved with an alias resumes under the name
+        object.__setattr__(self, "loss", canonical_loss(self.loss))
+        _require(self.step in STEPS, "step", self.step, f"one of {', '.join(STEPS)}")
         _require(self.beta >= 0, "beta", self.beta, "a number >= 0")
         _require(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
@@ -77,8 +116,6 @@ class RunConfig:
     def to_json(self, dataset: dict[str, Any] | None = None) -> str:
         """config.json: this config, the vaegen version, and facts about the dataset trained on
         (image shape, class names) that are needed to rebuild the model without the data."""
-        from . import __version__
-
         d = {"vaegen_version": __version__, **self.to_dict(), "dataset": dataset or {}}
         return json.dumps(d, indent=2) + "\n"
 
@@ -96,7 +133,10 @@ class RunConfig:
                     f"config section {f!r} has unknown fields {sorted(unknown)}; "
                     f"known: {sorted(known)}"
                 )
-            parts[f] = sub(**values)
+            try:
+                parts[f] = sub(**values)
+            except VaegenError as e:
+                raise VaegenError(f"{f}.{e}") from None
         return cls(**parts)
 
 

@@ -545,6 +545,11 @@ def _load_image_folder(folder: Path) -> ImageDataset:
     )
 
 
+def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 N x C x H x W -> float32 in [0, 1] on `device` (the article's ToTensor, for all at once)."""
+    return images.to(device).float().div_(255.0)
+
+
 def load_dataset(
     source: str | Path = "fashion-mnist", split: str = "train", data_dir: str | Path | None = None
 ) -> ImageDataset:

@@ -11,3 +11,7 @@ class DataError(VaegenError, ValueError):
 
 class RunError(VaegenError, ValueError):
     """A run directory or one of its files is missing, corrupt or inconsistent."""
+
+
+class WriteError(VaegenError, OSError):
+    """A file could not be written (a full disk, no permission); the old file is untouched."""

@@ -21,7 +21,9 @@ from typing import Any
 
 import torch
 
+from . import checkpoint as ckpt
 from ._io import atomic_write_text
+from ._version import __version__
 from .classifier import (
     REFERENCE_SHAPE,
     accuracy,
@@ -30,38 +32,32 @@ from .classifier import (
     reference_info,
     train_classifier,
 )
-from .data import ImageDataset, load_dataset
+from .data import ImageDataset, load_dataset, to_float
 from .errors import VaegenError
 from .generate import generate
+from .losses import Likelihood, evaluate_loss, likelihood
 from .metrics import (
     KNN_K,
-    LOG_2PI,
     frechet_distance_features,
     iwae_log_likelihood,
     knn_accuracy,
     latent_means,
 )
-from .train import Run, evaluate_loss, to_float
+from .run import EVAL, LOCK, Run
 
-EVAL_FILE = "eval.json"
 FULL = {"classifier_epochs": 5}
 QUICK = {"iw_samples": 100, "n_generated": 2000, "classifier_epochs": 2}  # caps, not floors
 
 NATS = "nats per image"
 FRACTION = "fraction of test images"
 SECONDS = "seconds"
-# the run's loss units: what metrics.jsonl and training print
-LOSS_UNITS = {
-    "seed": "seed-loss units per image (nats minus 0.5*D*log(2*pi))",
-    "bernoulli": "nats per image",
-}
-UNITS_NOTES = {
-    "seed": "seed-loss units: the seed loss is 0.5*squared error summed over the D pixels + KL; "
-    "0.5*||x - mean||^2 is the negative log-density of x under N(mean, I) in nats minus the "
-    "constant 0.5*D*log(2*pi), so add that constant (gaussian_nll_nats) for nats",
-    "bernoulli": "nats: BCE-with-logits summed over pixels (+ KL), the negative Bernoulli "
-    "log-likelihood",
-}
+
+
+def loss_units(lk: Likelihood) -> str:
+    """The units of a run's loss values per image, as metrics.jsonl and training print them."""
+    if lk.nats_offset:
+        return f"{lk.unit} per image (nats minus {lk.nats_offset_formula})"
+    return f"{lk.unit} per image"
 
 
 def _q(value: float | None, units: str) -> dict[str, Any]:
@@ -85,22 +81,35 @@ def evaluate(
 
     iw_samples: K of the IWAE bound. n_generated: N images generated for the Frechet distance and
     TSTR (and N real training images for their baselines). binarize: evaluate the likelihood on
-    stochastically binarised test images (bernoulli-loss runs only). quick: cap K, N and the
+    stochastically binarised test images (runs with a likelihood of binary pixels only). quick: cap K, N and the
     classifier epochs at QUICK. The same arguments give the same numbers on the same device.
+    The run directory is locked meanwhile: a trainer cannot rewrite the weights being measured.
     """
-    from . import __version__
+    with ckpt.lock(run.path, LOCK, "evaluation"):
+        return _evaluate(run, iw_samples, n_generated, binarize, quick, seed, progress)
 
+
+def _evaluate(
+    run: Run,
+    iw_samples: int,
+    n_generated: int,
+    binarize: bool,
+    quick: bool,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
     if iw_samples < 1:
         raise VaegenError(f"iw_samples = {iw_samples} is not valid: use an integer >= 1")
     if n_generated < 2:
         raise VaegenError(f"n_generated = {n_generated} is not valid: use an integer >= 2")
-    loss = run.config.train.loss
-    if binarize and loss != "bernoulli":
+    loss, lk = run.config.train.loss, run.likelihood
+    if binarize and not lk.binary_data:
         # an error, not a note: a Gaussian density on 0/1 pixels is a number on another scale,
         # and printing it beside published binarised NLLs would invite a false comparison
         raise VaegenError(
-            f"--binarize needs a model trained with --loss bernoulli; this run uses the {loss} "
-            "loss (a Gaussian density on grey levels), whose numbers are not comparable with "
+            f"--binarize needs a model trained with a likelihood of binary pixels (--loss "
+            f"bernoulli); this run uses the {loss} loss ({lk.description}), whose numbers are "
+            "not comparable with "
             "published binarised-FashionMNIST NLLs. Evaluate it without --binarize."
         )
     k, n_req, epochs = iw_samples, n_generated, FULL["classifier_epochs"]
@@ -167,7 +176,7 @@ def evaluate(
         "seconds": {name: _q(round(s, 3), SECONDS) for name, s in seconds.items()},
         "notes": notes,
     }  # fmt: skip
-    atomic_write_text(run.path / EVAL_FILE, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(run.path / EVAL, json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -194,38 +203,37 @@ class _Context:
 def _likelihood(ctx: _Context, k: int, binarize: bool) -> dict[str, Any]:
     """Negative ELBO, its parts and the IWAE bound on the test set, in the run's loss units."""
     run, seed = ctx.run, ctx.seed
-    loss, conditional, device = run.config.train.loss, run.config.model.conditional, run.device
+    lk, conditional, device = run.likelihood, run.config.model.conditional, run.device
     y_test = ctx.test.labels.to(device) if conditional else None  # type: ignore[union-attr]
     x_test = to_float(ctx.test.images, device)
     if binarize:
         bgen = torch.Generator().manual_seed(seed + 2)
         x_test = torch.bernoulli(x_test.cpu(), generator=bgen).to(device)
-    elbo = evaluate_loss(run.model, x_test, y_test, loss, seed=seed + 1)  # beta = 1: the bound
+    elbo = evaluate_loss(run.model, x_test, y_test, lk.name, seed=seed + 1)  # beta 1: the bound
     log_px = iwae_log_likelihood(
-        run.model, x_test, y_test, loss, k, seed=seed + 3, progress=ctx.progress
+        run.model, x_test, y_test, lk, k, seed=seed + 3, progress=ctx.progress
     )
-    nll_iwae = -float(log_px.mean())  # nats (Gaussian density for seed)
-    pixels = math.prod(run.image_shape)
-    constant = 0.5 * pixels * LOG_2PI  # seed loss = Gaussian NLL in nats - this
-    units = LOSS_UNITS[loss]
+    nll_iwae = -float(log_px.mean())  # nats (a density for a continuous likelihood)
+    constant = lk.nats_constant(math.prod(run.image_shape))  # loss + this = NLL in nats
+    units = loss_units(lk)
     likelihood: dict[str, Any] = {
         "data": f"{len(x_test)} test images, "
         + (f"stochastically binarised (pixel ~ Bernoulli(x), seed {seed + 2})" if binarize
            else "grey levels in [0, 1]"),
         "conditional_on_label": conditional,
         "iw_samples": k,
-        "units": UNITS_NOTES[loss],
+        "units": lk.units_note,
         "negative_elbo": _q(elbo["recon"] + elbo["kl"], units),
         "reconstruction": _q(elbo["recon"], units),
         "kl": _q(elbo["kl"], NATS),
-        "nll_bound_iwae": _q(nll_iwae - constant if loss == "seed" else nll_iwae, units),
+        "nll_bound_iwae": _q(nll_iwae - constant, units),
         "notes": [
             "negative_elbo >= nll_bound_iwae >= the true negative log-likelihood; "
             "the ELBO uses one sampled z per image and the analytic KL, with beta = 1 "
             f"whatever beta the run was trained with ({run.config.train.beta:g})",
         ],
     }  # fmt: skip
-    if loss == "seed":
+    if constant:
         likelihood["gaussian_nll_nats"] = {
             "negative_elbo": _q(elbo["recon"] + elbo["kl"] + constant, NATS),
             "nll_bound_iwae": _q(nll_iwae, NATS),
@@ -375,7 +383,7 @@ def format_table(result: dict[str, Any]) -> str:
     m = result["model"]
     lk = result["likelihood"]
     loss = m["loss"]
-    unit = "nats" if loss == "bernoulli" else "seed-loss units"
+    unit = likelihood(loss).unit
     rows: list[tuple[str, str]] = []
 
     def add(name: str, text: str) -> None:

@@ -6,7 +6,8 @@ bookkeeping: fresh buffers for every activation and gradient (with their page fa
 small kernels, Adam's loop over ten tensors. This step computes the same loss and the same
 gradients in closed form into buffers allocated once, and the parameters, gradients and Adam's
 moments each live in one flat tensor so that Adam is one kernel over one tensor.
-tests/test_fast_step.py checks the loss and every gradient against autograd.
+tests/test_fast_step.py checks the loss and every gradient against autograd, and so does every
+training run on its first batch (vaegen.step.make_step) before it trusts this step.
 
 The forward pass, for a batch of B images with P pixels, H hidden units, D latent dimensions and
 C classes (conditional models only; `[a, b]` is concatenation along the feature axis):
@@ -18,11 +19,11 @@ C classes (conditional models only; `[a, b]` is concatenation along the feature 
     z  = mu + eps * s,   s = exp(lv / 2),  eps ~ N(0, I)
     zc = z, or [z, onehot(y)]
     h3 = relu(zc W3' + b3)                       B x H   decoder
-    r  = h3 W4' + b4                             B x P   pixel means (seed) or logits (bernoulli)
+    r  = h3 W4' + b4                             B x P   decoder output (pixel means or logits)
     loss = sum over images of recon + beta * kl, kl = -1/2 sum(1 + lv - mu^2 - s^2)
 
-and its gradients, from the top: dr = r - x (seed: d/dr of 1/2 (r - x)^2) or sigmoid(r) - x
-(bernoulli), then back through each Linear (dW = d_out' in, db = column sums of d_out,
+and its gradients, from the top: dr = d recon / d r from the likelihood's `fast_output`
+(gaussian: r - x; bernoulli: sigmoid(r) - x), then back through each Linear (dW = d_out' in, db = column sums of d_out,
 d_in = d_out W) and ReLU (d_in = d_out where the output is > 0), with
 dmu = dz + beta mu and dlv = (dz eps s / 2 + beta (s^2 - 1) / 2) where lv was not clamped.
 """
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .losses import Likelihood
 from .models import LOGVAR_MAX, LOGVAR_MIN, VAE
 
 
@@ -45,13 +47,13 @@ def _relu_backward_(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.threshold_backward.grad_input(grad, output, 0, grad_input=grad)
 
 
-def supports(model: nn.Module, loss: str, device: torch.device) -> bool:
-    """Whether `FastStep` can train this model with this loss on this device.
+def supports(model: nn.Module, lk: Likelihood, device: torch.device) -> bool:
+    """Whether `FastStep` can train this model with this likelihood on this device.
 
     CPU only, where it was measured; a GPU trains with autograd."""
     return (
         type(model) is VAE
-        and loss in ("seed", "bernoulli")
+        and lk.fast_output is not None
         and device.type == "cpu"
         and all(p.dtype == torch.float32 for p in model.parameters())
     )
@@ -64,8 +66,10 @@ class FastStep:
     gradient of `loss` in every parameter's `.grad` (overwritten, not accumulated).
     """
 
-    def __init__(self, model: VAE, loss: str, beta: float, batch_size: int) -> None:
-        self.loss, self.beta, self.classes = loss, beta, model.num_classes
+    def __init__(self, model: VAE, lk: Likelihood, beta: float, batch_size: int) -> None:
+        if lk.fast_output is None:
+            raise ValueError(f"the {lk.name} likelihood has no hand-derived form")
+        self.output, self.beta, self.classes = lk.fast_output, beta, model.num_classes
         self.params = dict(model.named_parameters())  # looked up once: Module.__getattr__ is slow
         B, H, D, C = batch_size, model.fc1.out_features, model.latent_dim, model.num_classes
         P = model.fc1.in_features
@@ -115,13 +119,7 @@ class FastStep:
         torch.addmm(w["fc3.bias"], zc, w["fc3.weight"].t(), out=h3).relu_()
 
         # the decoder's output r, its loss, and dr = d loss / d r in place of r
-        if self.loss == "seed":  # dr = r - x = h3 W4' + (b4 - x): the bias pass subtracts x too
-            dr = torch.sub(w["fc4.bias"], x, out=r).addmm_(h3, w["fc4.weight"].t())
-            recon = 0.5 * torch.dot(dr.view(-1), dr.view(-1))
-        else:
-            torch.addmm(w["fc4.bias"], h3, w["fc4.weight"].t(), out=r)
-            recon = F.binary_cross_entropy_with_logits(r, x, reduction="sum")
-            dr = r.sigmoid_().sub_(x)
+        recon, dr = self.output(h3, w["fc4.weight"], w["fc4.bias"], x, r)
         var = s * s
         kl = 0.5 * (torch.dot(mu.view(-1), mu.view(-1)) + (var - lv).sum() - mu.numel())
 
@@ -166,7 +164,7 @@ class FlatAdam:
     def __init__(
         self, model: nn.Module, make: Callable[[list[nn.Parameter]], torch.optim.Optimizer]
     ) -> None:
-        """make: params -> torch optimizer (vaegen.train.make_optimizer with the learning rate)."""
+        """make: params -> torch optimizer (vaegen.step.make_optimizer with the learning rate)."""
         self.params = list(model.parameters())
         self.offsets: list[int] = []
         end = 0

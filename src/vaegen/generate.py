@@ -18,8 +18,7 @@ import torch
 from ._io import atomic_write_bytes
 from .data import idx_bytes, safe_name
 from .errors import VaegenError
-from .losses import decoder_mean
-from .train import Run
+from .run import Run
 
 
 def resolve_labels(run: Run, labels: Sequence[int | str]) -> list[int]:
@@ -86,7 +85,7 @@ def generate(
     for i in range(0, n, batch_size):
         yb = None if y is None else y[i : i + batch_size].to(run.device)
         out = run.model.decode(z[i : i + batch_size].to(run.device), yb)
-        pixels = decoder_mean(out, run.config.train.loss)
+        pixels = run.likelihood.mean(out)
         parts.append((pixels * 255.0).round_().to(torch.uint8).cpu())
     return torch.cat(parts), y
 

@@ -1,6 +1,6 @@
 """The estimators behind `vaegen evaluate`, each checked against closed forms in the tests.
 
-log_likelihood / iwae_log_likelihood  log p(x|z) and the importance-weighted bound (Burda et al. 2016)
+iwae_log_likelihood                   the importance-weighted bound on log p(x) (Burda et al. 2016)
 latent_means / knn_accuracy           the latent space as features for k-nearest neighbours
 frechet_distance                      between Gaussians fitted to two feature sets (as in FID)
 """
@@ -14,28 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._io import show_progress
+from .data import to_float
 from .errors import VaegenError
-from .train import to_float
+from .losses import Likelihood
 
 KNN_K = 5
-LOG_2PI = math.log(2 * math.pi)
 
 
 # --------------------------------------------------------------------------------- likelihood
-
-
-def log_likelihood(recon: torch.Tensor, x: torch.Tensor, loss: str) -> torch.Tensor:
-    """log p(x | z) in nats, summed over pixels: ... x P decoder outputs and x -> ... (broadcast).
-
-    seed: log N(x; recon, I) = -0.5*||x - recon||^2 - 0.5*P*log(2*pi) (a density on R^P).
-    bernoulli: sum x*log(sigmoid(l)) + (1-x)*log(1-sigmoid(l)) = -(softplus(l) - x*l) for
-    logits l, the negative BCE-with-logits (a probability when x is binary).
-    """
-    if loss == "seed":
-        return -0.5 * (x - recon).pow(2).sum(-1) - 0.5 * recon.shape[-1] * LOG_2PI
-    if loss == "bernoulli":
-        return -(F.softplus(recon) - x * recon).sum(-1)
-    raise VaegenError(f"unknown loss {loss!r}; expected seed or bernoulli")
 
 
 @torch.no_grad()
@@ -43,7 +30,7 @@ def iwae_log_likelihood(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor | None,
-    loss: str,
+    lk: Likelihood,
     k: int,
     seed: int = 0,
     max_rows: int = 8192,
@@ -70,7 +57,7 @@ def iwae_log_likelihood(
     out = torch.empty(n, dtype=torch.float64, device=x.device)
     bar = tqdm(
         total=n * k, desc=f"IWAE K={k}", unit="sample", unit_scale=True,
-        disable=not progress, leave=False,
+        disable=not show_progress(progress), leave=False,
     )  # fmt: skip
     for i in range(0, n, batch):
         xb = x[i : i + batch]
@@ -91,7 +78,7 @@ def iwae_log_likelihood(
             log_prior_ratio = -0.5 * z.pow(2).sum(-1) + 0.5 * (
                 eps.pow(2) + logvar.unsqueeze(1)
             ).sum(-1)
-            log_w = log_likelihood(recon, pixels, loss) + log_prior_ratio
+            log_w = lk.log_density(recon, pixels) + log_prior_ratio
             acc = torch.logaddexp(acc, torch.logsumexp(log_w.double(), dim=1))
             bar.update(b * kc)
         out[i : i + b] = acc - math.log(k)
@@ -135,7 +122,9 @@ def knn_predict(
     num_classes = int(train_y.max()) + 1
     train_y = train_y.to(torch.int64)
     preds = []
-    for i in tqdm(range(0, len(test_z), chunk), desc="kNN", disable=not progress, leave=False):
+    for i in tqdm(
+        range(0, len(test_z), chunk), desc="kNN", disable=not show_progress(progress), leave=False
+    ):
         # the direct formula, not the matrix-product shortcut: exact distances, so near-ties
         # between neighbours are ordered the same on every machine
         dist = torch.cdist(

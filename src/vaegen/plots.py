@@ -22,11 +22,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .data import ImageDataset, load_dataset, safe_name
+from . import run as rundir
+from .data import ImageDataset, load_dataset, safe_name, to_float
 from .generate import generate
-from .losses import decoder_mean
 from .metrics import latent_means
-from .train import Run, to_float
+from .run import Run
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def reconstructions(run: Run, test: ImageDataset, path: Path, n: int = 10) -> Pa
     x = to_float(test.images[idx], run.device)
     y = None if test.labels is None else test.labels[idx].to(run.device)
     mu, _ = run.model.encode(x, _labels_arg(run, y))
-    recon = decoder_mean(run.model.decode(mu, _labels_arg(run, y)), run.config.train.loss).cpu()
+    recon = run.likelihood.mean(run.model.decode(mu, _labels_arg(run, y))).cpu()
     fig, axes = plt.subplots(2, len(idx), figsize=(1.3 * len(idx), 3.2), squeeze=False)
     for j in range(len(idx)):
         _grey(axes[0, j], x[j].cpu().numpy())
@@ -144,7 +144,7 @@ def decode_grid(
     if run.config.model.conditional:
         y = torch.full((n * n,), 0 if label is None else label, dtype=torch.long, device=run.device)
     out = run.model.decode(z.to(run.device), y)
-    return decoder_mean(out, run.config.train.loss).cpu().view(n, n, *run.image_shape)
+    return run.likelihood.mean(out).cpu().view(n, n, *run.image_shape)
 
 
 def manifold(run: Run, path: Path, label: int | None = None, n: int = 15) -> Path:
@@ -216,7 +216,7 @@ def interpolation(run: Run, test: ImageDataset, path: Path, steps: int = 10) -> 
     t = torch.linspace(0, 1, steps, device=run.device)[:, None]
     z = (1 - t) * mu[0] + t * mu[1]
     yz = None if y is None else y[:1].expand(steps)
-    line = decoder_mean(run.model.decode(z, _labels_arg(run, yz)), run.config.train.loss).cpu()
+    line = run.likelihood.mean(run.model.decode(z, _labels_arg(run, yz))).cpu()
     row = torch.cat([x[:1].cpu(), line, x[1:].cpu()])[None]
     fig, ax = plt.subplots(figsize=(1.1 * (steps + 2), 1.9))
     ax.imshow(_mosaic(row), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -267,7 +267,7 @@ def draw_all(run: Run, test: ImageDataset | None = None) -> list[Path]:
     """Draw every figure into RUN/figures/ and return their paths."""
     if test is None:
         test = load_dataset(run.config.data.source, "test", run.config.data.data_dir)
-    folder = run.path / "figures"
+    folder = run.path / rundir.FIGURES
     run.model.eval()
     paths = [
         reconstructions(run, test, folder / "reconstructions.png"),

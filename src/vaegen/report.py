@@ -32,18 +32,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__, plots
 from . import checkpoint as ckpt
+from . import plots
+from . import run as rundir
 from ._io import atomic_write_text
+from ._version import __version__
 from .data import ImageDataset, load_dataset
 from .errors import VaegenError
+from .losses import Likelihood
 from .metrics import latent_means
 from .models import VAE
-from .train import Run
+from .run import Run
 
 log = logging.getLogger(__name__)
 
-REPORT = "report.html"
+REPORT = rundir.REPORT
 EVAL = "eval.json"
 MAX_POINTS = 10_000  # test images drawn in the explorer; more only slows the page down
 LOOKUP_GRID = 21  # images per side of the precomputed grid for models not run in JavaScript
@@ -229,7 +232,7 @@ def _explorer_data(run: Run, test: ImageDataset | None) -> dict[str, Any]:
     }
     if type(run.model) is VAE:  # exactly the MLP whose decode the script re-implements
         out["mode"] = "mlp"
-        out["decoder"] = _mlp_decoder(run.model, run.config.train.loss)
+        out["decoder"] = _mlp_decoder(run.model, run.likelihood)
     else:
         out["mode"] = "lookup"
         out["lookup"] = _lookup_grid(run, extent)
@@ -252,9 +255,9 @@ def _hues(k: int) -> list[str]:
     return [f"hsl({round(360 * i / k)}, 65%, 45%)" for i in range(k)]
 
 
-def _mlp_decoder(model: VAE, loss: str) -> dict[str, Any]:
+def _mlp_decoder(model: VAE, lk: Likelihood) -> dict[str, Any]:
     """fc3 and fc4 of the decoder, row-major (out x in) float32, and the output activation of
-    losses.decoder_mean."""
+    the likelihood's mean (its `activation`)."""
 
     def t(p: torch.Tensor) -> str:
         return _b64(p.detach().float().cpu().numpy(), "<f4")
@@ -264,7 +267,7 @@ def _mlp_decoder(model: VAE, loss: str) -> dict[str, Any]:
         "fc3_bias": t(model.fc3.bias),
         "fc4_weight": t(model.fc4.weight),
         "fc4_bias": t(model.fc4.bias),
-        "output": "sigmoid" if loss == "bernoulli" else "clamp",
+        "output": lk.activation,
     }
 
 
@@ -367,7 +370,7 @@ def _explorer_section(run: Run, data: dict[str, Any], data_problem: str) -> str:
 
 def _decoder_formula(run: Run) -> str:
     inp = "[z, one_hot(class)]" if run.config.model.conditional else "z"
-    out = "sigmoid" if run.config.train.loss == "bernoulli" else "clamp to [0, 1]"
+    out = {"sigmoid": "sigmoid", "clamp": "clamp to [0, 1]"}[run.likelihood.activation]
     return f"image = {out}(fc4(relu(fc3({inp}))))"
 
 
@@ -377,13 +380,7 @@ def _decoder_formula(run: Run) -> str:
 def _metric_definitions(run: Run) -> list[tuple[str, str, str]]:
     """(column, unit, definition) for the metrics table."""
     t = run.config.train
-    if t.loss == "bernoulli":
-        recon = "binary cross-entropy with logits, summed over pixels (nats)"
-    else:
-        recon = (
-            "0.5 × squared error summed over pixels (the Gaussian negative log-likelihood "
-            "up to a constant)"
-        )
+    recon = run.likelihood.recon_definition
     loss = f"{t.loss} loss per image"
     beta = "" if t.beta == 1 else f" (β = {t.beta:g})"
     return [
@@ -527,7 +524,7 @@ def render_value(value: Any, depth: int = 0) -> str:
 
 def _config_section(run: Run) -> str:
     try:
-        raw = ckpt.read_json(run.path / ckpt.CONFIG)
+        raw = ckpt.read_json(run.path / rundir.CONFIG)
     except VaegenError:
         raw = None
     if not isinstance(raw, dict):
@@ -543,7 +540,7 @@ def _config_section(run: Run) -> str:
     trained = f" Trained with vaegen {_e(version)}." if version else ""
     return (
         "<section class=card id=config><h2>Configuration</h2>"
-        f"<p class=lede>From {_e(ckpt.CONFIG)}: everything needed to rebuild the model and repeat "
+        f"<p class=lede>From {_e(rundir.CONFIG)}: everything needed to rebuild the model and repeat "
         f"the run.{trained}</p><div class=kv-grid>{tables}</div>{extra}</section>"
     )
 
@@ -553,7 +550,7 @@ def _config_section(run: Run) -> str:
 
 def _figures(run: Run, test: ImageDataset | None) -> dict[str, str]:
     """{figure name: data: URI} of RUN/figures/*.png, drawing them first when some are missing."""
-    folder = run.path / "figures"
+    folder = run.path / rundir.FIGURES
     if test is not None and _missing_figures(run, folder):
         plots.draw_all(run, test)
     out = {}

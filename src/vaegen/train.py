@@ -1,7 +1,8 @@
 """The training loop: the whole dataset as one tensor on the device, shuffled index batches, Adam.
 
-Read it top to bottom: set up (data, model, optimizer, RNG streams), maybe restore a checkpoint,
-then for each epoch: shuffle, step through batches, evaluate on the test set, save.
+Read it top to bottom: `train` takes the run directory's lock and the process settings; `_train`
+loads the data, builds the model and its step, maybe restores a checkpoint, then for each epoch:
+shuffle, step through the batches (`_train_epoch`), measure the test set and save (`_end_epoch`).
 """
 
 from __future__ import annotations
@@ -10,63 +11,41 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from . import distributed, fast_step
+from . import distributed
+from . import run as rundir
+from ._io import show_progress
 from .config import RunConfig, differences
-from .data import ImageDataset, load_dataset
-from .errors import RunError, VaegenError
-from .losses import LOSSES
-from .models import MODELS
+from .data import ImageDataset, load_dataset, to_float
+from .errors import RunError, VaegenError, WriteError
+from .losses import evaluate_loss, likelihood
+from .run import Run, build_model, resolve_device
+from .step import Step, make_step
 
 log = logging.getLogger(__name__)
 
 # Fields that may change when a run is resumed: where and how fast it runs, and how long.
-RESUMABLE_CHANGES = ("train.device", "train.threads", "train.epochs", "train.deterministic")
-
-
-@dataclass
-class Run:
-    """A trained (or training) model with its run directory."""
-
-    path: Path
-    config: RunConfig
-    model: nn.Module
-    classes: list[str]
-    image_shape: tuple[int, int, int]
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+RESUMABLE_CHANGES = (
+    "train.device",
+    "train.threads",
+    "train.epochs",
+    "train.deterministic",
+    "train.step",
+)
 
 
 class NonFiniteLossError(VaegenError):
     """Training produced NaN or infinity."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise VaegenError(
-            f"device = {name!r} is not valid: use auto, cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VaegenError(f"device = {name!r} but this PyTorch build sees no CUDA GPU; use cpu")
-    return device
 
 
 def default_threads() -> int:
@@ -76,90 +55,6 @@ def default_threads() -> int:
     return torch.get_num_threads()
 
 
-def make_optimizer(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """Adam with its fused kernel where this PyTorch has one for the device (CPU: torch >= 2.4).
-
-    The same update as the stock Adam, in one kernel instead of a dozen per step: measured
-    (benchmarks/epoch_speed.py) the largest single gain for the small seed model."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device or version
-        return torch.optim.Adam(params, lr=lr)
-
-
-def build_model(
-    config: RunConfig, image_shape: tuple[int, int, int], num_classes: int
-) -> nn.Module:
-    m = config.model
-    if m.conditional and num_classes < 2:
-        raise VaegenError(
-            "--conditional needs a labelled dataset with at least 2 classes; "
-            f"this one has {num_classes}"
-        )
-    try:
-        return MODELS[m.model](
-            image_shape=image_shape,
-            latent_dim=m.latent_dim,
-            hidden=m.hidden,
-            num_classes=num_classes if m.conditional else 0,
-        )
-    except ValueError as e:  # a shape the architecture cannot take
-        raise VaegenError(str(e)) from None
-
-
-def dataset_facts(ds: ImageDataset, test: ImageDataset) -> dict[str, Any]:
-    return {
-        "image_shape": list(ds.image_shape),
-        "classes": ds.classes,
-        "train_size": len(ds),
-        "test_size": len(test),
-    }
-
-
-def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 N x C x H x W -> float32 in [0, 1] on `device` (the article's ToTensor, for all at once)."""
-    return images.to(device).float().div_(255.0)
-
-
-@torch.no_grad()
-def evaluate_loss(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor | None,
-    loss_name: str,
-    seed: int,
-    batch_size: int = 2000,
-) -> dict[str, float]:
-    """Per-image loss terms over a dataset, one sampled z per image from a fixed-seed generator
-    (so the number is repeatable and does not disturb training's RNG streams)."""
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    rec_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    kl_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size]
-        yb = None if y is None else y[i : i + batch_size]
-        out = model(xb, yb, generator=gen)
-        terms = LOSSES[loss_name](out.recon, xb, out.mu, out.logvar)
-        rec_sum += terms.recon.sum(dtype=torch.float64)
-        kl_sum += terms.kl.sum(dtype=torch.float64)
-    model.train(was_training)
-    n = len(x)
-    rec, kl = rec_sum.item() / n, kl_sum.item() / n
-    return {"loss": rec + kl, "recon": rec, "kl": kl}
-
-
-def _check_resume_config(saved: RunConfig, wanted: RunConfig, run_dir: Path) -> None:
-    diff = differences(saved, wanted, ignore=RESUMABLE_CHANGES)
-    if diff:
-        raise RunError(
-            f"{run_dir}: cannot resume with a different configuration; these fields differ "
-            "(saved -> requested):\n  " + "\n  ".join(diff)
-        )
-
-
 def train(
     config: RunConfig,
     out: str | Path,
@@ -167,57 +62,77 @@ def train(
     progress: bool = True,
     checkpoint_every: int = 0,
     tensorboard: bool = False,
-    _stop_after_steps: int | None = None,
-    _fast_step: bool = True,
+    max_steps: int | None = None,
 ) -> Run:
     """Train a VAE into the run directory `out` and return the Run.
 
     resume: continue the run in `out` from its newest checkpoint (start afresh when it has none;
     return at once when it is finished). checkpoint_every: also checkpoint every N optimizer steps
     (0: only at the end of each epoch). tensorboard: also log each epoch's metrics as TensorBoard
-    scalars in RUN/tensorboard (needs the tensorboard package). Losses in metrics.jsonl are per
-    image. The MLP model on a CPU trains with the hand-derived step of vaegen.fast_step
-    (_fast_step=False: with autograd, for comparisons). Started by torchrun, every process calls
-    this and they train together (vaegen.distributed); only the first writes files.
+    scalars in RUN/tensorboard (needs the tensorboard package). max_steps: stop after this many
+    optimizer steps of this call (the checkpoints written so far stay; resume continues). Losses
+    in metrics.jsonl are per image. `config.train.step` picks the training step (vaegen.step).
+    Started by torchrun, every process calls this and they train together (vaegen.distributed);
+    only the first writes files, and it holds the run directory's lock while it trains.
     """
+    if max_steps is not None and max_steps < 1:
+        raise VaegenError(f"max_steps = {max_steps} is not valid: use an integer >= 1 or None")
     procs = distributed.from_env()
     run_dir = Path(out)
-    if (run_dir / ckpt.CONFIG).exists():
-        if not resume:
-            raise RunError(
-                f"{run_dir} already holds a run; pass --resume to continue it, "
-                "or choose another --out"
-            )
-        saved, _ = ckpt.load_config(run_dir)
-        _check_resume_config(saved, config, run_dir)
-        if procs.is_main:
-            for path in ckpt.remove_stale_temporaries(run_dir):
-                log.info("removed %s, left by an interrupted run", path)
-
     tc = config.train
     device = resolve_device(tc.device)
     if procs.several and device.type == "cuda":  # one GPU per process
         device = torch.device("cuda", procs.local_rank)
         torch.cuda.set_device(device)
     with (
+        _locked(run_dir, procs),
         _torch_settings(device, tc.threads or default_threads(), tc.deterministic),
         distributed.process_group(procs, device),
     ):
+        _check_run_dir(run_dir, config, resume, procs)
         distributed.barrier()  # every process has looked at run_dir before the first writes
-        run = _train(
-            config,
-            run_dir,
-            device,
-            resume,
-            progress,
-            checkpoint_every,
-            tensorboard,
-            _stop_after_steps,
-            _fast_step,
-            procs,
-        )
+        run = _train(config, run_dir, device, resume, progress, checkpoint_every,
+                     tensorboard, max_steps, procs)  # fmt: skip
         distributed.barrier()  # process 0 has written the run's last files
         return run
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path, procs: distributed.Processes) -> Iterator[None]:
+    """The first process holds RUN/.lock while it trains. A run directory this call created and
+    left holding nothing but the lock (training failed before its first write) is removed."""
+    if not procs.is_main:
+        yield
+        return
+    created = not run_dir.exists()
+    try:
+        with ckpt.lock(run_dir, rundir.LOCK, "training"):
+            yield
+    finally:
+        if created and run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [rundir.LOCK]:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _check_run_dir(
+    run_dir: Path, config: RunConfig, resume: bool, procs: distributed.Processes
+) -> None:
+    """A run directory holding a run is continued only with `resume` and the same config."""
+    if not (run_dir / rundir.CONFIG).exists():
+        return
+    if not resume:
+        raise RunError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    saved, _ = rundir.load_config(run_dir)
+    diff = differences(saved, config, ignore=RESUMABLE_CHANGES)
+    if diff:
+        raise RunError(
+            f"{run_dir}: cannot resume with a different configuration; these fields differ "
+            "(saved -> requested):\n  " + "\n  ".join(diff)
+        )
+    if procs.is_main:  # it holds the lock: no other process writes this run
+        for path in ckpt.remove_stale_temporaries(run_dir, run_dir / rundir.STATE):
+            log.info("removed %s, left by an interrupted run", path)
 
 
 @contextlib.contextmanager
@@ -238,20 +153,24 @@ def _torch_settings(device: torch.device, threads: int, deterministic: bool) -> 
         torch.use_deterministic_algorithms(old_deterministic)
 
 
-def _train(
-    config: RunConfig,
-    run_dir: Path,
-    device: torch.device,
-    resume: bool,
-    progress: bool,
-    checkpoint_every: int,
-    tensorboard: bool,
-    _stop_after_steps: int | None,
-    use_fast_step: bool,
-    procs: distributed.Processes,
-) -> Run:
-    tc = config.train
+# ------------------------------------------------------------------------------- set-up
 
+
+@dataclass
+class _Data:
+    """The training and test sets as tensors on the device: x float N x C x H x W in [0, 1],
+    y int64 labels (None unless the model is conditional)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor | None
+    x_test: torch.Tensor
+    y_test: torch.Tensor | None
+    classes: list[str]
+    image_shape: tuple[int, int, int]
+    facts: dict[str, Any]  # what config.json records about the dataset
+
+
+def _load_data(config: RunConfig, device: torch.device, procs: distributed.Processes) -> _Data:
     with distributed.main_process_first(procs):  # one download, which the others then find
         train_ds = load_dataset(config.data.source, "train", config.data.data_dir)
         test_ds = load_dataset(config.data.source, "test", config.data.data_dir)
@@ -263,205 +182,250 @@ def _train(
     if conditional and (train_ds.labels is None or test_ds.labels is None):
         raise VaegenError(f"--conditional needs labels, and {config.data.source!r} has none")
 
+    def labels(ds: ImageDataset) -> torch.Tensor | None:
+        return ds.labels.to(device) if conditional and ds.labels is not None else None
+
+    facts = {
+        "image_shape": list(train_ds.image_shape),
+        "classes": train_ds.classes,
+        "train_size": len(train_ds),
+        "test_size": len(test_ds),
+    }
+    return _Data(
+        to_float(train_ds.images, device), labels(train_ds),
+        to_float(test_ds.images, device), labels(test_ds),
+        train_ds.classes, train_ds.image_shape, facts,
+    )  # fmt: skip
+
+
+@dataclass
+class _Loop:
+    """What the epoch loop reads and changes."""
+
+    config: RunConfig
+    run_dir: Path
+    run: Run
+    data: _Data
+    step: Step
+    shuffle_gen: torch.Generator  # the epochs' permutations
+    noise_gen: torch.Generator  # the reparameterisation's noise
+    progress: ckpt.Progress
+    running: torch.Tensor  # float64 (loss, recon, kl) sums of this epoch's steps, on the device
+    epoch_rng: torch.Tensor  # shuffle_gen's state at this epoch's start: a checkpoint redoes it
+    procs: distributed.Processes
+    x_epoch: torch.Tensor  # this epoch's shuffled copy of x_train (allocated once)
+    y_epoch: torch.Tensor | None
+
+
+def _train(
+    config: RunConfig,
+    run_dir: Path,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    checkpoint_every: int,
+    tensorboard: bool,
+    max_steps: int | None,
+    procs: distributed.Processes,
+) -> Run:
+    tc = config.train
+    data = _load_data(config, device, procs)
     torch.manual_seed(tc.seed)  # parameter initialisation
-    model = build_model(config, train_ds.image_shape, len(train_ds.classes)).to(device)
+    model = build_model(config, data.image_shape, len(data.classes)).to(device)
     shuffle_gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
     noise_gen = torch.Generator(device=device).manual_seed(tc.seed + 2)
-    loss_fn = LOSSES[tc.loss]
-    optimizer: torch.optim.Optimizer | fast_step.FlatAdam
 
-    net: nn.Module = model  # what the autograd step calls: the model, or its DDP wrapper
-    if use_fast_step and not procs.several and fast_step.supports(model, tc.loss, device):
-        optimizer = fast_step.FlatAdam(model, lambda params: make_optimizer(params, tc.lr))
-        batch_size = min(tc.batch_size, len(train_ds))  # the buffers: no larger than the data
-        forward_backward = fast_step.FastStep(model, tc.loss, tc.beta, batch_size)
-    else:
-        optimizer = make_optimizer(model.parameters(), tc.lr)
-
-        def forward_backward(
-            xb: torch.Tensor, yb: torch.Tensor | None, generator: torch.Generator
-        ) -> torch.Tensor:
-            """The batch's (loss, recon, kl), each summed over its images (and processes)."""
-            if procs.several:  # the whole batch's noise, then this process's part of both
-                eps = torch.randn((len(xb), model.latent_dim), generator=generator, device=device)
-                part = procs.shard(len(xb))
-                xb, yb, eps = xb[part], None if yb is None else yb[part], eps[part]
-                out = net(xb, yb, eps=eps)
-            else:
-                out = net(xb, yb, generator=generator)
-            terms = loss_fn(out.recon, xb, out.mu, out.logvar)
-            recon, kl = terms.recon.sum(), terms.kl.sum()
-            loss = recon + tc.beta * kl
-            optimizer.zero_grad(set_to_none=True)
-            # DDP averages the processes' gradients, and the objective is their sum
-            (loss * procs.world_size if procs.several else loss).backward()
-            return distributed.sum_over_processes(torch.stack([loss, recon, kl]).detach())
-
-    x_train = to_float(train_ds.images, device)
-    y_train = train_ds.labels.to(device) if conditional else None
-    x_test = to_float(test_ds.images, device)
-    y_test = test_ds.labels.to(device) if conditional else None
-
-    n = len(x_train)
-    x_epoch = torch.empty_like(x_train)  # this epoch's shuffled copy
-    y_epoch = None if y_train is None else torch.empty_like(y_train)
-    steps_per_epoch = math.ceil(n / tc.batch_size)
-    metrics: list[dict[str, Any]] = []
-    start_epoch, start_step, global_step = 0, 0, 0
-    epoch_rng = shuffle_gen.get_state()
-    running = torch.zeros(3, dtype=torch.float64, device=device)  # loss, recon, kl sums
-    elapsed_in_epoch = 0.0
-
-    state = ckpt.load_state(run_dir) if resume else None
+    state = ckpt.load_state(run_dir / rundir.STATE) if resume else None
     if state is not None:
-        ckpt.check_state_dict(state.model, model.state_dict(), run_dir / ckpt.STATE)
-        saved_device = state.progress.get("device_type", device.type)
-        if saved_device != device.type:
+        ckpt.check_state_dict(state.model, model.state_dict(), run_dir / rundir.STATE)
+        if state.progress.device_type != device.type:
             raise RunError(
-                f"{run_dir} was trained on {saved_device}, and its random-number streams cannot "
-                f"continue on {device.type}; resume it with --device {saved_device}"
+                f"{run_dir} was trained on {state.progress.device_type}, and its random-number "
+                f"streams cannot continue on {device.type}; resume it with --device "
+                f"{state.progress.device_type}"
             )
         model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
+    batch_size = min(tc.batch_size, len(data.x_train))  # the fast step's buffers: no larger
+    check_batch = (
+        data.x_train[:batch_size],
+        None if data.y_train is None else data.y_train[:batch_size],
+    )
+    step = make_step(model, likelihood(tc.loss), tc.beta, tc.lr, tc.step, device, procs,
+                     batch_size, check_batch, seed=tc.seed + 4)  # fmt: skip
+    run = Run(run_dir, config, model, data.classes, data.image_shape)
+    loop = _Loop(
+        config, run_dir, run, data, step, shuffle_gen, noise_gen,
+        ckpt.Progress(device_type=device.type), torch.zeros(3, dtype=torch.float64, device=device),
+        shuffle_gen.get_state(), procs, torch.empty_like(data.x_train),
+        None if data.y_train is None else torch.empty_like(data.y_train),
+    )  # fmt: skip
+    if state is not None:
+        step.optimizer.load_state_dict(state.optimizer)
         shuffle_gen.set_state(state.rng["shuffle_epoch_start"].cpu())
         noise_gen.set_state(state.rng["noise"].cpu())
-        p = state.progress
-        metrics = list(p["metrics"])
-        start_epoch, start_step, global_step = p["epoch"], p["step"], p["global_step"]
-        running = torch.tensor(p["running"], dtype=torch.float64, device=device)
-        elapsed_in_epoch = p["elapsed_in_epoch"]
-        if start_epoch >= tc.epochs:
-            log.info(
-                "%s is finished (%d of %d epochs); nothing to do", run_dir, start_epoch, tc.epochs
-            )
-            return Run(run_dir, config, model, train_ds.classes, train_ds.image_shape, metrics)
-        log.info("resuming %s at epoch %d, step %d", run_dir, start_epoch + 1, start_step)
-    if procs.several:  # after the checkpoint is loaded: DDP starts from process 0's weights
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+        loop.progress = state.progress
+        loop.running = torch.tensor(state.progress.running, dtype=torch.float64, device=device)
+        run.metrics = list(state.progress.metrics)
+        if state.progress.epoch >= tc.epochs:
+            log.info("%s is finished (%d of %d epochs); nothing to do",
+                     run_dir, state.progress.epoch, tc.epochs)  # fmt: skip
+            return run
+        log.info("resuming %s at epoch %d, step %d",
+                 run_dir, state.progress.epoch + 1, state.progress.step)  # fmt: skip
 
     writer = None
     if procs.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.save_config(run_dir, config, dataset_facts(train_ds, test_ds))
+        _write(run_dir / rundir.CONFIG, rundir.save_config, run_dir, config, data.facts)
         if tensorboard:
-            writer = _tensorboard_writer(run_dir, first_epoch=start_epoch + 1)
+            writer = _tensorboard_writer(run_dir, first_epoch=loop.progress.epoch + 1)
+    try:
+        model.train()
+        steps_left = max_steps
+        for epoch in range(loop.progress.epoch, tc.epochs):
+            t0 = time.perf_counter()  # an epoch's seconds count its shuffle too
+            steps_left = _train_epoch(loop, epoch, t0, progress, checkpoint_every, steps_left)
+            if steps_left == 0:
+                break
+            _end_epoch(loop, epoch, t0, writer)
+    finally:
+        if writer is not None:
+            writer.close()
+    return run
 
-    def save(epoch: int, step: int) -> None:
-        if not procs.is_main:
-            return
-        ckpt.save_state(
-            run_dir,
-            ckpt.TrainingState(
-                model=model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                rng={"shuffle_epoch_start": epoch_rng, "noise": noise_gen.get_state()},
-                progress={
-                    "epoch": epoch,
-                    "step": step,
-                    "device_type": device.type,
-                    "global_step": global_step,
-                    "running": running.tolist(),
-                    "elapsed_in_epoch": elapsed_in_epoch,
-                    "metrics": metrics,
-                },
-            ),
-        )
 
-    model.train()
-    steps_this_call = 0
-    for epoch in range(start_epoch, tc.epochs):
-        t0 = time.perf_counter()  # an epoch's seconds count its shuffle too
-        epoch_rng = shuffle_gen.get_state()  # saved with mid-epoch checkpoints to redo this shuffle
-        perm = torch.randperm(n, generator=shuffle_gen, device=device)
-        # one gather per epoch, then contiguous batches: cheaper than a gather per step
-        torch.index_select(x_train, 0, perm, out=x_epoch)
-        if y_train is not None:
-            torch.index_select(y_train, 0, perm, out=y_epoch)
-        first = start_step if epoch == start_epoch else 0
-        if first == 0:
-            running.zero_()
-            elapsed_in_epoch = 0.0
-        bar = tqdm(
-            total=steps_per_epoch,
-            initial=first,
-            desc=f"epoch {epoch + 1}/{tc.epochs}",
-            unit="batch",
-            disable=not progress or not procs.is_main,
-            leave=False,
-        )
+# ------------------------------------------------------------------------------ an epoch
+
+
+def _train_epoch(
+    loop: _Loop,
+    epoch: int,
+    t0: float,
+    progress: bool,
+    checkpoint_every: int,
+    steps_left: int | None,
+) -> int | None:
+    """Shuffle, then step through the epoch's batches from where its progress record stands.
+    Returns the steps left of max_steps (None: no limit; 0: stop now)."""
+    tc, data, p = loop.config.train, loop.data, loop.progress
+    n = len(data.x_train)
+    steps_per_epoch = math.ceil(n / tc.batch_size)
+    loop.epoch_rng = loop.shuffle_gen.get_state()  # saved with mid-epoch checkpoints
+    perm = torch.randperm(n, generator=loop.shuffle_gen, device=data.x_train.device)
+    # one gather per epoch, then contiguous batches: cheaper than a gather per step
+    x_epoch, y_epoch = loop.x_epoch, loop.y_epoch
+    torch.index_select(data.x_train, 0, perm, out=x_epoch)
+    if data.y_train is not None and y_epoch is not None:
+        torch.index_select(data.y_train, 0, perm, out=y_epoch)
+    first = p.step if epoch == p.epoch else 0
+    if first == 0:
+        loop.running.zero_()
+        p.elapsed_in_epoch = 0.0
+    bar = tqdm(
+        total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{tc.epochs}",
+        unit="batch", disable=not (show_progress(progress) and loop.procs.is_main), leave=False,
+    )  # fmt: skip
+    with bar:
         for step in range(first, steps_per_epoch):
             batch = slice(step * tc.batch_size, (step + 1) * tc.batch_size)
-            xb = x_epoch[batch]
-            yb = None if y_train is None else y_epoch[batch]
-            sums = forward_backward(xb, yb, noise_gen)  # loss, recon, kl
+            yb = None if y_epoch is None else y_epoch[batch]
+            sums = loop.step.forward_backward(x_epoch[batch], yb, loop.noise_gen)
             if not torch.isfinite(sums[0]):
                 raise NonFiniteLossError(
                     f"the loss became {sums[0].item()} at epoch {epoch + 1}, step {step + 1}: "
-                    f"try a smaller learning rate (--lr, now {tc.lr}) and check that the data is "
-                    "scaled to [0, 1]; the last good checkpoint is kept in "
-                    f"{run_dir / ckpt.STATE}"
+                    f"try a smaller learning rate (--lr, now {tc.lr}) and check that the data "
+                    "is scaled to [0, 1]; the last good checkpoint is kept in "
+                    f"{loop.run_dir / rundir.STATE}"
                 )
-            optimizer.step()
-            running += sums.double()
-            global_step += 1
-            steps_this_call += 1
-            if progress and (step % 20 == 0 or step == steps_per_epoch - 1):
-                seconds = elapsed_in_epoch + time.perf_counter() - t0
+            loop.step.optimizer.step()
+            loop.running += sums.double()
+            p.global_step += 1
+            if not bar.disable and (step % 20 == 0 or step == steps_per_epoch - 1):
                 seen = min((step + 1) * tc.batch_size, n)
-                bar.set_postfix(
-                    loss=f"{running[0].item() / seen:.2f}",
-                    img_s=f"{seen / max(seconds, 1e-9):.0f}",
-                    refresh=False,
-                )
+                seconds = p.elapsed_in_epoch + time.perf_counter() - t0
+                bar.set_postfix(loss=f"{loop.running[0].item() / seen:.2f}",
+                                img_s=f"{seen / max(seconds, 1e-9):.0f}", refresh=False)  # fmt: skip
             bar.update(1)
-            done_epoch = step == steps_per_epoch - 1
-            if checkpoint_every and global_step % checkpoint_every == 0 and not done_epoch:
-                elapsed_in_epoch += time.perf_counter() - t0
+            last = step == steps_per_epoch - 1
+            if checkpoint_every and p.global_step % checkpoint_every == 0 and not last:
+                p.epoch, p.step = epoch, step + 1
+                p.elapsed_in_epoch += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                save(epoch, step + 1)
-            if _stop_after_steps is not None and steps_this_call >= _stop_after_steps:
-                bar.close()
-                if writer is not None:
-                    writer.close()
-                return Run(run_dir, config, model, train_ds.classes, train_ds.image_shape, metrics)
-        bar.close()
-        seconds = elapsed_in_epoch + time.perf_counter() - t0
-        test = evaluate_loss(model, x_test, y_test, tc.loss, seed=tc.seed + 3)
-        totals = running.tolist()
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": totals[0] / n,
-            "train_recon": totals[1] / n,
-            "train_kl": totals[2] / n,
-            "test_loss": test["recon"] + tc.beta * test["kl"],
-            "test_recon": test["recon"],
-            "test_kl": test["kl"],
-            "seconds": seconds,
-            "images_per_second": n / seconds,
-        }
-        metrics.append(record)
-        if writer is not None:
-            for key, value in record.items():
-                if key != "epoch":
-                    writer.add_scalar(key, value, global_step=epoch + 1)
-            writer.flush()
-        log.info(
-            "epoch %d/%d  train %.3f  test %.3f (recon %.3f + kl %.3f)  %.1f s, %.0f img/s",
-            epoch + 1, tc.epochs, record["train_loss"], record["test_loss"],
-            record["test_recon"], record["test_kl"], seconds, record["images_per_second"],
-        )  # fmt: skip
-        elapsed_in_epoch = 0.0
-        running.zero_()
-        epoch_rng = shuffle_gen.get_state()  # the next epoch starts from here
-        save(epoch + 1, 0)
-        if procs.is_main:
-            ckpt.save_weights(model, run_dir / ckpt.WEIGHTS)
-            ckpt.write_metrics(run_dir, metrics)
+                _save(loop)
+            if steps_left is not None:
+                steps_left -= 1
+                if steps_left == 0:
+                    return 0
+    p.elapsed_in_epoch += time.perf_counter() - t0
+    return steps_left
+
+
+def _end_epoch(loop: _Loop, epoch: int, t0: float, writer: Any) -> None:
+    """Measure the test set, record the epoch, save a checkpoint, the weights and the metrics."""
+    tc, data, p = loop.config.train, loop.data, loop.progress
+    n = len(data.x_train)
+    seconds = p.elapsed_in_epoch
+    test = evaluate_loss(loop.run.model, data.x_test, data.y_test, tc.loss, seed=tc.seed + 3)
+    totals = loop.running.tolist()
+    record = {
+        "epoch": epoch + 1,
+        "train_loss": totals[0] / n,
+        "train_recon": totals[1] / n,
+        "train_kl": totals[2] / n,
+        "test_loss": test["recon"] + tc.beta * test["kl"],
+        "test_recon": test["recon"],
+        "test_kl": test["kl"],
+        "seconds": seconds,
+        "images_per_second": n / seconds,
+        "step": loop.step.name,
+    }
+    loop.run.metrics.append(record)
     if writer is not None:
-        writer.close()
-    return Run(run_dir, config, model, train_ds.classes, train_ds.image_shape, metrics)
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                writer.add_scalar(key, value, global_step=epoch + 1)
+        writer.flush()
+    log.info(
+        "epoch %d/%d  train %.3f  test %.3f (recon %.3f + kl %.3f)  %.1f s, %.0f img/s",
+        epoch + 1, tc.epochs, record["train_loss"], record["test_loss"],
+        record["test_recon"], record["test_kl"], seconds, record["images_per_second"],
+    )  # fmt: skip
+    p.epoch, p.step, p.elapsed_in_epoch = epoch + 1, 0, 0.0
+    loop.running.zero_()
+    loop.epoch_rng = loop.shuffle_gen.get_state()  # the next epoch starts from here
+    _save(loop)
+    if loop.procs.is_main:
+        model, run_dir = loop.run.model, loop.run_dir
+        _write(run_dir / rundir.WEIGHTS, ckpt.save_weights, model, run_dir / rundir.WEIGHTS)
+        _write(run_dir / rundir.METRICS, rundir.write_metrics, run_dir, loop.run.metrics)
+
+
+def _save(loop: _Loop) -> None:
+    """A checkpoint of where the loop stands (the first process writes it)."""
+    if not loop.procs.is_main:
+        return
+    p = loop.progress
+    p.running, p.metrics = loop.running.tolist(), loop.run.metrics
+    state = ckpt.TrainingState(
+        model=loop.run.model.state_dict(),
+        optimizer=loop.step.optimizer.state_dict(),
+        rng={"shuffle_epoch_start": loop.epoch_rng, "noise": loop.noise_gen.get_state()},
+        progress=p,
+    )
+    state_dir = loop.run_dir / rundir.STATE
+    _write(state_dir, ckpt.save_state, state_dir, state)
+
+
+def _write(what: Path, fn: Any, *args: Any) -> None:
+    """fn(*args), a write into the run; a failed write (a full disk) is a one-line error that
+    says the last complete checkpoint is kept and how to continue."""
+    try:
+        fn(*args)
+    except WriteError as e:
+        raise RunError(
+            f"{e}; training stopped while writing {what}. The last complete checkpoint is kept: "
+            "free space and continue with --resume"
+        ) from None
 
 
 def _tensorboard_writer(run_dir: Path, first_epoch: int) -> Any:
@@ -473,21 +437,4 @@ def _tensorboard_writer(run_dir: Path, first_epoch: int) -> Any:
         raise VaegenError(
             "--tensorboard needs the tensorboard package: pip install 'vaegen[tensorboard]'"
         ) from None
-    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=first_epoch)
-
-
-def load_run(path: str | Path, device: str = "cpu") -> Run:
-    """Rebuild a trained model from its run directory (config.json + model.safetensors)."""
-    run_dir = Path(path)
-    config, facts = ckpt.load_config(run_dir)
-    try:
-        image_shape = tuple(int(v) for v in facts["image_shape"])
-        classes = [str(c) for c in facts["classes"]]
-    except (KeyError, TypeError, ValueError):
-        raise RunError(
-            f"{run_dir / ckpt.CONFIG}: missing the dataset's image_shape/classes"
-        ) from None
-    model = build_model(config, image_shape, len(classes))  # type: ignore[arg-type]
-    ckpt.load_weights(model, run_dir / ckpt.WEIGHTS)
-    model.to(resolve_device(device)).eval()
-    return Run(run_dir, config, model, classes, image_shape, ckpt.read_metrics(run_dir))  # type: ignore[arg-type]
+    return SummaryWriter(str(run_dir / rundir.TENSORBOARD), purge_step=first_epoch)

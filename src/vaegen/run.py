@@ -1,0 +1,159 @@
+"""A run directory and the trained model in it: every file name of the run, `Run`, `load_run`.
+
+    runs/NAME/config.json          RunConfig + vaegen version + facts about the dataset
+    runs/NAME/model.safetensors    the latest weights
+    runs/NAME/metrics.jsonl        one JSON object per finished epoch
+    runs/NAME/state/               checkpoints for --resume (vaegen.checkpoint)
+    runs/NAME/figures/             the figures (vaegen.plots)
+    runs/NAME/eval.json            what `vaegen evaluate` measured
+    runs/NAME/report.html          the self-contained report
+    runs/NAME/tensorboard/         TensorBoard events (--tensorboard)
+    runs/NAME/.lock                held by the process that writes the run (vaegen.checkpoint.lock)
+
+Everything that reads or writes a run asks this module for the names. The trainer writes runs;
+generate, plots, metrics, evaluate and the report read them through `load_run` and never import
+the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from ._io import atomic_write_text
+from .config import RunConfig
+from .errors import RunError, VaegenError
+from .losses import Likelihood, likelihood
+from .models import MODELS
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.jsonl"
+STATE = "state"
+FIGURES = "figures"
+EVAL = "eval.json"
+REPORT = "report.html"
+TENSORBOARD = "tensorboard"
+LOCK = ".lock"
+
+
+@dataclass
+class Run:
+    """A trained (or training) model with its run directory.
+
+    image_shape: C x H x W of the images it models; classes: the dataset's class names;
+    metrics: the records of metrics.jsonl, one per finished epoch."""
+
+    path: Path
+    config: RunConfig
+    model: nn.Module
+    classes: list[str]
+    image_shape: tuple[int, int, int]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """The decoder's likelihood (vaegen.losses registry entry) this run was trained with."""
+        return likelihood(self.config.train.loss)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VaegenError(
+            f"device = {name!r} is not valid: use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VaegenError(f"device = {name!r} but this PyTorch build sees no CUDA GPU; use cpu")
+    return device
+
+
+def build_model(
+    config: RunConfig, image_shape: tuple[int, int, int], num_classes: int
+) -> nn.Module:
+    """The model `config` describes, for images of `image_shape` (C x H x W) and `num_classes`
+    classes (used only when the config is conditional), freshly initialised."""
+    m = config.model
+    if m.conditional and num_classes < 2:
+        raise VaegenError(
+            "--conditional needs a labelled dataset with at least 2 classes; "
+            f"this one has {num_classes}"
+        )
+    try:
+        return MODELS[m.model](
+            image_shape=image_shape,
+            latent_dim=m.latent_dim,
+            hidden=m.hidden,
+            num_classes=num_classes if m.conditional else 0,
+        )
+    except ValueError as e:  # a shape the architecture cannot take
+        raise VaegenError(str(e)) from None
+
+
+# ------------------------------------------------------------------------- config, metrics
+
+
+def save_config(run_dir: Path, config: RunConfig, dataset: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / CONFIG, config.to_json(dataset))
+
+
+def load_config(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
+    """(config, dataset facts) from RUN/config.json."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    d = ckpt.read_json(run_dir / CONFIG)
+    if not isinstance(d, dict):
+        raise RunError(f"{run_dir / CONFIG}: expected a JSON object")
+    try:
+        return RunConfig.from_dict(d), dict(d.get("dataset") or {})
+    except (VaegenError, TypeError) as e:
+        raise RunError(f"{run_dir / CONFIG}: {e}") from None
+
+
+def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.jsonl whole (it is small), so it always matches the saved state."""
+    atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise RunError(f"{path}, line {n}: not valid JSON ({e})") from None
+    return records
+
+
+def load_run(path: str | Path, device: str = "cpu") -> Run:
+    """Rebuild a trained model from its run directory (config.json + model.safetensors)."""
+    run_dir = Path(path)
+    config, facts = load_config(run_dir)
+    try:
+        image_shape = tuple(int(v) for v in facts["image_shape"])
+        classes = [str(c) for c in facts["classes"]]
+    except (KeyError, TypeError, ValueError):
+        raise RunError(f"{run_dir / CONFIG}: missing the dataset's image_shape/classes") from None
+    model = build_model(config, image_shape, len(classes))  # type: ignore[arg-type]
+    ckpt.load_weights(model, run_dir / WEIGHTS)
+    model.to(resolve_device(device)).eval()
+    return Run(run_dir, config, model, classes, image_shape, read_metrics(run_dir))  # type: ignore[arg-type]
