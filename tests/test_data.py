@@ -9,21 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from vaegen import data
-from vaegen.data import (
-    DataError,
-    FileSpec,
-    NamedDataset,
-    idx_bytes,
-    load_dataset,
-    parse_idx,
-    read_idx,
-    write_idx,
-)
+from vaegen import datasets
+from vaegen.data import load_dataset, to_float
+from vaegen.datasets import FileSpec, NamedDataset
+from vaegen.errors import DataError
+from vaegen.idx import idx_bytes, parse_idx, read_idx, write_idx
 
 from .conftest import make_images, write_idx_dataset
 
@@ -146,6 +141,14 @@ def test_image_folder_dataset(tmp_path):
     np.testing.assert_array_equal(ds.images[0, 0].numpy(), x[0])
 
 
+def test_to_float_scales_pixels_to_the_unit_interval():
+    images = torch.tensor([0, 51, 255], dtype=torch.uint8).reshape(1, 1, 1, 3)
+    x = to_float(images, torch.device("cpu"))
+    assert x.dtype == torch.float32 and x.shape == images.shape
+    assert x.flatten().tolist() == pytest.approx([0.0, 0.2, 1.0])
+    assert images.dtype == torch.uint8 and images.flatten().tolist() == [0, 51, 255]
+
+
 def test_unknown_source():
     with pytest.raises(DataError, match="not a named dataset"):
         load_dataset("no-such-thing")
@@ -173,8 +176,8 @@ def _fake_named(tmp_path: Path) -> tuple[NamedDataset, Path]:
 @pytest.fixture
 def fake_named(tmp_path, monkeypatch):
     ds, src = _fake_named(tmp_path)
-    monkeypatch.setitem(data.NAMED_DATASETS, "fake", ds)
-    monkeypatch.setattr(data, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    monkeypatch.setitem(datasets.NAMED_DATASETS, "fake", ds)
+    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
     return ds, src
 
 
@@ -182,13 +185,13 @@ def test_named_dataset_downloads_into_the_cache_and_verifies(fake_named, tmp_pat
     train = load_dataset("fake", "train")
     assert len(train) == 20 and train.classes == ["a", "b", "c"]
     assert (tmp_path / "cache" / "vaegen" / "fake" / "train-images-idx3-ubyte.gz").is_file()
-    assert len(data.verify("fake")) == 4
+    assert len(datasets.verify("fake")) == 4
 
 
 def test_missing_named_dataset_says_the_three_ways(fake_named, monkeypatch):
     ds, _ = fake_named
     monkeypatch.setitem(
-        data.NAMED_DATASETS,
+        datasets.NAMED_DATASETS,
         "fake",
         NamedDataset("fake", ds.classes, ds.files, ("file:///nonexistent/",), "dataset-fake"),
     )
@@ -203,8 +206,8 @@ def test_search_order_prefers_data_dir_then_env(fake_named, tmp_path, monkeypatc
     _, src = fake_named
     env_dir = write_idx_dataset(tmp_path / "env" / "fake", n_train=20, n_test=10)
     monkeypatch.setenv("VAEGEN_DATA", str(tmp_path / "env"))
-    assert data.locate("fake", data_dir=src) == src
-    assert data.locate("fake") == env_dir
+    assert datasets.locate("fake", data_dir=src) == src
+    assert datasets.locate("fake") == env_dir
 
 
 def test_corrupt_named_file_is_named(fake_named, tmp_path):
@@ -219,7 +222,7 @@ def test_corrupt_named_file_is_named(fake_named, tmp_path):
         load_dataset("fake", data_dir=folder)
     write_idx(folder / "train-images-idx3-ubyte.gz", x[:3])
     with pytest.raises(DataError, match=r"bytes after decompression, expected"):
-        data.verify("fake", data_dir=folder)
+        datasets.verify("fake", data_dir=folder)
 
 
 def test_official_gz_md5_is_accepted(tmp_path, monkeypatch):
@@ -231,7 +234,9 @@ def test_official_gz_md5_is_accepted(tmp_path, monkeypatch):
             FileSpec(s.name, s.raw_size, None, hashlib.md5((src / s.name).read_bytes()).hexdigest())
             for s in specs
         )
-    monkeypatch.setitem(data.NAMED_DATASETS, "fake", NamedDataset("fake", ds.classes, files, ()))
+    monkeypatch.setitem(
+        datasets.NAMED_DATASETS, "fake", NamedDataset("fake", ds.classes, files, ())
+    )
     assert len(load_dataset("fake", "test", data_dir=src)) == 10
     (src / "t10k-labels-idx1-ubyte.gz").write_bytes(
         gzip.compress(gzip.decompress((src / "t10k-labels-idx1-ubyte.gz").read_bytes()), mtime=1)

@@ -10,13 +10,13 @@ from queue import Queue
 
 import pytest
 
-from vaegen import data, load_dataset
+from vaegen import datasets, load_dataset
 from vaegen.cli import main
 
 
 def test_fashion_mnist_verifies_and_loads(fashion_dir, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_DATA_DIR", fashion_dir.parent)
-    assert len(data.verify("fashion-mnist")) == 4
+    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", fashion_dir.parent)
+    assert len(datasets.verify("fashion-mnist")) == 4
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
     assert tuple(train.images.shape) == (60000, 1, 28, 28)
     assert tuple(test.images.shape) == (10000, 1, 28, 28)
@@ -43,7 +43,7 @@ def test_cli_trains_the_reference_model_on_fashion_mnist(fashion_dir, tmp_path, 
 def _download(dest: Path, mirror: str, start: Barrier, results: Queue) -> None:
     start.wait()
     try:
-        data.download(data.NAMED_DATASETS["fashion-mnist"], dest, mirrors=[mirror])
+        datasets.download(datasets.NAMED_DATASETS["fashion-mnist"], dest, mirrors=[mirror])
         results.put("ok")
     except BaseException as e:  # reported to the test, which names it
         results.put(f"{type(e).__name__}: {e}")
