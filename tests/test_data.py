@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import pickle
@@ -226,7 +227,7 @@ def test_corrupt_named_file_is_named(fake_named, tmp_path):
 
 
 def test_official_gz_md5_is_accepted(tmp_path, monkeypatch):
-    """MNIST has only the official .gz MD5s: a file with that MD5 passes, any other fails."""
+    """A spec with only the official .gz MD5: a file with that MD5 passes, any other fails."""
     ds, src = _fake_named(tmp_path)
     files = {}
     for split, specs in ds.files.items():
@@ -243,6 +244,91 @@ def test_official_gz_md5_is_accepted(tmp_path, monkeypatch):
     )
     with pytest.raises(DataError, match="MD5 is not the official one"):
         load_dataset("fake", "test", data_dir=src)
+
+
+def _gunzip_all(src: Path, dest: Path) -> Path:
+    """Uncompressed copies of src's .gz files in dest (`x-ubyte.gz` -> `x-ubyte`)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for gz in src.glob("*.gz"):
+        (dest / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
+    return dest
+
+
+def _flip_last_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # a pixel or a label: same size, same IDX header, different content
+    path.write_bytes(bytes(raw))
+
+
+def test_every_named_file_has_a_hash_of_its_content():
+    """Without one, an uncompressed copy of the file (no .gz MD5 to compare) cannot be verified."""
+    for ds in datasets.NAMED_DATASETS.values():
+        for specs in ds.files.values():
+            for spec in specs:
+                assert spec.raw_sha256 or spec.raw_md5, f"{ds.name}: {spec.name}"
+
+
+def test_uncompressed_mnist_files_are_verified_by_content(tmp_path, monkeypatch):
+    """MNIST's specs with the same kinds of hash as the real ones, computed from tiny files: an
+    uncompressed copy passes and loads like the .gz, and one flipped byte is named."""
+    src = write_idx_dataset(tmp_path / "official", n_train=20, n_test=10)  # MNIST's file names
+
+    def like_mnist(spec: FileSpec) -> FileSpec:
+        gz = (src / spec.name).read_bytes()
+        raw = gzip.decompress(gz)
+        return dataclasses.replace(  # a hash MNIST's spec lacks stays absent here
+            spec,
+            raw_size=len(raw),
+            raw_sha256=hashlib.sha256(raw).hexdigest() if spec.raw_sha256 else None,
+            raw_md5=hashlib.md5(raw).hexdigest() if spec.raw_md5 else None,
+            gz_md5=hashlib.md5(gz).hexdigest() if spec.gz_md5 else None,
+        )
+
+    files = {split: tuple(map(like_mnist, specs)) for split, specs in datasets.MNIST.files.items()}
+    mnist = dataclasses.replace(datasets.MNIST, files=files, mirrors=())
+    monkeypatch.setitem(datasets.NAMED_DATASETS, "mnist", mnist)
+    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    plain = _gunzip_all(src, tmp_path / "plain")
+
+    checked = datasets.verify("mnist", plain)
+    assert sorted(checked) == sorted(
+        plain / s.name.removesuffix(".gz") for s in mnist.files["train"] + mnist.files["test"]
+    )
+    for split in ("train", "test"):
+        a = load_dataset("mnist", split, data_dir=plain)
+        b = load_dataset("mnist", split, data_dir=src)
+        assert a.classes == [str(i) for i in range(10)]
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+
+    _flip_last_byte(plain / "t10k-images-idx3-ubyte")
+    with pytest.raises(DataError, match="checksum mismatch") as info:
+        load_dataset("mnist", "test", data_dir=plain)
+    assert f"{plain / 't10k-images-idx3-ubyte'}: checksum mismatch" in str(info.value)
+
+
+def test_uncompressed_file_with_only_a_gz_md5_cannot_be_verified(tmp_path, monkeypatch):
+    """A spec that knows only the .gz's MD5 has nothing to check an uncompressed file against:
+    the error says so and what to do, not that the file is corrupt."""
+    ds, src = _fake_named(tmp_path)
+    files = {
+        split: tuple(
+            FileSpec(
+                s.name, s.raw_size, gz_md5=hashlib.md5((src / s.name).read_bytes()).hexdigest()
+            )
+            for s in specs
+        )
+        for split, specs in ds.files.items()
+    }
+    monkeypatch.setitem(
+        datasets.NAMED_DATASETS, "fake", NamedDataset("fake", ds.classes, files, ())
+    )
+    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    plain = _gunzip_all(src, tmp_path / "plain")
+    with pytest.raises(DataError, match="cannot be verified") as info:
+        load_dataset("fake", "test", data_dir=plain)
+    msg = str(info.value)
+    assert str(plain / "t10k-images-idx3-ubyte") in msg and "keep the .gz" in msg
+    assert "checksum mismatch" not in msg
 
 
 def test_pickle_is_never_loaded_as_npz(tmp_path):
