@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaegen.data import DEBIAN_DATA_DIR, write_idx
+from vaegen.datasets import DEBIAN_DATA_DIR
+from vaegen.idx import write_idx
 
 IN_CI = os.environ.get("CI") == "true"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import pickle
@@ -9,21 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from vaegen import data
-from vaegen.data import (
-    DataError,
-    FileSpec,
-    NamedDataset,
-    idx_bytes,
-    load_dataset,
-    parse_idx,
-    read_idx,
-    write_idx,
-)
+from vaegen import datasets
+from vaegen.data import load_dataset, to_float
+from vaegen.datasets import FileSpec, NamedDataset
+from vaegen.errors import DataError
+from vaegen.idx import idx_bytes, parse_idx, read_idx, write_idx
 
 from .conftest import make_images, write_idx_dataset
 
@@ -146,6 +142,14 @@ def test_image_folder_dataset(tmp_path):
     np.testing.assert_array_equal(ds.images[0, 0].numpy(), x[0])
 
 
+def test_to_float_scales_pixels_to_the_unit_interval():
+    images = torch.tensor([0, 51, 255], dtype=torch.uint8).reshape(1, 1, 1, 3)
+    x = to_float(images, torch.device("cpu"))
+    assert x.dtype == torch.float32 and x.shape == images.shape
+    assert x.flatten().tolist() == pytest.approx([0.0, 0.2, 1.0])
+    assert images.dtype == torch.uint8 and images.flatten().tolist() == [0, 51, 255]
+
+
 def test_unknown_source():
     with pytest.raises(DataError, match="not a named dataset"):
         load_dataset("no-such-thing")
@@ -173,8 +177,8 @@ def _fake_named(tmp_path: Path) -> tuple[NamedDataset, Path]:
 @pytest.fixture
 def fake_named(tmp_path, monkeypatch):
     ds, src = _fake_named(tmp_path)
-    monkeypatch.setitem(data.NAMED_DATASETS, "fake", ds)
-    monkeypatch.setattr(data, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    monkeypatch.setitem(datasets.NAMED_DATASETS, "fake", ds)
+    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
     return ds, src
 
 
@@ -182,13 +186,13 @@ def test_named_dataset_downloads_into_the_cache_and_verifies(fake_named, tmp_pat
     train = load_dataset("fake", "train")
     assert len(train) == 20 and train.classes == ["a", "b", "c"]
     assert (tmp_path / "cache" / "vaegen" / "fake" / "train-images-idx3-ubyte.gz").is_file()
-    assert len(data.verify("fake")) == 4
+    assert len(datasets.verify("fake")) == 4
 
 
 def test_missing_named_dataset_says_the_three_ways(fake_named, monkeypatch):
     ds, _ = fake_named
     monkeypatch.setitem(
-        data.NAMED_DATASETS,
+        datasets.NAMED_DATASETS,
         "fake",
         NamedDataset("fake", ds.classes, ds.files, ("file:///nonexistent/",), "dataset-fake"),
     )
@@ -203,8 +207,8 @@ def test_search_order_prefers_data_dir_then_env(fake_named, tmp_path, monkeypatc
     _, src = fake_named
     env_dir = write_idx_dataset(tmp_path / "env" / "fake", n_train=20, n_test=10)
     monkeypatch.setenv("VAEGEN_DATA", str(tmp_path / "env"))
-    assert data.locate("fake", data_dir=src) == src
-    assert data.locate("fake") == env_dir
+    assert datasets.locate("fake", data_dir=src) == src
+    assert datasets.locate("fake") == env_dir
 
 
 def test_corrupt_named_file_is_named(fake_named, tmp_path):
@@ -219,11 +223,11 @@ def test_corrupt_named_file_is_named(fake_named, tmp_path):
         load_dataset("fake", data_dir=folder)
     write_idx(folder / "train-images-idx3-ubyte.gz", x[:3])
     with pytest.raises(DataError, match=r"bytes after decompression, expected"):
-        data.verify("fake", data_dir=folder)
+        datasets.verify("fake", data_dir=folder)
 
 
 def test_official_gz_md5_is_accepted(tmp_path, monkeypatch):
-    """MNIST has only the official .gz MD5s: a file with that MD5 passes, any other fails."""
+    """A spec with only the official .gz MD5: a file with that MD5 passes, any other fails."""
     ds, src = _fake_named(tmp_path)
     files = {}
     for split, specs in ds.files.items():
@@ -231,13 +235,100 @@ def test_official_gz_md5_is_accepted(tmp_path, monkeypatch):
             FileSpec(s.name, s.raw_size, None, hashlib.md5((src / s.name).read_bytes()).hexdigest())
             for s in specs
         )
-    monkeypatch.setitem(data.NAMED_DATASETS, "fake", NamedDataset("fake", ds.classes, files, ()))
+    monkeypatch.setitem(
+        datasets.NAMED_DATASETS, "fake", NamedDataset("fake", ds.classes, files, ())
+    )
     assert len(load_dataset("fake", "test", data_dir=src)) == 10
     (src / "t10k-labels-idx1-ubyte.gz").write_bytes(
         gzip.compress(gzip.decompress((src / "t10k-labels-idx1-ubyte.gz").read_bytes()), mtime=1)
     )
     with pytest.raises(DataError, match="MD5 is not the official one"):
         load_dataset("fake", "test", data_dir=src)
+
+
+def _gunzip_all(src: Path, dest: Path) -> Path:
+    """Uncompressed copies of src's .gz files in dest (`x-ubyte.gz` -> `x-ubyte`)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for gz in src.glob("*.gz"):
+        (dest / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
+    return dest
+
+
+def _flip_last_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # a pixel or a label: same size, same IDX header, different content
+    path.write_bytes(bytes(raw))
+
+
+def test_every_named_file_has_a_hash_of_its_content():
+    """Without one, an uncompressed copy of the file (no .gz MD5 to compare) cannot be verified."""
+    for ds in datasets.NAMED_DATASETS.values():
+        for specs in ds.files.values():
+            for spec in specs:
+                assert spec.raw_sha256 or spec.raw_md5, f"{ds.name}: {spec.name}"
+
+
+def test_uncompressed_mnist_files_are_verified_by_content(tmp_path, monkeypatch):
+    """MNIST's specs with the same kinds of hash as the real ones, computed from tiny files: an
+    uncompressed copy passes and loads like the .gz, and one flipped byte is named."""
+    src = write_idx_dataset(tmp_path / "official", n_train=20, n_test=10)  # MNIST's file names
+
+    def like_mnist(spec: FileSpec) -> FileSpec:
+        gz = (src / spec.name).read_bytes()
+        raw = gzip.decompress(gz)
+        return dataclasses.replace(  # a hash MNIST's spec lacks stays absent here
+            spec,
+            raw_size=len(raw),
+            raw_sha256=hashlib.sha256(raw).hexdigest() if spec.raw_sha256 else None,
+            raw_md5=hashlib.md5(raw).hexdigest() if spec.raw_md5 else None,
+            gz_md5=hashlib.md5(gz).hexdigest() if spec.gz_md5 else None,
+        )
+
+    files = {split: tuple(map(like_mnist, specs)) for split, specs in datasets.MNIST.files.items()}
+    mnist = dataclasses.replace(datasets.MNIST, files=files, mirrors=())
+    monkeypatch.setitem(datasets.NAMED_DATASETS, "mnist", mnist)
+    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    plain = _gunzip_all(src, tmp_path / "plain")
+
+    checked = datasets.verify("mnist", plain)
+    assert sorted(checked) == sorted(
+        plain / s.name.removesuffix(".gz") for s in mnist.files["train"] + mnist.files["test"]
+    )
+    for split in ("train", "test"):
+        a = load_dataset("mnist", split, data_dir=plain)
+        b = load_dataset("mnist", split, data_dir=src)
+        assert a.classes == [str(i) for i in range(10)]
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+
+    _flip_last_byte(plain / "t10k-images-idx3-ubyte")
+    with pytest.raises(DataError, match="checksum mismatch") as info:
+        load_dataset("mnist", "test", data_dir=plain)
+    assert f"{plain / 't10k-images-idx3-ubyte'}: checksum mismatch" in str(info.value)
+
+
+def test_uncompressed_file_with_only_a_gz_md5_cannot_be_verified(tmp_path, monkeypatch):
+    """A spec that knows only the .gz's MD5 has nothing to check an uncompressed file against:
+    the error says so and what to do, not that the file is corrupt."""
+    ds, src = _fake_named(tmp_path)
+    files = {
+        split: tuple(
+            FileSpec(
+                s.name, s.raw_size, gz_md5=hashlib.md5((src / s.name).read_bytes()).hexdigest()
+            )
+            for s in specs
+        )
+        for split, specs in ds.files.items()
+    }
+    monkeypatch.setitem(
+        datasets.NAMED_DATASETS, "fake", NamedDataset("fake", ds.classes, files, ())
+    )
+    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    plain = _gunzip_all(src, tmp_path / "plain")
+    with pytest.raises(DataError, match="cannot be verified") as info:
+        load_dataset("fake", "test", data_dir=plain)
+    msg = str(info.value)
+    assert str(plain / "t10k-images-idx3-ubyte") in msg and "keep the .gz" in msg
+    assert "checksum mismatch" not in msg
 
 
 def test_pickle_is_never_loaded_as_npz(tmp_path):

@@ -45,10 +45,10 @@ sys.exit(main(sys.argv[1:]))
 AFTER_DOWNLOAD = """
 import dataclasses, os, sys
 from pathlib import Path
-import vaegen.data as data
-data.DEBIAN_DATA_DIR = Path("/nonexistent")
-data.NAMED_DATASETS["fashion-mnist"] = dataclasses.replace(
-    data.NAMED_DATASETS["fashion-mnist"], mirrors=(Path(sys.argv[1]).as_uri() + "/",))
+import vaegen.datasets as datasets
+datasets.DEBIAN_DATA_DIR = Path("/nonexistent")
+datasets.NAMED_DATASETS["fashion-mnist"] = dataclasses.replace(
+    datasets.NAMED_DATASETS["fashion-mnist"], mirrors=(Path(sys.argv[1]).as_uri() + "/",))
 from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, train
 from vaegen.run import read_metrics
 config = RunConfig(DataConfig("fashion-mnist"), ModelConfig(hidden=8), TrainConfig(epochs=1))

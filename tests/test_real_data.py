@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import multiprocessing
 from multiprocessing.synchronize import Barrier
@@ -9,20 +10,56 @@ from pathlib import Path
 from queue import Queue
 
 import pytest
+import torch
 
-from vaegen import data, load_dataset
+from vaegen import datasets, load_dataset
 from vaegen.cli import main
+from vaegen.errors import DataError
 
 
 def test_fashion_mnist_verifies_and_loads(fashion_dir, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_DATA_DIR", fashion_dir.parent)
-    assert len(data.verify("fashion-mnist")) == 4
+    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", fashion_dir.parent)
+    assert len(datasets.verify("fashion-mnist")) == 4
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
     assert tuple(train.images.shape) == (60000, 1, 28, 28)
     assert tuple(test.images.shape) == (10000, 1, 28, 28)
     assert train.classes[0] == "T-shirt/top" and train.classes[9] == "Ankle boot"
     assert train.labels.bincount().tolist() == [6000] * 10
     assert test.labels.bincount().tolist() == [1000] * 10
+
+
+@pytest.fixture
+def plain_fashion_dir(fashion_dir, tmp_path, monkeypatch) -> Path:
+    """Uncompressed copies of the real files (`x-ubyte.gz` -> `x-ubyte`), as many keep them; no
+    other copy can be found, so whatever loads comes from them."""
+    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for gz in fashion_dir.glob("*-ubyte.gz"):
+        (plain / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
+    return plain
+
+
+@pytest.mark.real_data
+def test_uncompressed_fashion_mnist_loads_like_the_gz(fashion_dir, plain_fashion_dir):
+    checked = datasets.verify("fashion-mnist", plain_fashion_dir)
+    assert sorted(checked) == sorted(plain_fashion_dir / gz.stem for gz in fashion_dir.glob("*.gz"))
+    for split in ("train", "test"):
+        a = load_dataset("fashion-mnist", split, data_dir=plain_fashion_dir)
+        b = load_dataset("fashion-mnist", split, data_dir=fashion_dir)
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+        assert a.classes == b.classes
+
+
+@pytest.mark.real_data
+def test_a_tampered_uncompressed_file_is_named(plain_fashion_dir):
+    path = plain_fashion_dir / "t10k-images-idx3-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # the last pixel: same size, same IDX header, different content
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="checksum mismatch") as info:
+        load_dataset("fashion-mnist", "test", data_dir=plain_fashion_dir)
+    assert f"{path}: checksum mismatch" in str(info.value)
 
 
 @pytest.mark.slow
@@ -43,7 +80,7 @@ def test_cli_trains_the_reference_model_on_fashion_mnist(fashion_dir, tmp_path, 
 def _download(dest: Path, mirror: str, start: Barrier, results: Queue) -> None:
     start.wait()
     try:
-        data.download(data.NAMED_DATASETS["fashion-mnist"], dest, mirrors=[mirror])
+        datasets.download(datasets.NAMED_DATASETS["fashion-mnist"], dest, mirrors=[mirror])
         results.put("ok")
     except BaseException as e:  # reported to the test, which names it
         results.put(f"{type(e).__name__}: {e}")

@@ -258,12 +258,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from . import data
+    from . import datasets
 
     if args.action == "fetch":
-        print(data.fetch(args.name, args.data_dir))
+        print(datasets.fetch(args.name, args.data_dir))
     else:
-        for path in data.verify(args.name, args.data_dir):
+        for path in datasets.verify(args.name, args.data_dir):
             print(f"ok  {path}")
     return 0
 

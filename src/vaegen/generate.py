@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_bytes
-from .data import idx_bytes, safe_name
+from .data import safe_name
 from .errors import VaegenError
+from .idx import idx_bytes
 from .run import Run
 
 
