@@ -56,6 +56,35 @@ run = train(config, sys.argv[2], progress=False)
 assert len(read_metrics(sys.argv[2])) == len(run.metrics) == 1, os.environ["RANK"]
 """
 
+# One autograd step in each of several processes: the gradients DDP leaves in every process are
+# those of the whole batch's summed objective in one process (Adam would hide a wrong scale from
+# a comparison of trained weights, since its update does not depend on the gradients' scale).
+GRADIENTS = """
+import torch, torch.distributed as dist
+from vaegen import distributed
+from vaegen.losses import likelihood
+from vaegen.models import VAE
+from vaegen.step import make_step, objective
+procs = distributed.from_env()
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+model = VAE(image_shape=(1, 6, 6), latent_dim=2, hidden=8, num_classes=3)
+alone = VAE(image_shape=(1, 6, 6), latent_dim=2, hidden=8, num_classes=3)
+alone.load_state_dict(model.state_dict())
+x, y = torch.rand(11, 1, 6, 6, generator=torch.Generator().manual_seed(1)), torch.arange(11) % 3
+lk = likelihood("bernoulli")
+step = make_step(model, lk, 0.5, 1e-3, "auto", torch.device("cpu"), procs, 11, (x, y), seed=0)
+assert step.name == "autograd"
+sums = step.forward_backward(x, y, torch.Generator().manual_seed(2))
+eps = torch.randn((11, 2), generator=torch.Generator().manual_seed(2))  # the whole batch's noise
+want = objective(alone, lk, 0.5, x, y, eps=eps)
+want[0].backward()
+torch.testing.assert_close(sums, want.detach(), rtol=1e-5, atol=1e-5)
+for (name, p), q in zip(model.named_parameters(), alone.parameters()):
+    torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+dist.destroy_process_group()
+"""
+
 # batch 30 over 256 images: a last batch of 16, and shards of 15 and 15, then 8 and 8
 FLAGS = ["--epochs", "2", "--hidden", "32", "--batch-size", "30", "--lr", "3e-3", "--conditional"]
 
@@ -114,6 +143,13 @@ def test_two_processes_train_like_one(tiny_data, tmp_path):
     ) == 3
     one = train(config(tiny_data), tmp_path / "one", progress=False)
     assert_close_runs(out, one.path)
+
+
+def test_gradients_in_several_processes_are_the_whole_batchs(tmp_path):
+    script = tmp_path / "gradients.py"
+    script.write_text(GRADIENTS)
+    torchrun([str(script)], processes=2)
+    torchrun([str(script)], processes=3)
 
 
 def test_resume_with_another_number_of_processes(tiny_data, tmp_path):

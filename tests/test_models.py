@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaegen.models import MODELS, VAE
+from vaegen.models import LOGVAR_MAX, LOGVAR_MIN, MODELS, VAE
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
@@ -55,3 +55,17 @@ def test_logvar_is_kept_in_a_safe_range():
         model.fc_logvar.bias.fill_(1e6)
     _, logvar = model.encode(torch.rand(2, 1, 28, 28))
     assert torch.isfinite(logvar.exp()).all()
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_the_log_variance_is_clamped_at_both_ends(kind):
+    """A runaway log-variance head stops at LOGVAR_MIN / LOGVAR_MAX, so exp(logvar) stays finite
+    and away from 0 (a variance of exp(-45) would underflow the KL's log terms in float32)."""
+    model = MODELS[kind](image_shape=(1, 12, 12), latent_dim=3, hidden=16)
+    with torch.no_grad():
+        model.fc_logvar.weight.zero_()
+        model.fc_logvar.bias.copy_(torch.tensor([-45.0, 0.5, 45.0]))
+    _, logvar = model.encode(torch.rand(4, 1, 12, 12))
+    assert torch.equal(logvar[:, 0], torch.full((4,), LOGVAR_MIN))
+    assert torch.equal(logvar[:, 1], torch.full((4,), 0.5))
+    assert torch.equal(logvar[:, 2], torch.full((4,), LOGVAR_MAX))

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from vaegen import RunConfig, load_run, train
-from vaegen.checkpoint import read_tensors
+from vaegen.checkpoint import load_state, read_tensors
 from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, TrainConfig
 from vaegen.errors import RunError
@@ -29,6 +29,13 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert ta.keys() == tb.keys()
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k
+
+
+def timeless_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock fields."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    clock = ("seconds", "images_per_second")
+    return [{k: v for k, v in json.loads(x).items() if k not in clock} for x in lines]
 
 
 def test_cli_train_writes_the_run_directory(tiny_data, tmp_path, capsys):
@@ -82,16 +89,7 @@ def test_resume_2_plus_2_equals_4_bitwise(tiny_data, tmp_path):
     run = train(tiny_config(tiny_data, epochs=4), tmp_path / "split", resume=True, progress=False)
     assert [r["epoch"] for r in run.metrics] == [1, 2, 3, 4]
     assert_same_weights(tmp_path / "full", tmp_path / "split")
-    full = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
-    split = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
-    timeless = [
-        [
-            {k: v for k, v in json.loads(x).items() if k not in ("seconds", "images_per_second")}
-            for x in f
-        ]
-        for f in (full, split)
-    ]
-    assert timeless[0] == timeless[1]
+    assert timeless_metrics(tmp_path / "full") == timeless_metrics(tmp_path / "split")
 
 
 def test_resume_from_a_mid_epoch_checkpoint_is_exact(tiny_data, tmp_path):
@@ -101,6 +99,13 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tiny_data, tmp_path):
     train(cfg, tmp_path / "cut", progress=False, checkpoint_every=3, max_steps=11)
     train(cfg, tmp_path / "cut", resume=True, progress=False, checkpoint_every=3)
     assert_same_weights(tmp_path / "full", tmp_path / "cut")
+    # the epoch's running loss sums come back with the checkpoint: the same train_loss
+    assert timeless_metrics(tmp_path / "full") == timeless_metrics(tmp_path / "cut")
+    # and so does the global step: the last checkpoint is named after step 16 in both
+    for run in ("full", "cut"):
+        assert load_state(tmp_path / run / "state").progress.global_step == 16
+    manifest = json.loads((tmp_path / "cut" / "state" / "manifest.json").read_text())
+    assert manifest["checkpoint"] == "epoch-0002-step-00000016"
 
 
 def test_resume_edge_cases(tiny_data, tmp_path, caplog):

@@ -1,0 +1,94 @@
+"""The training step: the trainer uses the hand-derived step where it applies, checks it against
+autograd on the first batch, and falls back to autograd when the two disagree."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, train
+from vaegen import fast_step as fast_step_module
+from vaegen.errors import VaegenError
+from vaegen.fast_step import FastStep
+from vaegen.losses import likelihood
+from vaegen.models import VAE
+from vaegen.step import FastStepMismatch, parity_error
+
+
+def config(data, step: str = "auto", **model) -> RunConfig:
+    return RunConfig(
+        DataConfig(str(data)),
+        ModelConfig(**{"hidden": 32, **model}),
+        TrainConfig(epochs=2, batch_size=32, lr=3e-3, step=step),
+    )
+
+
+def metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_mlp_on_a_cpu_trains_with_the_fast_step(tiny_data, tmp_path, monkeypatch):
+    """Every step of the default path goes through FastStep, and the run says so."""
+    calls = []
+    real = FastStep.__call__
+
+    def counting(self, x, y, generator):
+        calls.append(len(x))
+        return real(self, x, y, generator)
+
+    monkeypatch.setattr(FastStep, "__call__", counting)
+    run = train(config(tiny_data), tmp_path / "r", progress=False)
+    steps = 2 * 8  # 256 images in batches of 32, two epochs
+    assert len(calls) == steps + 1  # and once for the parity check on the first batch
+    assert [m["step"] for m in metrics(run.path)] == ["fast", "fast"]
+
+    conv = train(config(tiny_data, model="conv"), tmp_path / "c", progress=False)
+    assert [m["step"] for m in metrics(conv.path)] == ["autograd", "autograd"]
+
+
+def test_parity_error_sees_a_wrong_gradient():
+    torch.manual_seed(0)
+    model = VAE(image_shape=(1, 6, 6), latent_dim=2, hidden=16, num_classes=3)
+    lk = likelihood("gaussian")
+    x, y = torch.rand(20, 1, 6, 6), torch.arange(20) % 3
+    fast = FastStep(model, lk, 0.5, batch_size=20)
+    assert parity_error(model, fast, lk, 0.5, x, y, seed=3) is None
+    assert parity_error(model, fast, lk, 1.0, x, y, seed=3) is not None  # another beta
+
+    def flipped(xb, yb, gen):
+        sums = fast(xb, yb, gen)
+        model.fc_mu.bias.grad.neg_()
+        return sums
+
+    problem = parity_error(model, flipped, lk, 0.5, x, y, seed=3)
+    assert problem is not None and problem.startswith("fc_mu.bias:")
+
+
+def test_a_changed_model_makes_training_fall_back_to_autograd(tiny_data, tmp_path, monkeypatch):
+    """Edit the decoder's math without the hand-derived step: the first batch's check sees it,
+    training warns and uses autograd, so the run trains the model's math, not the stale copy."""
+    real_decode = VAE.decode
+
+    def shifted(self, z, y=None):
+        return real_decode(self, z, y) + 0.25
+
+    monkeypatch.setattr(VAE, "decode", shifted)
+    with pytest.warns(RuntimeWarning, match="disagrees with autograd"):
+        guarded = train(config(tiny_data), tmp_path / "guarded", progress=False)
+    assert [m["step"] for m in metrics(guarded.path)] == ["autograd", "autograd"]
+    reference = train(config(tiny_data, step="autograd"), tmp_path / "ref", progress=False)
+    for a, b in zip(metrics(guarded.path), metrics(reference.path), strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["test_loss"] == b["test_loss"]
+
+    with pytest.raises(FastStepMismatch, match=r"fc4\.bias: max difference"):
+        train(config(tiny_data, step="fast"), tmp_path / "forced", progress=False)
+
+
+def test_step_fast_where_it_does_not_apply_is_an_error(tiny_data, tmp_path, monkeypatch):
+    with pytest.raises(VaegenError, match="step = 'fast' is not available here"):
+        train(config(tiny_data, step="fast", model="conv"), tmp_path / "c", progress=False)
+    monkeypatch.setattr(fast_step_module, "supports", lambda *a: False)
+    run = train(config(tiny_data), tmp_path / "auto", progress=False)
+    assert [m["step"] for m in metrics(run.path)] == ["autograd", "autograd"]
