@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 #   make demo TORCH_SPEC='torch>=2.2'
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv data demo test lint format bench clean
+.PHONY: venv data demo test test-fast lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,13 @@ format: venv
 	$(BIN)/ruff format src tests benchmarks scripts
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 
+# Every test; skips are listed with their reason (-rs). `make test-fast` leaves out the tests
+# marked slow (training on FashionMNIST, SIGKILL loops, browser checks), for the edit loop.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
+
+test-fast: venv
+	$(BIN)/pytest -q -rs -m "not slow"
 
 bench: data
 	$(BIN)/python benchmarks/epoch_speed.py

@@ -19,6 +19,8 @@ from vaegen.distributed import Processes, from_env
 from vaegen.errors import VaegenError
 from vaegen.run import read_metrics
 
+pytestmark = pytest.mark.slow  # each test starts torchrun: 10-25 s
+
 # Runs `vaegen` with every file-system change outside process 0 refused: the test that only
 # process 0 writes, deletes or renames anything in the run directory.
 GUARD = """

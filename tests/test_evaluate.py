@@ -268,6 +268,7 @@ def test_classifier_adapts_to_the_image_shape():
 
 
 @pytest.mark.real_data
+@pytest.mark.slow
 def test_shipped_reference_classifier_reaches_91_percent(fashion_dir):
     info = reference_info()
     assert info["test_accuracy"] >= 0.91 and info["epochs"] >= 1
