@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from . import checkpoint as ckpt
+from . import run as rundir
 from ._io import atomic_write_text
 from ._version import __version__
 from .classifier import (
@@ -43,7 +43,7 @@ from .metrics import (
     knn_accuracy,
     latent_means,
 )
-from .run import EVAL, LOCK, Run
+from .run import EVAL, Run
 
 FULL = {"classifier_epochs": 5}
 QUICK = {"iw_samples": 100, "n_generated": 2000, "classifier_epochs": 2}  # caps, not floors
@@ -85,7 +85,7 @@ def evaluate(
     classifier epochs at QUICK. The same arguments give the same numbers on the same device.
     The run directory is locked meanwhile: a trainer cannot rewrite the weights being measured.
     """
-    with ckpt.lock(run.path, LOCK, "evaluation"):
+    with rundir.lock_for_writing(run.path, "evaluation"):
         return _evaluate(run, iw_samples, n_generated, binarize, quick, seed, progress)
 
 

@@ -17,7 +17,10 @@ the trainer.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from ._io import atomic_write_text
-from .config import RunConfig
+from .config import RunConfig, differences
 from .errors import RunError, VaegenError
 from .losses import Likelihood, likelihood
 from .models import MODELS
@@ -41,6 +44,15 @@ EVAL = "eval.json"
 REPORT = "report.html"
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"
+
+# Fields that may change when a run is resumed: where and how fast it runs, and how long.
+RESUMABLE_CHANGES = (
+    "train.device",
+    "train.threads",
+    "train.epochs",
+    "train.deterministic",
+    "train.step",
+)
 
 
 @dataclass
@@ -157,3 +169,39 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     ckpt.load_weights(model, run_dir / WEIGHTS)
     model.to(resolve_device(device)).eval()
     return Run(run_dir, config, model, classes, image_shape, read_metrics(run_dir))  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def lock_for_writing(run_dir: Path, purpose: str) -> Iterator[None]:
+    """Hold RUN/.lock while `purpose` ("training", "evaluation") writes the run (see
+    checkpoint.lock). A run directory this call created and that holds nothing but the lock when
+    the block ends (it failed before its first write) is removed again."""
+    created = not run_dir.exists()
+    try:
+        with ckpt.lock(run_dir, LOCK, purpose):
+            yield
+    finally:
+        if created and run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [LOCK]:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> bool:
+    """Whether `run_dir` already holds a run, which may be continued only with `resume` and a
+    config that differs from the saved one in RESUMABLE_CHANGES at most (else a RunError)."""
+    if not (run_dir / CONFIG).exists():
+        return False
+    if not resume:
+        raise RunError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    saved, _ = load_config(run_dir)
+    diff = differences(saved, config, ignore=RESUMABLE_CHANGES)
+    if diff:
+        raise RunError(
+            f"{run_dir}: cannot resume with a different configuration; these fields differ "
+            "(saved -> requested):\n  " + "\n  ".join(diff)
+        )
+    return True

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from . import run as rundir
 from ._io import show_progress
-from .config import RunConfig, differences
+from .config import RunConfig
 from .data import ImageDataset, load_dataset, to_float
 from .errors import RunError, VaegenError, WriteError
 from .losses import evaluate_loss, likelihood
@@ -33,15 +32,6 @@ from .run import Run, build_model, resolve_device
 from .step import Step, make_step
 
 log = logging.getLogger(__name__)
-
-# Fields that may change when a run is resumed: where and how fast it runs, and how long.
-RESUMABLE_CHANGES = (
-    "train.device",
-    "train.threads",
-    "train.epochs",
-    "train.deterministic",
-    "train.step",
-)
 
 
 class NonFiniteLossError(VaegenError):
@@ -85,54 +75,19 @@ def train(
         device = torch.device("cuda", procs.local_rank)
         torch.cuda.set_device(device)
     with (
-        _locked(run_dir, procs),
+        rundir.lock_for_writing(run_dir, "training") if procs.is_main else contextlib.nullcontext(),
         _torch_settings(device, tc.threads or default_threads(), tc.deterministic),
         distributed.process_group(procs, device),
     ):
-        _check_run_dir(run_dir, config, resume, procs)
+        if rundir.check_resumable(run_dir, config, resume) and procs.is_main:
+            # it holds the lock: no other process writes this run
+            for path in ckpt.remove_stale_temporaries(run_dir, run_dir / rundir.STATE):
+                log.info("removed %s, left by an interrupted run", path)
         distributed.barrier()  # every process has looked at run_dir before the first writes
         run = _train(config, run_dir, device, resume, progress, checkpoint_every,
                      tensorboard, max_steps, procs)  # fmt: skip
         distributed.barrier()  # process 0 has written the run's last files
         return run
-
-
-@contextlib.contextmanager
-def _locked(run_dir: Path, procs: distributed.Processes) -> Iterator[None]:
-    """The first process holds RUN/.lock while it trains. A run directory this call created and
-    left holding nothing but the lock (training failed before its first write) is removed."""
-    if not procs.is_main:
-        yield
-        return
-    created = not run_dir.exists()
-    try:
-        with ckpt.lock(run_dir, rundir.LOCK, "training"):
-            yield
-    finally:
-        if created and run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [rundir.LOCK]:
-            shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _check_run_dir(
-    run_dir: Path, config: RunConfig, resume: bool, procs: distributed.Processes
-) -> None:
-    """A run directory holding a run is continued only with `resume` and the same config."""
-    if not (run_dir / rundir.CONFIG).exists():
-        return
-    if not resume:
-        raise RunError(
-            f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
-        )
-    saved, _ = rundir.load_config(run_dir)
-    diff = differences(saved, config, ignore=RESUMABLE_CHANGES)
-    if diff:
-        raise RunError(
-            f"{run_dir}: cannot resume with a different configuration; these fields differ "
-            "(saved -> requested):\n  " + "\n  ".join(diff)
-        )
-    if procs.is_main:  # it holds the lock: no other process writes this run
-        for path in ckpt.remove_stale_temporaries(run_dir, run_dir / rundir.STATE):
-            log.info("removed %s, left by an interrupted run", path)
 
 
 @contextlib.contextmanager
