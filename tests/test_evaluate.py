@@ -14,7 +14,7 @@ from vaegen.classifier import Classifier, accuracy, load_reference_classifier, r
 from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.data import load_dataset
 from vaegen.errors import VaegenError
-from vaegen.evaluate import evaluate, format_table
+from vaegen.evaluate import evaluate
 from vaegen.losses import GAUSSIAN
 from vaegen.metrics import (
     feature_stats,
@@ -24,6 +24,7 @@ from vaegen.metrics import (
     knn_accuracy,
     knn_predict,
 )
+from vaegen.scorecard import format_table
 
 # ------------------------------------------------------------------- linear-Gaussian model
 
