@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from vaegen import load_run, train
-from vaegen.classifier import Classifier, accuracy, load_reference_classifier, reference_info
+from vaegen.classifier import (
+    Classifier,
+    accuracy,
+    extract_features,
+    load_reference_classifier,
+    predict,
+    reference_info,
+)
 from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.data import load_dataset
 from vaegen.errors import VaegenError
@@ -109,6 +116,20 @@ def test_classifier_adapts_to_the_image_shape():
         model = Classifier(shape, 4)
         x = torch.rand(2, *shape)
         assert model(x).shape == (2, 4) and model.features(x).shape == (2, 128)
+
+
+def test_features_and_predictions_read_uint8_pixels_as_fractions_of_255():
+    """extract_features and predict take uint8 images; the network reads floats in [0, 1]."""
+    clf = load_reference_classifier()
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (7, 1, 28, 28), generator=g, dtype=torch.uint8)
+    by_hand = images.double().div(255).float()
+    with torch.no_grad():
+        want_features, want_logits = clf.features(by_hand), clf(by_hand)
+    got = extract_features(clf, images, batch_size=3)  # three batches, the last one short
+    assert got.dtype == torch.float32 and got.shape == (7, 128)
+    torch.testing.assert_close(got, want_features)
+    assert torch.equal(predict(clf, images, batch_size=3), want_logits.argmax(1))
 
 
 @pytest.mark.real_data
