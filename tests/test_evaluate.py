@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,11 +19,16 @@ from vaegen.classifier import (
     predict,
     reference_info,
 )
+from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaegen.data import load_dataset
+from vaegen.data import load_dataset, write_idx
 from vaegen.errors import VaegenError
 from vaegen.evaluate import evaluate
+from vaegen.losses import evaluate_loss
+from vaegen.metrics import frechet_distance_features
 from vaegen.scorecard import format_table
+
+from .conftest import make_images
 
 # ---------------------------------------------------------------------------- end to end
 
@@ -109,6 +116,148 @@ def test_evaluate_unconditional_bernoulli_and_binarize(tiny_data, tmp_path):
         evaluate(seed_run, binarize=True, **kw)
     with pytest.raises(VaegenError, match="n_generated = 1 is not valid"):
         evaluate(seed_run, **{**kw, "n_generated": 1})
+
+
+# ------------------------------------------------------------ each part against a known answer
+
+# the package exports the function `evaluate`, which hides the module of the same name
+EVALUATE = importlib.import_module("vaegen.evaluate")
+
+
+def _tiny_run(data, out, conditional=False, loss="gaussian"):
+    """One epoch on a tiny dataset: the parts below do not depend on the model being good."""
+    config = RunConfig(
+        DataConfig(str(data)),
+        ModelConfig(conditional=conditional, hidden=32),
+        TrainConfig(epochs=1, batch_size=32, lr=3e-3, loss=loss),
+    )
+    return train(config, out, progress=False)
+
+
+def _hand_over_as_generated(monkeypatch, images, labels=None) -> list[int]:
+    """Make evaluate's generator return `images` (and `labels`) whatever it is asked for.
+
+    Returns the list of the n it is asked for, one per call."""
+    asked: list[int] = []
+
+    def fake(run, n, labels_wanted=None, seed=0, **kwargs):
+        asked.append(n)
+        return images, labels
+
+    monkeypatch.setattr(EVALUATE, "generate", fake)
+    return asked
+
+
+def _shapes(n, size=12, seed=7):
+    """n fresh images of conftest's shapes, N x 1 x size x size uint8, and their int64 labels."""
+    x, y = make_images(n, size=size, seed=seed)
+    return torch.from_numpy(x)[:, None], torch.from_numpy(y).long()
+
+
+def test_tstr_trains_its_synthetic_classifier_on_the_generated_images(
+    tiny_data, tmp_path, monkeypatch
+):
+    run = _tiny_run(tiny_data, tmp_path / "c", conditional=True)
+    kw = {"iw_samples": 2, "n_generated": 120, "progress": False}
+    # new draws of the data's shapes handed over as generated, so none of them is among the N
+    # real training images of the baseline: as useful as those, a ratio near 1
+    images, labels = _shapes(120)
+    asked = _hand_over_as_generated(monkeypatch, images, labels)
+    t = evaluate(run, **kw)["tstr"]
+    assert asked == [120]
+    assert t["real_accuracy"]["value"] >= 0.9
+    assert t["synthetic_accuracy"]["value"] >= 0.9 and t["ratio"]["value"] >= 0.9
+    # the same images, each labelled with the next class, teach every class the wrong name:
+    # an accuracy near 0, far below chance (1/3)
+    _hand_over_as_generated(monkeypatch, images, (labels + 1) % 3)
+    t = evaluate(run, **kw)["tstr"]
+    assert t["real_accuracy"]["value"] >= 0.9
+    assert t["synthetic_accuracy"]["value"] <= 0.1 and t["ratio"]["value"] <= 0.1
+
+
+def test_latent_knn_queries_with_the_test_set_and_scores_its_labels(tiny_data, tmp_path):
+    run = _tiny_run(tiny_data, tmp_path / "u")
+    kw = {"iw_samples": 2, "n_generated": 10, "progress": False}
+    right = evaluate(run, **kw)["latent_knn"]["accuracy"]["value"]
+    assert right >= 0.9  # the three shapes are far apart in the latent space
+    # every test label moved to the next class: the same neighbours now vote for a wrong class,
+    # while the training set, queried with its own (unchanged) labels, would still score ~1
+    labels_file = tiny_data / "t10k-labels-idx1-ubyte.gz"
+    y = load_dataset(str(tiny_data), "test").labels.numpy()
+    write_idx(labels_file, ((y + 1) % 3).astype(np.uint8))
+    shifted = evaluate(run, **kw)["latent_knn"]["accuracy"]["value"]
+    # a prediction equals at most one of a label and the next class
+    assert shifted <= 1 - right + 1e-12 and shifted <= 0.1
+
+
+def _shapes_dataset_28(folder):
+    """conftest's shapes at 28 x 28 (the reference classifier's size): 256 train, 64 test."""
+    folder.mkdir()
+    for prefix, n, seed in (("train", 256, 0), ("t10k", 64, 1)):
+        x, y = make_images(n, size=28, seed=seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return folder
+
+
+def test_frechet_compares_the_generated_and_the_real_images_with_the_test_set(
+    tmp_path, monkeypatch
+):
+    data = _shapes_dataset_28(tmp_path / "d28")
+    run = _tiny_run(data, tmp_path / "u28")
+    train_ds, test = load_dataset(str(data), "train"), load_dataset(str(data), "test")
+    clf = load_reference_classifier()
+    test_features = extract_features(clf, test.images)
+    n, seed = 100, 3
+    kw = {"iw_samples": 2, "n_generated": n, "seed": seed, "progress": False}
+
+    def by_hand(images):
+        return frechet_distance_features(extract_features(clf, images), test_features)
+
+    # the test set handed over as generated is at distance 0 from itself
+    _hand_over_as_generated(monkeypatch, test.images)
+    fr = evaluate(run, **kw)["frechet"]
+    # evaluate's N real training images: the first N of a permutation seeded with the seed
+    real_idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:n]
+    floor = by_hand(train_ds.images[real_idx])
+    assert fr["train_vs_test_floor"]["value"] == pytest.approx(floor, rel=1e-6)
+    assert fr["generated_vs_test"]["value"] == pytest.approx(0.0, abs=1e-6 * floor)
+    # other images of the same shapes are at their own distance, not 0
+    other, _ = _shapes(n, size=28, seed=7)
+    _hand_over_as_generated(monkeypatch, other)
+    fr = evaluate(run, **kw)["frechet"]
+    assert fr["generated_vs_test"]["value"] == pytest.approx(by_hand(other), rel=1e-6)
+    assert fr["generated_vs_test"]["value"] > 0.1 * floor
+    assert fr["train_vs_test_floor"]["value"] == pytest.approx(floor, rel=1e-6)
+
+
+def test_binarize_bounds_the_likelihood_of_binarised_test_images(tiny_data, tmp_path, capsys):
+    run = _tiny_run(tiny_data, tmp_path / "b", loss="bernoulli")
+    seed = 2
+    x = load_dataset(str(tiny_data), "test").images.double().div(255).float()
+    # evaluate's draw: pixel ~ Bernoulli(grey level) from a CPU generator seeded seed + 2, and
+    # the ELBO's z from one seeded seed + 1
+    binary = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed + 2))
+    want = evaluate_loss(run.model, binary, None, "bernoulli", seed=seed + 1)["loss"]
+    grey = evaluate_loss(run.model, x, None, "bernoulli", seed=seed + 1)["loss"]
+    # the cross-entropy is linear in the pixels, so the two agree in expectation: only the draw
+    # tells them apart, by far more than the rounding the comparisons below allow
+    assert want != pytest.approx(grey, rel=1e-6)
+    kw = {"iw_samples": 100, "n_generated": 10, "seed": seed, "progress": False}
+    lk = evaluate(run, binarize=True, **kw)["likelihood"]
+    assert lk["negative_elbo"]["value"] == pytest.approx(want, rel=1e-9)
+    # the probability of binary pixels is at most 1, so 0 <= -log p(x) <= the IWAE bound <= -ELBO
+    assert 0 < lk["nll_bound_iwae"]["value"] <= lk["negative_elbo"]["value"]
+    grey_lk = evaluate(run, **kw)["likelihood"]
+    assert grey_lk["negative_elbo"]["value"] == pytest.approx(grey, rel=1e-9)
+    # and through the command line, with and without the flag
+    argv = ["-q", "evaluate", str(run.path), "--iw-samples", "5", "--n-generated", "10"]
+    for flag, value in ((["--binarize"], want), ([], grey)):
+        assert main([*argv, "--seed", str(seed), *flag]) == 0
+        saved = json.loads((run.path / "eval.json").read_text())
+        assert saved["settings"]["binarize"] is bool(flag)
+        assert saved["likelihood"]["negative_elbo"]["value"] == pytest.approx(value, rel=1e-9)
+        assert ("(binarised test images)" in capsys.readouterr().out) is bool(flag)
 
 
 def test_classifier_adapts_to_the_image_shape():
