@@ -164,3 +164,13 @@ def test_knn_majority_vote_and_ties_toward_the_nearest():
     assert knn_accuracy(train_z, train_y, test_z, torch.tensor([0, 1, 2, 0])) == 0.75
     # k larger than the training set uses all of it
     assert knn_predict(train_z[:2], train_y[:2], test_z[:1], k=5).tolist() == [0]
+
+
+def test_frechet_distance_of_feature_sets_to_themselves_and_to_a_shifted_copy():
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(300, 4, generator=g) @ torch.randn(4, 4, generator=g)  # correlated features
+    shift = torch.tensor([0.5, -2.0, 0.0, 1.5])
+    assert frechet_distance_features(a, a) == pytest.approx(0.0, abs=1e-9)
+    # the same covariance: only the means differ, by `shift`
+    assert frechet_distance_features(a, a + shift) == pytest.approx(float(shift.pow(2).sum()))
+    assert frechet_distance_features(a + shift, a) == pytest.approx(float(shift.pow(2).sum()))
