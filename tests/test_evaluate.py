@@ -1,176 +1,34 @@
-"""`vaegen evaluate`: each estimator against a closed form, then the whole scorecard end to end."""
+"""`vaegen evaluate` end to end, and its classifier (the estimators: test_metrics.py)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from vaegen import load_run, train
-from vaegen.classifier import Classifier, accuracy, load_reference_classifier, reference_info
-from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaegen.data import load_dataset
-from vaegen.errors import VaegenError
-from vaegen.evaluate import evaluate, format_table
-from vaegen.losses import GAUSSIAN
-from vaegen.metrics import (
-    feature_stats,
-    frechet_distance,
-    frechet_distance_features,
-    iwae_log_likelihood,
-    knn_accuracy,
-    knn_predict,
+from vaegen.classifier import (
+    Classifier,
+    accuracy,
+    extract_features,
+    load_reference_classifier,
+    predict,
+    reference_info,
 )
+from vaegen.cli import main
+from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaegen.data import load_dataset, write_idx
+from vaegen.errors import VaegenError
+from vaegen.evaluate import evaluate
+from vaegen.losses import evaluate_loss
+from vaegen.metrics import frechet_distance_features
+from vaegen.scorecard import format_table
 
-# ------------------------------------------------------------------- linear-Gaussian model
-
-
-class LinearGaussian(nn.Module):
-    """x = W z + b + N(0, I) noise with z ~ N(0, I): marginal N(b, W W^T + I).
-
-    W has orthogonal columns, so the exact posterior N(M^-1 W^T (x - b), M^-1), M = I + W^T W,
-    is diagonal and an encoder can give it exactly. `shift`/`scale` spoil the encoder.
-    """
-
-    def __init__(self, dim: int = 6, latent: int = 2, shift: float = 0.0, scale: float = 1.0):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        q, _ = torch.linalg.qr(torch.randn(dim, latent, generator=g, dtype=torch.float64))
-        self.W = nn.Parameter(q * torch.tensor([2.0, 0.7], dtype=torch.float64)[:latent])
-        self.b = nn.Parameter(torch.randn(dim, generator=g, dtype=torch.float64))
-        self.post_var = 1.0 / (1.0 + (self.W**2).sum(0)).detach()  # diag of M^-1
-        self.shift, self.scale = shift, scale
-
-    def encode(self, x, y=None):
-        mu = (x.flatten(1) - self.b) @ self.W * self.post_var + self.shift
-        logvar = torch.log(self.post_var * self.scale).expand_as(mu)
-        return mu, logvar
-
-    def decode(self, z, y=None):
-        return (z @ self.W.T + self.b).view(-1, 1, 1, self.W.shape[0])
-
-    def log_px(self, x):
-        cov = self.W @ self.W.T + torch.eye(self.W.shape[0], dtype=torch.float64)
-        dist = torch.distributions.MultivariateNormal(self.b, covariance_matrix=cov)
-        return dist.log_prob(x.flatten(1))
-
-    def elbo(self, x):
-        """Closed-form ELBO: E_q[log p(x|z)] - KL(q || p)."""
-        mu, logvar = self.encode(x)
-        var = logvar.exp()
-        resid = x.flatten(1) - mu @ self.W.T - self.b
-        dim = self.W.shape[0]
-        expected_ll = -0.5 * (resid**2).sum(1) - 0.5 * (var * (self.W**2).sum(0)).sum(1)
-        expected_ll = expected_ll - 0.5 * dim * math.log(2 * math.pi)
-        kl = -0.5 * (1 + logvar - mu**2 - var).sum(1)
-        return expected_ll - kl
-
-
-def sample_x(model: LinearGaussian, n: int, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        z = torch.randn(n, model.W.shape[1], generator=g, dtype=torch.float64)
-        noise = torch.randn(n, model.W.shape[0], generator=g, dtype=torch.float64)
-        return (z @ model.W.T + model.b + noise).view(n, 1, 1, -1)
-
-
-@pytest.mark.parametrize("k, max_rows", [(1, 8192), (10, 8192), (10, 7), (300, 64)])
-def test_iwae_is_exact_with_the_exact_posterior(k, max_rows):
-    model = LinearGaussian()
-    x = sample_x(model, 50)
-    got = iwae_log_likelihood(model, x, None, GAUSSIAN, k, seed=3, max_rows=max_rows)
-    assert torch.allclose(got, model.log_px(x).detach(), atol=1e-9, rtol=0)
-
-
-def test_iwae_with_an_imperfect_encoder_tightens_toward_log_px():
-    model = LinearGaussian(shift=0.4, scale=2.5)
-    x = sample_x(model, 4000)
-    log_px = model.log_px(x).detach()
-    elbo = model.elbo(x).detach()
-    assert float((log_px - elbo).mean()) > 0.3  # the encoder is bad enough to matter
-    # K = 1 is the ELBO in expectation (within 4 standard errors)
-    one = iwae_log_likelihood(model, x, None, GAUSSIAN, 1, seed=5)
-    diff = one - elbo
-    assert abs(float(diff.mean())) < 4 * float(diff.std()) / math.sqrt(len(x))
-    # the bound rises with K and stays below log p(x), closing most of the gap by K = 1000
-    x, target = x[:200], float(log_px[:200].mean())
-    bounds = [
-        float(iwae_log_likelihood(model, x, None, GAUSSIAN, k, seed=5, max_rows=50_000).mean())
-        for k in (1, 10, 100, 1000)
-    ]
-    # strictly for the first steps; from K = 100 on the rise is below the noise of 200 images
-    assert bounds[0] < bounds[1] < bounds[2] <= bounds[3] + 0.02
-    assert max(bounds) <= target + 1e-3
-    assert target - bounds[-1] < 0.05 * (target - bounds[0])
-
-
-def test_iwae_is_repeatable_and_checks_k():
-    model = LinearGaussian(shift=0.4)
-    x = sample_x(model, 20)
-    a = iwae_log_likelihood(model, x, None, GAUSSIAN, 17, seed=2)
-    assert torch.equal(a, iwae_log_likelihood(model, x, None, GAUSSIAN, 17, seed=2))
-    assert not torch.equal(a, iwae_log_likelihood(model, x, None, GAUSSIAN, 17, seed=3))
-    with pytest.raises(VaegenError, match="iw_samples = 0 is not valid"):
-        iwae_log_likelihood(model, x, None, GAUSSIAN, 0)
-
-
-# ---------------------------------------------------------------------------------- Frechet
-
-
-def test_frechet_distance_closed_forms():
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(5, 5, generator=g, dtype=torch.float64)
-    s = a @ a.T + 0.1 * torch.eye(5, dtype=torch.float64)
-    mu1 = torch.randn(5, generator=g, dtype=torch.float64)
-    mu2 = torch.randn(5, generator=g, dtype=torch.float64)
-    assert frechet_distance(mu1, s, mu1, s) == pytest.approx(0.0, abs=1e-9)
-    assert frechet_distance(mu1, s, mu2, s) == pytest.approx(float(((mu1 - mu2) ** 2).sum()))
-    d1 = torch.tensor([1.0, 4.0, 0.25, 9.0], dtype=torch.float64)
-    d2 = torch.tensor([2.0, 1.0, 0.25, 0.0], dtype=torch.float64)  # one singular direction
-    m = torch.zeros(4, dtype=torch.float64)
-    want = float(((d1.sqrt() - d2.sqrt()) ** 2).sum()) + 3.0
-    got = frechet_distance(m, torch.diag(d1), m + torch.tensor([1.0, 1, 1, 0]), torch.diag(d2))
-    assert got == pytest.approx(want, rel=1e-10)
-    # symmetric in its two arguments even for non-commuting covariances
-    b = torch.randn(5, 5, generator=g, dtype=torch.float64)
-    s2 = b @ b.T
-    assert frechet_distance(mu1, s, mu2, s2) == pytest.approx(frechet_distance(mu2, s2, mu1, s))
-
-
-def test_frechet_distance_on_samples_of_known_gaussians():
-    g = torch.Generator().manual_seed(1)
-    n, dim = 40000, 3
-    x = torch.randn(n, dim, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5])
-    y = torch.randn(n, dim, generator=g, dtype=torch.float64) * torch.tensor([3.0, 2.0, 1.0])
-    y = y + torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)
-    want = (1 - 3) ** 2 + 0 + (0.5 - 1) ** 2 + 2.0
-    assert frechet_distance_features(x, y) == pytest.approx(want, rel=0.03)
-    mu, cov = feature_stats(x)
-    assert mu.dtype == torch.float64 and cov.shape == (dim, dim)
-    with pytest.raises(VaegenError, match="at least 2 samples"):
-        feature_stats(x[:1])
-
-
-# -------------------------------------------------------------------------------------- kNN
-
-
-def test_knn_majority_vote_and_ties_toward_the_nearest():
-    train_z = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0], [10.0], [11.0]])
-    train_y = torch.tensor([0, 0, 1, 1, 2, 2, 2])
-    test_z = torch.tensor([[0.1], [2.6], [10.5], [1.9]])
-    # 0.1: neighbours 0,1,2,3,4 -> labels 0,0,1,1,2: tie 0/1, nearest (label 0) wins
-    # 2.6: neighbours 3(1),2(1),4(2),1(0),0(0) -> 1 wins 2 votes vs 2 votes of 0: tie, nearest is 1
-    # 10.5: neighbours 10,11,4,3,2 -> 2,2,2,1,1 -> 2
-    # 1.9: neighbours 2(1),1(0),3(1),0(0),4(2) -> tie 0/1, nearest is label 1
-    pred = knn_predict(train_z, train_y, test_z, k=5, chunk=3)
-    assert pred.tolist() == [0, 1, 2, 1]
-    assert knn_accuracy(train_z, train_y, test_z, torch.tensor([0, 1, 2, 0])) == 0.75
-    # k larger than the training set uses all of it
-    assert knn_predict(train_z[:2], train_y[:2], test_z[:1], k=5).tolist() == [0]
-
+from .conftest import make_images
 
 # ---------------------------------------------------------------------------- end to end
 
@@ -260,11 +118,167 @@ def test_evaluate_unconditional_bernoulli_and_binarize(tiny_data, tmp_path):
         evaluate(seed_run, **{**kw, "n_generated": 1})
 
 
+# ------------------------------------------------------------ each part against a known answer
+
+# the package exports the function `evaluate`, which hides the module of the same name
+EVALUATE = importlib.import_module("vaegen.evaluate")
+
+
+def _tiny_run(data, out, conditional=False, loss="gaussian"):
+    """One epoch on a tiny dataset: the parts below do not depend on the model being good."""
+    config = RunConfig(
+        DataConfig(str(data)),
+        ModelConfig(conditional=conditional, hidden=32),
+        TrainConfig(epochs=1, batch_size=32, lr=3e-3, loss=loss),
+    )
+    return train(config, out, progress=False)
+
+
+def _hand_over_as_generated(monkeypatch, images, labels=None) -> list[int]:
+    """Make evaluate's generator return `images` (and `labels`) whatever it is asked for.
+
+    Returns the list of the n it is asked for, one per call."""
+    asked: list[int] = []
+
+    def fake(run, n, labels_wanted=None, seed=0, **kwargs):
+        asked.append(n)
+        return images, labels
+
+    monkeypatch.setattr(EVALUATE, "generate", fake)
+    return asked
+
+
+def _shapes(n, size=12, seed=7):
+    """n fresh images of conftest's shapes, N x 1 x size x size uint8, and their int64 labels."""
+    x, y = make_images(n, size=size, seed=seed)
+    return torch.from_numpy(x)[:, None], torch.from_numpy(y).long()
+
+
+def test_tstr_trains_its_synthetic_classifier_on_the_generated_images(
+    tiny_data, tmp_path, monkeypatch
+):
+    run = _tiny_run(tiny_data, tmp_path / "c", conditional=True)
+    kw = {"iw_samples": 2, "n_generated": 120, "progress": False}
+    # new draws of the data's shapes handed over as generated, so none of them is among the N
+    # real training images of the baseline: as useful as those, a ratio near 1
+    images, labels = _shapes(120)
+    asked = _hand_over_as_generated(monkeypatch, images, labels)
+    t = evaluate(run, **kw)["tstr"]
+    assert asked == [120]
+    assert t["real_accuracy"]["value"] >= 0.9
+    assert t["synthetic_accuracy"]["value"] >= 0.9 and t["ratio"]["value"] >= 0.9
+    # the same images, each labelled with the next class, teach every class the wrong name:
+    # an accuracy near 0, far below chance (1/3)
+    _hand_over_as_generated(monkeypatch, images, (labels + 1) % 3)
+    t = evaluate(run, **kw)["tstr"]
+    assert t["real_accuracy"]["value"] >= 0.9
+    assert t["synthetic_accuracy"]["value"] <= 0.1 and t["ratio"]["value"] <= 0.1
+
+
+def test_latent_knn_queries_with_the_test_set_and_scores_its_labels(tiny_data, tmp_path):
+    run = _tiny_run(tiny_data, tmp_path / "u")
+    kw = {"iw_samples": 2, "n_generated": 10, "progress": False}
+    right = evaluate(run, **kw)["latent_knn"]["accuracy"]["value"]
+    assert right >= 0.9  # the three shapes are far apart in the latent space
+    # every test label moved to the next class: the same neighbours now vote for a wrong class,
+    # while the training set, queried with its own (unchanged) labels, would still score ~1
+    labels_file = tiny_data / "t10k-labels-idx1-ubyte.gz"
+    y = load_dataset(str(tiny_data), "test").labels.numpy()
+    write_idx(labels_file, ((y + 1) % 3).astype(np.uint8))
+    shifted = evaluate(run, **kw)["latent_knn"]["accuracy"]["value"]
+    # a prediction equals at most one of a label and the next class
+    assert shifted <= 1 - right + 1e-12 and shifted <= 0.1
+
+
+def _shapes_dataset_28(folder):
+    """conftest's shapes at 28 x 28 (the reference classifier's size): 256 train, 64 test."""
+    folder.mkdir()
+    for prefix, n, seed in (("train", 256, 0), ("t10k", 64, 1)):
+        x, y = make_images(n, size=28, seed=seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return folder
+
+
+def test_frechet_compares_the_generated_and_the_real_images_with_the_test_set(
+    tmp_path, monkeypatch
+):
+    data = _shapes_dataset_28(tmp_path / "d28")
+    run = _tiny_run(data, tmp_path / "u28")
+    train_ds, test = load_dataset(str(data), "train"), load_dataset(str(data), "test")
+    clf = load_reference_classifier()
+    test_features = extract_features(clf, test.images)
+    n, seed = 100, 3
+    kw = {"iw_samples": 2, "n_generated": n, "seed": seed, "progress": False}
+
+    def by_hand(images):
+        return frechet_distance_features(extract_features(clf, images), test_features)
+
+    # the test set handed over as generated is at distance 0 from itself
+    _hand_over_as_generated(monkeypatch, test.images)
+    fr = evaluate(run, **kw)["frechet"]
+    # evaluate's N real training images: the first N of a permutation seeded with the seed
+    real_idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:n]
+    floor = by_hand(train_ds.images[real_idx])
+    assert fr["train_vs_test_floor"]["value"] == pytest.approx(floor, rel=1e-6)
+    assert fr["generated_vs_test"]["value"] == pytest.approx(0.0, abs=1e-6 * floor)
+    # other images of the same shapes are at their own distance, not 0
+    other, _ = _shapes(n, size=28, seed=7)
+    _hand_over_as_generated(monkeypatch, other)
+    fr = evaluate(run, **kw)["frechet"]
+    assert fr["generated_vs_test"]["value"] == pytest.approx(by_hand(other), rel=1e-6)
+    assert fr["generated_vs_test"]["value"] > 0.1 * floor
+    assert fr["train_vs_test_floor"]["value"] == pytest.approx(floor, rel=1e-6)
+
+
+def test_binarize_bounds_the_likelihood_of_binarised_test_images(tiny_data, tmp_path, capsys):
+    run = _tiny_run(tiny_data, tmp_path / "b", loss="bernoulli")
+    seed = 2
+    x = load_dataset(str(tiny_data), "test").images.double().div(255).float()
+    # evaluate's draw: pixel ~ Bernoulli(grey level) from a CPU generator seeded seed + 2, and
+    # the ELBO's z from one seeded seed + 1
+    binary = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed + 2))
+    want = evaluate_loss(run.model, binary, None, "bernoulli", seed=seed + 1)["loss"]
+    grey = evaluate_loss(run.model, x, None, "bernoulli", seed=seed + 1)["loss"]
+    # the cross-entropy is linear in the pixels, so the two agree in expectation: only the draw
+    # tells them apart, by far more than the rounding the comparisons below allow
+    assert want != pytest.approx(grey, rel=1e-6)
+    kw = {"iw_samples": 100, "n_generated": 10, "seed": seed, "progress": False}
+    lk = evaluate(run, binarize=True, **kw)["likelihood"]
+    assert lk["negative_elbo"]["value"] == pytest.approx(want, rel=1e-9)
+    # the probability of binary pixels is at most 1, so 0 <= -log p(x) <= the IWAE bound <= -ELBO
+    assert 0 < lk["nll_bound_iwae"]["value"] <= lk["negative_elbo"]["value"]
+    grey_lk = evaluate(run, **kw)["likelihood"]
+    assert grey_lk["negative_elbo"]["value"] == pytest.approx(grey, rel=1e-9)
+    # and through the command line, with and without the flag
+    argv = ["-q", "evaluate", str(run.path), "--iw-samples", "5", "--n-generated", "10"]
+    for flag, value in ((["--binarize"], want), ([], grey)):
+        assert main([*argv, "--seed", str(seed), *flag]) == 0
+        saved = json.loads((run.path / "eval.json").read_text())
+        assert saved["settings"]["binarize"] is bool(flag)
+        assert saved["likelihood"]["negative_elbo"]["value"] == pytest.approx(value, rel=1e-9)
+        assert ("(binarised test images)" in capsys.readouterr().out) is bool(flag)
+
+
 def test_classifier_adapts_to_the_image_shape():
     for shape in ((1, 28, 28), (3, 12, 12), (1, 5, 3), (2, 1, 1)):
         model = Classifier(shape, 4)
         x = torch.rand(2, *shape)
         assert model(x).shape == (2, 4) and model.features(x).shape == (2, 128)
+
+
+def test_features_and_predictions_read_uint8_pixels_as_fractions_of_255():
+    """extract_features and predict take uint8 images; the network reads floats in [0, 1]."""
+    clf = load_reference_classifier()
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (7, 1, 28, 28), generator=g, dtype=torch.uint8)
+    by_hand = images.double().div(255).float()
+    with torch.no_grad():
+        want_features, want_logits = clf.features(by_hand), clf(by_hand)
+    got = extract_features(clf, images, batch_size=3)  # three batches, the last one short
+    assert got.dtype == torch.float32 and got.shape == (7, 128)
+    torch.testing.assert_close(got, want_features)
+    assert torch.equal(predict(clf, images, batch_size=3), want_logits.argmax(1))
 
 
 @pytest.mark.real_data

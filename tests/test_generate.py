@@ -11,6 +11,7 @@ from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, TrainConfig
 from vaegen.errors import VaegenError
 from vaegen.generate import spread_labels
+from vaegen.losses import GAUSSIAN
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,70 @@ def test_cli_generate_files_read_back_as_a_dataset(runs, tmp_path, fmt, capsys):
     images, _ = generate(load_run(run), 30, ["shape <1>", "2"])
     order = torch.argsort(ds.labels, stable=True)
     assert torch.equal(ds.images[order], images)
+
+
+def _prior_sample(run, n: int, seed: int) -> torch.Tensor:
+    """The z ~ N(0, I) that generate draws: n x latent_dim from a CPU generator seeded `seed`."""
+    return torch.randn(
+        n, run.config.model.latent_dim, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def _decode_by_hand(run, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """uint8 images of the decoder's mean at z: a Gaussian decoder's output clamped to [0, 1],
+    in 255ths rounded to the nearest."""
+    assert run.likelihood is GAUSSIAN  # the fixture's runs; the mean of another is not a clamp
+    with torch.no_grad():
+        mean = run.model.decode(z, labels).clamp(0.0, 1.0)
+    return (mean * 255.0).round().to(torch.uint8)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_temperature_scales_the_prior_sample(runs, kind, tmp_path):
+    run = load_run(runs[f"{kind}-plain"])
+    z = _prior_sample(run, 6, seed=11)
+    images, _ = generate(run, 6, seed=11, temperature=0.5, batch_size=4)  # batches of 4 and 2
+    assert torch.equal(images, _decode_by_hand(run, 0.5 * z, None))
+    assert not torch.equal(images, _decode_by_hand(run, z, None))  # T matters for this model
+    # the command line writes what the API returns
+    out = tmp_path / "t.npz"
+    argv = ["generate", str(run.path), "--n", "6", "--seed", "11", "--temperature", "0.5"]
+    assert main([*argv, "--out", str(out)]) == 0
+    with np.load(out, allow_pickle=False) as f:
+        assert np.array_equal(f["x"], images[:, 0].numpy())
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+@pytest.mark.parametrize("requested", [["shape <2>", 0], None])
+def test_each_image_is_decoded_with_its_own_label(runs, kind, requested):
+    run = load_run(runs[f"{kind}-cond"])
+    images, labels = generate(run, 7, labels=requested, seed=3, batch_size=3)
+    want = [2, 2, 2, 2, 0, 0, 0] if requested else [0, 0, 0, 1, 1, 2, 2]
+    assert labels.tolist() == want
+    z = _prior_sample(run, 7, seed=3)
+    assert torch.equal(images, _decode_by_hand(run, z, labels))
+    # the label matters for this model, so a wrong label would show
+    assert not torch.equal(images, _decode_by_hand(run, z, (labels + 1) % 3))
+
+
+@pytest.mark.parametrize(
+    ("flags", "want"),
+    [
+        (["--label", "shape <2>", "--label", "0"], [2] * 5 + [0] * 5),  # the flag repeated
+        (["--label", "shape <2>", "0"], [2] * 5 + [0] * 5),  # several classes after one flag
+        (["--label", "1", "--label", "shape <2>", "0"], [1] * 4 + [2] * 3 + [0] * 3),  # both
+    ],
+)
+def test_cli_draws_every_requested_class(runs, tmp_path, capsys, flags, want):
+    run = load_run(runs["mlp-cond"])
+    out = tmp_path / "g.npz"
+    assert main(["generate", str(run.path), "--n", "10", *flags, "--out", str(out)]) == 0
+    counts = ", ".join(f"shape <{k}>: {want.count(k)}" for k in sorted(set(want)))
+    assert f"wrote 10 images ({counts})" in capsys.readouterr().out
+    with np.load(out, allow_pickle=False) as f:
+        x, y = torch.from_numpy(f["x"]), torch.from_numpy(f["y"])
+    assert y.tolist() == want  # exactly the requested classes, spread evenly in the order given
+    assert torch.equal(x, _decode_by_hand(run, _prior_sample(run, 10, seed=0), y)[:, 0])
 
 
 def test_npz_layout(runs, tmp_path):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.distributions import Normal
+from torch.distributions import Bernoulli, Normal
 from torch.distributions import kl_divergence as torch_kl
 
 from vaegen.losses import BERNOULLI, GAUSSIAN, kl_divergence
@@ -81,3 +81,31 @@ def test_reparameterize_passes_gradients_to_mu_and_logvar():
     reparameterize(mu, logvar, torch.Generator().manual_seed(0)).sum().backward()
     assert mu.grad is not None and torch.all(mu.grad == 1)
     assert logvar.grad is not None and torch.any(logvar.grad != 0)
+
+
+def test_bernoulli_log_density_is_torch_distributions_log_prob_summed_over_pixels():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 4, 20, generator=g, dtype=torch.float64) * 3
+    x = torch.bernoulli(torch.full((3, 1, 20), 0.4, dtype=torch.float64), generator=g)
+    want = Bernoulli(logits=logits).log_prob(x.expand_as(logits)).sum(-1)
+    got = BERNOULLI.log_density(logits, x)  # broadcasts images over samples, as the IWAE bound does
+    assert got.shape == (3, 4)
+    torch.testing.assert_close(got, want)
+    assert torch.all(got <= 0)  # a log-probability of binary pixels
+    # grey levels: the same formula, x log sigmoid(l) + (1 - x) log(1 - sigmoid(l))
+    grey = torch.rand(3, 1, 20, generator=g, dtype=torch.float64)
+    want = Bernoulli(logits=logits, validate_args=False).log_prob(grey.expand_as(logits)).sum(-1)
+    torch.testing.assert_close(BERNOULLI.log_density(logits, grey), want)
+
+
+def test_gaussian_log_density_is_the_unit_variance_normal_log_prob_summed_over_pixels():
+    g = torch.Generator().manual_seed(6)
+    mean = torch.randn(3, 4, 20, generator=g, dtype=torch.float64)
+    x = torch.rand(3, 1, 20, generator=g, dtype=torch.float64)
+    want = Normal(mean, 1.0).log_prob(x.expand_as(mean)).sum(-1)
+    got = GAUSSIAN.log_density(mean, x)
+    assert got.shape == (3, 4)
+    torch.testing.assert_close(got, want)
+    # the reconstruction term is the same density without its constant 0.5 * D * log(2 pi)
+    recon = GAUSSIAN.recon(mean[:, :1].reshape(3, 1, 4, 5), x.reshape(3, 1, 4, 5))
+    torch.testing.assert_close(-recon - 10 * math.log(2 * math.pi), want[:, 0])

@@ -224,8 +224,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_table
+    from .evaluate import evaluate
     from .run import load_run
+    from .scorecard import format_table
 
     result = evaluate(
         load_run(args.run, device=args.device),

@@ -9,6 +9,8 @@ Four questions, each answered with its units stated:
    feature space of vaegen's shipped FashionMNIST classifier (as FID does with Inception), next to
    the same distance for real training images: the floor a perfect generator would reach.
 4. Is the simulated data useful? Train on synthetic, test on real (TSTR; conditional runs only).
+
+vaegen.scorecard formats the result as the table the command prints.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .classifier import (
 from .data import ImageDataset, load_dataset, to_float
 from .errors import VaegenError
 from .generate import generate
-from .losses import Likelihood, evaluate_loss, likelihood
+from .losses import Likelihood, evaluate_loss
 from .metrics import (
     KNN_K,
     frechet_distance_features,
@@ -368,74 +370,3 @@ def _tstr(ctx: _Context, epochs: int) -> dict[str, Any]:
             ],
         }
     return tstr
-
-
-# ---------------------------------------------------------------------------------- the table
-
-
-def _value(d: dict[str, Any], key: str) -> float:
-    return d[key]["value"]
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The scorecard `vaegen evaluate` prints: one line per number, with its units."""
-    s = result["settings"]
-    m = result["model"]
-    lk = result["likelihood"]
-    loss = m["loss"]
-    unit = likelihood(loss).unit
-    rows: list[tuple[str, str]] = []
-
-    def add(name: str, text: str) -> None:
-        rows.append((name, text))
-
-    kind = "conditional" if m["conditional"] else "unconditional"
-    data = "binarised test images" if s["binarize"] else "test images"
-    add("negative ELBO", f"{_value(lk, 'negative_elbo'):.2f} {unit} per image ({data})")
-    add("  reconstruction", f"{_value(lk, 'reconstruction'):.2f} {unit}")
-    add("  KL", f"{_value(lk, 'kl'):.2f} nats")
-    add(f"NLL bound, IWAE K={s['iw_samples']}", f"{_value(lk, 'nll_bound_iwae'):.2f} {unit}")
-    if "gaussian_nll_nats" in lk:
-        g = lk["gaussian_nll_nats"]
-        add(
-            "  as Gaussian NLL",
-            f"{_value(g, 'nll_bound_iwae'):.2f} nats (ELBO: {_value(g, 'negative_elbo'):.2f} nats)",
-        )
-    knn = result["latent_knn"]
-    if "accuracy" in knn:
-        add(
-            f"latent {knn['k']}-NN accuracy",
-            f"{_value(knn, 'accuracy'):.2%} (chance {_value(knn, 'chance'):.0%})",
-        )
-    else:
-        add(f"latent {KNN_K}-NN accuracy", f"not applicable: {knn['not_applicable']}")
-    fr = result["frechet"]
-    if "skipped" in fr:
-        add("Frechet distance", f"skipped: {fr['skipped']}")
-    else:
-        add(
-            f"Frechet distance, N={fr['n']}",
-            f"{_value(fr, 'generated_vs_test'):.2f} generated vs test; "
-            f"floor {_value(fr, 'train_vs_test_floor'):.2f} (real train vs test)",
-        )
-    t = result["tstr"]
-    if "not_applicable" in t:
-        add("train synthetic, test real", f"not applicable: {t['not_applicable']}")
-    else:
-        add(
-            f"train synthetic, test real, N={t['n']}",
-            f"{_value(t, 'synthetic_accuracy'):.2%} vs {_value(t, 'real_accuracy'):.2%} real "
-            f"(ratio {_value(t, 'ratio') or math.nan:.3f}; published CVAE 81.0% vs 86.6%, 0.935)",
-        )
-    sec = result["seconds"]
-    add(
-        "time",
-        f"{_value(sec, 'total'):.0f} s (likelihood {_value(sec, 'likelihood'):.0f}, "
-        f"kNN {_value(sec, 'knn'):.0f}, Frechet {_value(sec, 'frechet'):.0f}, "
-        f"TSTR {_value(sec, 'tstr'):.0f})",
-    )
-    width = max(len(name) for name, _ in rows)
-    head = f"{result['run']}: {kind} {loss}-loss VAE, seed {s['seed']}" + (
-        ", quick" if s["quick"] else ""
-    )
-    return "\n".join([head, *(f"  {name:<{width}}  {text}" for name, text in rows)])
