@@ -21,9 +21,10 @@ from vaegen.classifier import (
 )
 from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaegen.data import load_dataset, write_idx
+from vaegen.data import load_dataset
 from vaegen.errors import VaegenError
 from vaegen.evaluate import evaluate
+from vaegen.idx import write_idx
 from vaegen.losses import evaluate_loss
 from vaegen.metrics import frechet_distance_features
 from vaegen.scorecard import format_table
