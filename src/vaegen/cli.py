@@ -17,6 +17,7 @@ from ._version import __version__
 from .config import MODEL_KINDS, STEPS, DataConfig, ModelConfig, RunConfig, TrainConfig
 from .errors import VaegenError
 from .losses import ALIASES, LIKELIHOODS, LOSS_CHOICES
+from .priors import DEFAULT_COMPONENTS, PRIOR_CHOICES
 
 # flag -> (section, field); defaults live in the dataclasses, not here
 _TRAIN_FLAGS = {
@@ -100,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
         "--tensorboard", action="store_true",
         help="also log each epoch's metrics to RUN/tensorboard (needs the tensorboard package)",
     )  # fmt: skip
+    t.add_argument(
+        "--prior-components", type=int, default=DEFAULT_COMPONENTS, metavar="K",
+        help="after training, fit a K-component Gaussian mixture prior (per class) to the "
+        f"training images' latent codes, used by generate (default {DEFAULT_COMPONENTS}; 0: none)",
+    )  # fmt: skip
 
     g = sub.add_parser("generate", help="write simulated images (and labels) to a file or folder")
     g.add_argument("run", type=Path)
@@ -112,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument(
         "--temperature", type=float, default=1.0,
-        help="scale of the prior samples, z ~ N(0, T^2 I) (default 1)",
+        help="spread of the prior's samples: N(0, T^2 I), or each fitted component's spread "
+        "times T (default 1)",
     )  # fmt: skip
     g.add_argument(
         "--out", type=Path, required=True,
@@ -125,6 +132,21 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
     g.add_argument("--device", default="cpu", help="device to decode on (default cpu)")
+    _prior_flag(g)
+
+    fp = sub.add_parser(
+        "fit-prior",
+        help="fit a run's latent prior: a Gaussian mixture per class on its training codes",
+        description="Fit a Gaussian mixture (scikit-learn, full covariances; one per class for a "
+        "conditional run) to the latent means of the run's training images and store it in "
+        "RUN/prior/, where generate, evaluate and the report find it.",
+    )
+    fp.add_argument("run", type=Path)
+    fp.add_argument(
+        "--components", type=int, default=DEFAULT_COMPONENTS, metavar="K",
+        help=f"mixture components per class (default {DEFAULT_COMPONENTS})",
+    )  # fmt: skip
+    fp.add_argument("--seed", type=int, default=0, help="random seed of the fit (default 0)")
 
     ev = sub.add_parser("evaluate", help="measure a run's quality; writes RUN/eval.json")
     ev.add_argument("run", type=Path)
@@ -157,6 +179,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _prior_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prior", choices=PRIOR_CHOICES, default="fitted",
+        help="where z comes from: the run's fitted prior (vaegen fit-prior; N(0, I) for a run "
+        "without one) or the standard normal N(0, I) (default fitted)",
+    )  # fmt: skip
+
+
 def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
     """`base` with every flag the user gave applied to its field."""
     sections = {"data": base.data, "model": base.model, "train": base.train}
@@ -187,8 +217,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config, out, resume=args.resume, progress=not args.quiet,
         checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,
     )  # fmt: skip
-    if not procs.is_main:  # the figures, the report and the summary are the first process's
+    if not procs.is_main:  # the prior, figures, report and summary are the first process's
         return 0
+    if args.prior_components and run.metrics:
+        from .priors import fit_prior
+
+        fit_prior(run, components=args.prior_components, seed=config.train.seed)
     if not args.no_plots:
         test = load_dataset(config.data.source, "test", config.data.data_dir)
         draw_all(run, test)
@@ -209,7 +243,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     output_format(args.out, args.format)  # a bad --out fails before any work
     run = load_run(args.run, device=args.device)
-    images, labels = generate(run, args.n, args.label, args.seed, args.temperature)
+    images, labels = generate(
+        run, args.n, args.label, args.seed, args.temperature, prior=args.prior
+    )
     files = write(images, labels, run.classes, args.out, args.format, args.split, args.overwrite)
     counts = ""
     if labels is not None:
@@ -258,6 +294,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit_prior(args: argparse.Namespace) -> int:
+    from .priors import fit_prior
+    from .run import load_run
+
+    run = load_run(args.run)
+    prior = fit_prior(run, components=args.components, seed=args.seed)
+    fits = prior.info["per_class"]
+    print(
+        f"{run.path / 'prior'}: {len(fits)} mixture(s) of up to {args.components} Gaussians "
+        f"({sum(f['converged'] for f in fits)} converged)"
+    )
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from . import datasets
 
@@ -298,6 +348,7 @@ _COMMANDS = {
     "plot": _cmd_plot,
     "report": _cmd_report,
     "data": _cmd_data,
+    "fit-prior": _cmd_fit_prior,
 }
 
 

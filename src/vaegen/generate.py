@@ -1,4 +1,6 @@
-"""Simulated data: decode samples of the prior N(0, I), optionally of chosen classes.
+"""Simulated data: decode samples of the latent prior, optionally of chosen classes.
+
+The prior is the run's fitted one when it has one (vaegen.priors), else N(0, I).
 
 generate(run, n, labels, seed) -> (images, labels) is the whole API; `write` stores them as .npz,
 as a folder of IDX .gz files (readable as a dataset by vaegen and other MNIST readers), or as PNGs.
@@ -19,6 +21,7 @@ from ._io import atomic_write_bytes
 from .data import safe_name
 from .errors import VaegenError
 from .idx import idx_bytes
+from .priors import load_prior
 from .run import Run
 
 
@@ -57,8 +60,11 @@ def generate(
     seed: int = 0,
     temperature: float = 1.0,
     batch_size: int = 4096,
+    prior: str = "fitted",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Decode n samples z ~ N(0, temperature^2 I).
+    """Decode n samples z of the prior at `temperature`: N(0, T^2 I) for prior="standard", the
+    run's fitted prior (vaegen.priors, each component's spread scaled by T) for "fitted" when the
+    run has one, N(0, T^2 I) when it has none.
 
     labels: classes to draw (names or indices), spread evenly over n; None means every class for a
     conditional model and the unconditional prior otherwise.
@@ -81,7 +87,7 @@ def generate(
         y = spread_labels(n, chosen)
     run.model.eval()
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same bytes on every device
-    z = torch.randn(n, run.config.model.latent_dim, generator=gen) * temperature
+    z = load_prior(run, prior).sample(y, n, gen, temperature)
     parts = []
     for i in range(0, n, batch_size):
         yb = None if y is None else y[i : i + batch_size].to(run.device)

@@ -5,6 +5,7 @@
     runs/NAME/metrics.jsonl        one JSON object per finished epoch
     runs/NAME/state/               checkpoints for --resume (vaegen.checkpoint)
     runs/NAME/figures/             the figures (vaegen.plots)
+    runs/NAME/prior/               a latent prior fitted after training (vaegen.priors)
     runs/NAME/eval.json            what `vaegen evaluate` measured
     runs/NAME/report.html          the self-contained report
     runs/NAME/tensorboard/         TensorBoard events (--tensorboard)
@@ -40,6 +41,7 @@ WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
 STATE = "state"
 FIGURES = "figures"
+PRIOR = "prior"
 EVAL = "eval.json"
 REPORT = "report.html"
 TENSORBOARD = "tensorboard"

@@ -1,0 +1,234 @@
+"""Latent priors: where the z of generated images come from.
+
+`standard` is the VAE's own prior N(0, I), what the article samples. A trained VAE's encoder does
+not fill N(0, I) evenly: its codes cluster, and N(0, I) also draws from the holes between the
+clusters, which decode to blends of classes. A prior fitted after training to where the encoder
+actually puts the training images avoids them (Ghosh et al. 2020, "From Variational to
+Deterministic Autoencoders": a Gaussian mixture on the latent codes; Dai & Wipf 2019, "Diagnosing
+and Enhancing VAE Models": a second VAE on them).
+
+`GaussianMixturePrior` is that fit: scikit-learn's `GaussianMixture` (full covariances) on the
+latent means of the training images, one mixture per class for a conditional model. It is stored
+in RUN/prior/ as safetensors (the parameters) and JSON (how it was fitted); nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from . import checkpoint as ckpt
+from . import run as rundir
+from ._io import atomic_write_bytes, atomic_write_text
+from ._version import __version__
+from .data import ImageDataset, load_dataset
+from .errors import RunError, VaegenError
+from .metrics import latent_means
+
+log = logging.getLogger(__name__)
+
+PRIOR_CHOICES = ("fitted", "standard")
+PARAMS = "prior.safetensors"
+INFO = "prior.json"
+DEFAULT_COMPONENTS = 10
+
+
+class Prior(Protocol):
+    """Draws latent codes: `sample(labels, n, generator, temperature)` -> n x latent_dim float32
+    on the CPU; labels: n class indices (conditional runs) or None."""
+
+    kind: str
+
+    def sample(
+        self,
+        labels: torch.Tensor | None,
+        n: int,
+        generator: torch.Generator,
+        temperature: float = 1.0,
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class StandardNormal:
+    """N(0, T^2 I): z = T * eps, eps from `generator` (the article's sampling)."""
+
+    latent_dim: int
+    kind: str = "standard"
+
+    def sample(
+        self,
+        labels: torch.Tensor | None,
+        n: int,
+        generator: torch.Generator,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator) * temperature
+
+
+@dataclass
+class GaussianMixturePrior:
+    """A Gaussian mixture per class (one "class" for an unconditional model).
+
+    weights: C x K (rows sum to 1), means: C x K x D, covariances: C x K x D x D, all float64.
+    A class fitted with fewer than K components has weight 0 on the rest. Sampling picks a
+    component by weight, then z = mean + T * L eps with L the covariance's Cholesky factor: at
+    temperature T the spread of each component is scaled, not the mixture's layout."""
+
+    weights: torch.Tensor
+    means: torch.Tensor
+    covariances: torch.Tensor
+    info: dict[str, Any]
+    kind: str = "gmm"
+
+    def __post_init__(self) -> None:
+        c, k, d = self.means.shape
+        if self.weights.shape != (c, k) or self.covariances.shape != (c, k, d, d):
+            raise RunError(
+                f"a Gaussian mixture prior needs weights C x K, means C x K x D and covariances "
+                f"C x K x D x D; got {tuple(self.weights.shape)}, {tuple(self.means.shape)}, "
+                f"{tuple(self.covariances.shape)}"
+            )
+        self._chol = torch.linalg.cholesky(self.covariances)
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.info.get("conditional"))
+
+    def sample(
+        self,
+        labels: torch.Tensor | None,
+        n: int,
+        generator: torch.Generator,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        if self.conditional and labels is None:
+            raise VaegenError("this prior was fitted per class: pass the labels to sample")
+        rows = torch.zeros(n, dtype=torch.int64) if labels is None else labels.cpu().long()
+        component = torch.multinomial(self.weights[rows], 1, generator=generator).squeeze(1)
+        eps = torch.randn(n, self.means.shape[2], generator=generator, dtype=torch.float64)
+        chol = self._chol[rows, component]  # n x D x D
+        z = self.means[rows, component] + temperature * (chol @ eps.unsqueeze(2)).squeeze(2)
+        return z.float()
+
+
+def fit_gaussian_mixture(
+    z: torch.Tensor,
+    labels: torch.Tensor | None,
+    num_classes: int,
+    components: int = DEFAULT_COMPONENTS,
+    seed: int = 0,
+) -> GaussianMixturePrior:
+    """Fit one mixture of `components` full-covariance Gaussians per class to latent codes
+    z (N x D) with scikit-learn's EM; labels: N class indices, or None for one mixture of all."""
+    from sklearn.mixture import GaussianMixture
+
+    if components < 1:
+        raise VaegenError(f"components = {components} is not valid: use an integer >= 1")
+    x = z.double().cpu()
+    groups = range(num_classes) if labels is not None else [0]
+    d = x.shape[1]
+    c = len(groups)
+    weights = torch.zeros(c, components, dtype=torch.float64)
+    means = torch.zeros(c, components, d, dtype=torch.float64)
+    covs = torch.eye(d, dtype=torch.float64).repeat(c, components, 1, 1)
+    fitted = []
+    for row, cls in enumerate(groups):
+        xc = x if labels is None else x[labels.cpu() == cls]
+        if len(xc) < 2:
+            raise VaegenError(
+                f"class {cls} has {len(xc)} training image(s): a prior cannot be fitted to it"
+            )
+        k = min(components, len(xc) // 2)
+        gm = GaussianMixture(
+            n_components=k, covariance_type="full", reg_covar=1e-6, random_state=seed
+        ).fit(xc.numpy())
+        weights[row, :k] = torch.from_numpy(gm.weights_)
+        means[row, :k] = torch.from_numpy(gm.means_)
+        covs[row, :k] = torch.from_numpy(gm.covariances_)
+        fitted.append({"components": k, "converged": bool(gm.converged_), "iterations": gm.n_iter_})
+    info = {
+        "kind": "gmm",
+        "conditional": labels is not None,
+        "components": components,
+        "per_class": fitted,
+        "fitted_to": f"latent means of {len(x)} training images",
+        "seed": seed,
+        "library": "scikit-learn GaussianMixture, full covariances, reg_covar 1e-6",
+        "vaegen_version": __version__,
+    }
+    return GaussianMixturePrior(weights, means, covs, info)
+
+
+# ---------------------------------------------------------------------------- in a run
+
+
+def fit_prior(
+    run: rundir.Run,
+    train: ImageDataset | None = None,
+    components: int = DEFAULT_COMPONENTS,
+    seed: int = 0,
+) -> GaussianMixturePrior:
+    """Fit the run's prior to its training images' latent means, save it in RUN/prior/ and
+    return it. train: the training set (loaded from the run's config when None)."""
+    if train is None:
+        data = run.config.data
+        train = load_dataset(data.source, "train", data.data_dir)
+    if tuple(train.image_shape) != tuple(run.image_shape):
+        raise VaegenError(
+            f"the run was trained on {tuple(run.image_shape)} images but the training set now "
+            f"holds {train.image_shape} images"
+        )
+    conditional = run.config.model.conditional
+    labels = train.labels if conditional else None
+    z = latent_means(run.model, train.images, labels)
+    prior = fit_gaussian_mixture(z, labels, len(run.classes), components, seed)
+    save_prior(run.path / rundir.PRIOR, prior)
+    log.info("fitted a %d-component Gaussian mixture%s to %d latent means: %s",
+             components, " per class" if conditional else "", len(z),
+             run.path / rundir.PRIOR)  # fmt: skip
+    return prior
+
+
+def save_prior(folder: Path, prior: GaussianMixturePrior) -> None:
+    """RUN/prior/prior.safetensors (float64 parameters) and prior.json, each written atomically;
+    the JSON last, so that a prior is only found once its parameters are complete."""
+    tensors = {"weights": prior.weights, "means": prior.means, "covariances": prior.covariances}
+    atomic_write_bytes(folder / PARAMS, ckpt.tensors_to_bytes(tensors))
+    atomic_write_text(folder / INFO, json.dumps(prior.info, indent=1) + "\n")
+
+
+def load_prior(run: rundir.Run, which: str = "fitted") -> Prior:
+    """The prior `which` names for this run: "standard" is N(0, I); "fitted" is the run's fitted
+    prior when it has one (RUN/prior/), else N(0, I), so that runs without one behave as before."""
+    if which not in PRIOR_CHOICES:
+        raise VaegenError(f"prior = {which!r} is not valid: one of {', '.join(PRIOR_CHOICES)}")
+    standard = StandardNormal(run.config.model.latent_dim)
+    folder = run.path / rundir.PRIOR
+    if which == "standard" or not (folder / INFO).exists():
+        return standard
+    info = ckpt.read_json(folder / INFO)
+    if not isinstance(info, dict) or info.get("kind") != "gmm":
+        raise RunError(f"{folder / INFO}: not a vaegen prior (kind {info.get('kind')!r})")
+    t = ckpt.read_tensors(folder / PARAMS)
+    try:
+        prior = GaussianMixturePrior(t["weights"], t["means"], t["covariances"], info)
+    except KeyError as e:
+        raise RunError(f"{folder / PARAMS}: missing tensor {e}") from None
+    except torch.linalg.LinAlgError:
+        raise RunError(f"{folder / PARAMS}: a covariance is not positive definite") from None
+    c, _, d = prior.means.shape
+    want_c = len(run.classes) if run.config.model.conditional else 1
+    if d != standard.latent_dim or c != want_c or prior.conditional != run.config.model.conditional:
+        raise RunError(
+            f"{folder}: the prior is for {c} class(es) and {d}-D codes; this run needs "
+            f"{want_c} and {standard.latent_dim}-D: refit it with `vaegen fit-prior {run.path}`"
+        )
+    if not math.isclose(float(prior.weights.sum(1).min()), 1.0, rel_tol=1e-6):
+        raise RunError(f"{folder / PARAMS}: mixture weights do not sum to 1")
+    return prior

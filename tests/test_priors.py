@@ -1,0 +1,178 @@
+"""Latent priors: the Gaussian mixture fit against known mixtures, its storage in the run, and
+sampling that is seeded, repeatable and follows the fitted parameters."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from vaegen import generate, load_run, train
+from vaegen.cli import main
+from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaegen.errors import RunError, VaegenError
+from vaegen.priors import (
+    GaussianMixturePrior,
+    StandardNormal,
+    fit_gaussian_mixture,
+    fit_prior,
+    load_prior,
+)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from .conftest import write_idx_dataset
+
+    base = tmp_path_factory.mktemp("priors")
+    data = write_idx_dataset(base / "data")
+    out = {}
+    for name, conditional in (("cond", True), ("plain", False)):
+        cfg = RunConfig(
+            DataConfig(str(data)),
+            ModelConfig(hidden=32, latent_dim=3, conditional=conditional),
+            TrainConfig(epochs=2, batch_size=32, lr=3e-3),
+        )
+        out[name] = train(cfg, base / name, progress=False).path
+    return out
+
+
+def two_blobs(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n 2-D points per class: class 0 a quarter around (-4, 0) and the rest around (4, 0),
+    class 1 around (0, 5)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, 2, generator=g) * 0.3 + torch.tensor([-4.0, 0.0])
+    b = torch.randn(n, 2, generator=g) * 0.3 + torch.tensor([4.0, 0.0])
+    c = torch.randn(n, 2, generator=g) * torch.tensor([0.2, 0.6]) + torch.tensor([0.0, 5.0])
+    z = torch.cat([a[: n // 4], b[: n - n // 4], c])
+    y = torch.cat([torch.zeros(n, dtype=torch.int64), torch.ones(n, dtype=torch.int64)])
+    return z, y
+
+
+def test_the_mixture_recovers_known_clusters_per_class():
+    z, y = two_blobs(2000)
+    prior = fit_gaussian_mixture(z, y, num_classes=2, components=2, seed=0)
+    means0 = sorted(prior.means[0, :, 0].tolist())
+    assert means0 == pytest.approx([-4.0, 4.0], abs=0.05)
+    assert sorted(prior.weights[0].tolist()) == pytest.approx([0.25, 0.75], abs=0.02)
+    # class 1 is one Gaussian: its two components together reproduce its mean and spread
+    samples = prior.sample(torch.ones(20000, dtype=torch.int64), 20000, torch.Generator())
+    assert samples.mean(0).tolist() == pytest.approx([0.0, 5.0], abs=0.03)
+    assert samples.std(0).tolist() == pytest.approx([0.2, 0.6], rel=0.05)
+    left = prior.sample(torch.zeros(20000, dtype=torch.int64), 20000, torch.Generator())
+    assert (left[:, 0] < 0).double().mean().item() == pytest.approx(0.25, abs=0.02)
+    assert left[:, 0].abs().mean().item() == pytest.approx(4.0, abs=0.05)  # never in between
+
+
+def test_temperature_scales_each_components_spread_not_the_layout():
+    z, y = two_blobs(2000)
+    prior = fit_gaussian_mixture(z, y, num_classes=2, components=2, seed=0)
+    labels = torch.zeros(5000, dtype=torch.int64)  # class 0: blobs at x = -4 and 4, sd 0.3
+    cold = prior.sample(labels, 5000, torch.Generator().manual_seed(1), temperature=0.1)
+    assert (cold[:, 0] < 0).double().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert (cold[:, 0].abs() - 4).std().item() == pytest.approx(0.03, rel=0.1)
+    assert cold[:, 1].std().item() == pytest.approx(0.03, rel=0.1)
+
+
+def test_sampling_is_seeded_and_needs_labels_when_fitted_per_class():
+    z, y = two_blobs(500)
+    prior = fit_gaussian_mixture(z, y, num_classes=2, components=3, seed=0)
+    labels = torch.tensor([0, 1] * 50)
+    a = prior.sample(labels, 100, torch.Generator().manual_seed(5))
+    assert torch.equal(a, prior.sample(labels, 100, torch.Generator().manual_seed(5)))
+    assert not torch.equal(a, prior.sample(labels, 100, torch.Generator().manual_seed(6)))
+    with pytest.raises(VaegenError, match="fitted per class: pass the labels"):
+        prior.sample(None, 100, torch.Generator())
+    standard = StandardNormal(2).sample(None, 4, torch.Generator().manual_seed(3), 2.0)
+    assert torch.equal(
+        standard, 2.0 * torch.randn(4, 2, generator=torch.Generator().manual_seed(3))
+    )
+
+
+def test_a_fitted_prior_round_trips_through_the_run_directory(runs):
+    run = load_run(runs["cond"])
+    fitted = fit_prior(run, components=4, seed=0)
+    info = json.loads((run.path / "prior" / "prior.json").read_text())
+    assert info["kind"] == "gmm" and info["conditional"] and len(info["per_class"]) == 3
+    loaded = load_prior(run)
+    assert isinstance(loaded, GaussianMixturePrior)
+    for name in ("weights", "means", "covariances"):
+        assert torch.equal(getattr(loaded, name), getattr(fitted, name)), name
+    assert loaded.means.shape == (3, 4, 3)
+    assert torch.allclose(loaded.weights.sum(1), torch.ones(3, dtype=torch.float64))
+    assert isinstance(load_prior(run, "standard"), StandardNormal)
+
+    labels = torch.arange(30) % 3
+    same = [loaded.sample(labels, 30, torch.Generator().manual_seed(0)) for _ in range(2)]
+    assert torch.equal(*same)
+
+
+def test_generate_uses_the_fitted_prior_and_old_runs_behave_as_before(runs, tmp_path):
+    import shutil
+
+    plain = load_run(shutil.copytree(runs["plain"], tmp_path / "plain"))
+    before = generate(plain, 50, seed=3)[0]  # no prior yet: N(0, I)
+    assert torch.equal(before, generate(plain, 50, seed=3, prior="standard")[0])
+    prior = fit_prior(plain, components=2)
+    after = generate(plain, 50, seed=3)[0]
+    assert not torch.equal(before, after)
+    assert torch.equal(before, generate(plain, 50, seed=3, prior="standard")[0])
+    # the fitted images are the decoder's mean at the fitted prior's z, by hand
+    z = prior.sample(None, 50, torch.Generator().manual_seed(3))
+    by_hand = (plain.likelihood.mean(plain.model.decode(z)) * 255).round().to(torch.uint8)
+    assert torch.equal(after, by_hand)
+
+
+def test_a_damaged_or_foreign_prior_is_refused(runs, tmp_path):
+    import shutil
+
+    run = load_run(shutil.copytree(runs["cond"], tmp_path / "cond"))
+    fit_prior(run, components=2)
+    params = run.path / "prior" / "prior.safetensors"
+    params.write_bytes(params.read_bytes()[:100])
+    with pytest.raises(RunError, match=r"prior\.safetensors: not a valid safetensors file"):
+        load_prior(run)
+    other = load_run(shutil.copytree(runs["plain"], tmp_path / "plain"))
+    fit_prior(other, components=2)
+    shutil.rmtree(run.path / "prior")
+    shutil.copytree(other.path / "prior", run.path / "prior")  # unconditional: 1 class
+    with pytest.raises(RunError, match="refit it with `vaegen fit-prior"):
+        load_prior(run)
+    with pytest.raises(VaegenError, match="prior = 'best' is not valid"):
+        load_prior(run, "best")
+
+
+def test_cli_fit_prior_and_generate_with_either_prior(runs, tmp_path, capsys):
+    import shutil
+    import zipfile
+
+    out = shutil.copytree(runs["cond"], tmp_path / "cond")
+    assert main(["fit-prior", str(out), "--components", "3"]) == 0
+    assert "3 mixture(s) of up to 3 Gaussians" in capsys.readouterr().out
+    files = {}
+    for prior in ("fitted", "standard"):
+        path = tmp_path / f"{prior}.npz"
+        argv = ["generate", str(out), "--n", "30", "--prior", prior, "--out", str(path)]
+        assert main(argv) == 0
+        with zipfile.ZipFile(path) as zf:
+            files[prior] = zf.read("x.npy")
+    assert files["fitted"] != files["standard"]
+    run = load_run(out)
+    images, _ = generate(run, 30, seed=0)
+    assert files["fitted"].endswith(images[:, 0].numpy().tobytes())
+
+
+def test_cli_training_fits_the_prior_at_the_end(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    argv = ["-q", "train", "--data", str(tiny_data), "--hidden", "16", "--epochs", "1",
+            "--conditional", "--prior-components", "2", "--no-plots", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert isinstance(load_prior(load_run(out)), GaussianMixturePrior)
+    none = tmp_path / "none"
+    argv[argv.index(str(out))] = str(none)
+    argv[argv.index("--prior-components") + 1] = "0"
+    assert main(argv) == 0
+    assert not (none / "prior").exists()
+    assert math.isfinite(load_run(none).metrics[-1]["test_loss"])
