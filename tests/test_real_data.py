@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import multiprocessing
+import warnings
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from queue import Queue
@@ -14,6 +15,7 @@ import torch
 
 from vaegen import datasets, load_dataset
 from vaegen.cli import main
+from vaegen.collapse import PosteriorCollapseWarning
 from vaegen.errors import DataError
 
 
@@ -66,9 +68,11 @@ def test_a_tampered_uncompressed_file_is_named(plain_fashion_dir):
 def test_cli_trains_the_reference_model_on_fashion_mnist(fashion_dir, tmp_path, capsys):
     out = tmp_path / "t"
     argv = ["-q", "train", "--data-dir", str(fashion_dir), "--epochs", "2", "--out", str(out)]
-    assert main(argv) == 0
+    with warnings.catch_warnings():  # the collapse guard stays silent on FashionMNIST
+        warnings.simplefilter("error", PosteriorCollapseWarning)
+        assert main(argv) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(records) == 2
+    assert len(records) == 2 and records[-1]["active_dims"] == 2
     assert records[1]["test_loss"] < records[0]["test_loss"] < 25.0
     assert records[1]["test_loss"] < 19.0  # two epochs of the article's model reach about 17.8
     assert sorted(p.name for p in (out / "figures").iterdir()) == [

@@ -211,13 +211,15 @@ def evaluate_loss(
     (so the number is repeatable and does not disturb training's RNG streams).
 
     x: N x C x H x W floats in [0, 1]; y: N labels (conditional models) or None. Returns
-    {"loss": recon + kl, "recon", "kl"} per image (beta = 1), in the likelihood's units."""
+    {"loss": recon + kl, "recon", "kl"} per image (beta = 1), in the likelihood's units, and
+    "kl_per_dim": the KL term of each latent dimension, nats per image (a list of D numbers)."""
     lk = likelihood(loss)
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=x.device).manual_seed(seed)
     rec_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     kl_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    kl_dims = torch.zeros((), dtype=torch.float64, device=x.device)
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
         yb = None if y is None else y[i : i + batch_size]
@@ -225,7 +227,9 @@ def evaluate_loss(
         terms = lk.terms(out.recon, xb, out.mu, out.logvar)
         rec_sum += terms.recon.sum(dtype=torch.float64)
         kl_sum += terms.kl.sum(dtype=torch.float64)
+        per_dim = -0.5 * (1 + out.logvar - out.mu.pow(2) - out.logvar.exp())
+        kl_dims = kl_dims + per_dim.sum(0, dtype=torch.float64)
     model.train(was_training)
     n = len(x)
     rec, kl = rec_sum.item() / n, kl_sum.item() / n
-    return {"loss": rec + kl, "recon": rec, "kl": kl}
+    return {"loss": rec + kl, "recon": rec, "kl": kl, "kl_per_dim": (kl_dims / n).tolist()}

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import collapse, distributed
 from . import run as rundir
 from ._io import show_progress
 from .config import RunConfig
@@ -332,6 +332,7 @@ def _end_epoch(loop: _Loop, epoch: int, t0: float, writer: Any) -> None:
         "test_kl": test["kl"],
         "seconds": seconds,
         "images_per_second": n / seconds,
+        "active_dims": collapse.active_dims(test["kl_per_dim"]),
         "step": loop.step.name,
     }
     loop.run.metrics.append(record)
@@ -345,6 +346,8 @@ def _end_epoch(loop: _Loop, epoch: int, t0: float, writer: Any) -> None:
         epoch + 1, tc.epochs, record["train_loss"], record["test_loss"],
         record["test_recon"], record["test_kl"], seconds, record["images_per_second"],
     )  # fmt: skip
+    if epoch + 1 == tc.epochs and record["active_dims"] == 0:
+        collapse.warn(loop.config, test["kl_per_dim"])
     p.epoch, p.step, p.elapsed_in_epoch = epoch + 1, 0, 0.0
     loop.running.zero_()
     loop.epoch_rng = loop.shuffle_gen.get_state()  # the next epoch starts from here
