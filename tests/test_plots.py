@@ -195,3 +195,65 @@ def test_interpolation_figure_shows_the_decoded_line(
     _dim(want[want < 1])
     (got,) = shown(path, drawn[path.name], want.shape)
     assert_shows(got, want)
+
+
+# ----------------------------------------------------------------- choosing what to draw
+
+
+def _calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace every figure function of plots by one that records its file name and draws
+    nothing (writes a placeholder file)."""
+    calls: list[str] = []
+
+    def fake(*args: object, **kw: object) -> Path:
+        path = next(a for a in args if isinstance(a, Path))
+        calls.append(path.name if "label" not in kw else f"{path.name} label={kw['label']}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        return path
+
+    names = ["reconstructions", "latent_scatter", "manifold", "samples", "interpolation"]
+    for name in [*names, "loss_curve"]:
+        monkeypatch.setattr(plots, name, fake)
+    return calls
+
+
+def test_draw_all_draws_the_chosen_figures_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _calls(monkeypatch)
+    run, test = dim_run(tmp_path, conditional=True), dim_test_split()
+    files = plots.figure_files(run)
+    manifolds = ["manifold_0_a.png", "manifold_1_b.png", "manifold_2_c.png"]
+    assert files == ["reconstructions.png", "latent_scatter.png", *manifolds, "samples.png",
+                     "interpolation.png"]  # fmt: skip
+    assert plots.missing_figures(run) == files
+    only = ["samples.png", "manifold_1_b.png"]
+    paths = plots.draw_all(run, test, only=only)
+    assert calls == ["manifold_1_b.png label=1", "samples.png"]  # in the figures' order
+    assert paths == [tmp_path / "figures" / f for f in ("manifold_1_b.png", "samples.png")]
+    assert plots.missing_figures(run) == [f for f in files if f not in only]
+    calls.clear()
+    plots.draw_missing(run, test)
+    assert sorted(calls) == sorted(
+        ["reconstructions.png", "latent_scatter.png", "interpolation.png"]
+        + [f"{f} label={k}" for k, f in enumerate(manifolds) if f != "manifold_1_b.png"]
+    )
+    assert plots.missing_figures(run) == [] and plots.draw_missing(run, test) == []
+    with pytest.raises(ValueError, match=r"\[.manifold\.png.\]"):  # an unconditional name
+        plots.draw_all(run, test, only=["manifold.png"])
+
+
+def test_figures_without_test_images_do_not_load_the_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _calls(monkeypatch)
+
+    def load(*args: object, **kw: object) -> ImageDataset:
+        pytest.fail("loaded the test split")
+
+    monkeypatch.setattr(plots, "load_dataset", load)
+    run = dim_run(tmp_path, conditional=False)
+    run.metrics = [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "test_recon": 1, "test_kl": 0}]
+    plots.draw_all(run, only=["manifold.png", "samples.png", "loss_curve.png"])
+    assert calls == ["manifold.png", "samples.png", "loss_curve.png"]
