@@ -1,4 +1,5 @@
-"""report.html: self-contained, escaped, and its in-browser decoder matches PyTorch.
+"""report.html: self-contained, escaped, and its in-browser decoder matches PyTorch; the page is
+a function of a JSON payload, rendered without torch; only missing figures are drawn.
 
 Browser tests drive Debian's chromium through playwright; without either they skip, except in CI
 (CI=true), where they fail.
@@ -6,21 +7,28 @@ Browser tests drive Debian's chromium through playwright; without either they sk
 
 from __future__ import annotations
 
+import ast
+import base64
+import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 
-from vaegen import RunConfig, train
+import vaegen
+from vaegen import RunConfig, plots, train
 from vaegen.config import DataConfig, ModelConfig, TrainConfig
 from vaegen.models import MODELS
-from vaegen.report import render_value, script_json, write_report
+from vaegen.report import build_report, render_value, report_data, script_json, write_report
 from vaegen.run import Run
 
 from .conftest import IN_CI, write_idx_dataset
@@ -60,7 +68,9 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Run]:
             if name == "plain":  # its report draws the figures (matplotlib: seconds per run)
                 (run.path / "eval.json").write_text(json.dumps(EVAL))
             else:  # the others borrow them: these tests are about the explorer
-                shutil.copytree(make("plain").path / "figures", run.path / "figures")
+                figures = shutil.copytree(make("plain").path / "figures", run.path / "figures")
+                for missing in plots.missing_figures(run):  # a manifold per class: conditional
+                    shutil.copy(figures / "manifold.png", figures / missing)
             write_report(run)
             cache[name] = run
         return cache[name]
@@ -124,6 +134,172 @@ def test_render_value_nests_tables_and_escapes() -> None:
     out = render_value({"a": {"b": 1.23456789, "c": [1, 2]}, "<k>": None, "rows": [{"x": True}]})
     assert out.count("<table") == 3 and "1.23457" in out and "1, 2" in out
     assert "&lt;k&gt;" in out and "—" in out and "true" in out
+
+
+# ------------------------------------------------------------------- payload and renderer
+
+SRC = Path(vaegen.__file__).parent
+# Renders the ReportData read from stdin with vaegen.report.render alone: torch, numpy, PIL and
+# matplotlib cannot be imported, and vaegen and vaegen.report are bare packages whose __init__
+# files (which import torch) never run. Prints the page, then the vaegen modules it loaded.
+RENDER_ALONE = """
+import importlib.machinery, importlib.util, json, sys
+for blocked in ("torch", "numpy", "PIL", "matplotlib"):
+    sys.modules[blocked] = None
+for name, folder in json.loads(sys.argv[1]):
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [folder]
+    sys.modules[name] = importlib.util.module_from_spec(spec)
+from vaegen.report.render import render_page
+sys.stdout.write(render_page(json.load(sys.stdin)))
+sys.stdout.write(json.dumps(sorted(m for m in sys.modules if m.startswith("vaegen"))))
+"""
+
+
+def _render_alone(data: Any) -> str:
+    packages = [("vaegen", str(SRC)), ("vaegen.report", str(SRC / "report"))]
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", RENDER_ALONE, json.dumps(packages)],
+        input=json.dumps(data, allow_nan=False), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    page, _, loaded = done.stdout.rpartition("</html>\n")
+    assert json.loads(loaded) == ["vaegen", "vaegen.report", "vaegen.report.render",
+                                  "vaegen.report.tables"]  # fmt: skip
+    return page + "</html>\n"
+
+
+def _png_uri(width: int, height: int) -> str:
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_the_renderer_needs_no_torch() -> None:
+    """A hand-made ReportData: a lookup model, no points, an unreadable eval.json."""
+    data = {
+        "name": "hand <made>",
+        "version": "9.9",
+        "run": {
+            "config": {
+                "data": {"source": "somewhere", "data_dir": None},
+                "model": {"model": "conv", "latent_dim": 3, "hidden": 8, "conditional": True},
+                "train": {"loss": "bernoulli", "beta": 2.0},
+            },
+            "classes": ["cat", "<dog>"],
+            "image_shape": [1, 8, 8],
+            "model_class": "ConvVAE",
+            "activation": "sigmoid",
+            "recon_definition": "binary cross-entropy",
+        },
+        "metrics": [
+            {
+                "epoch": 1,
+                "train_loss": 9.0,
+                "test_loss": 8.5,
+                "test_recon": 8.0,
+                "test_kl": 0.5,
+                "seconds": 1.25,
+            }
+        ],
+        "explorer": {
+            "mode": "lookup",
+            "num_classes": 2,
+            "points": {"n": 0, "labels": None},
+            "lookup": {"size": 5, "atlases": ["data:,"]},
+        },
+        "data_problem": "no test set",
+        "figures": {"samples": _png_uri(40, 30), "loss_curve": _png_uri(110, 40)},
+        "evaluation": {"file": "eval.json", "found": False, "value": None, "error": "bad JSON"},
+        "config": {
+            "file": "config.json",
+            "found": True,
+            "value": {"vaegen_version": "9.8", "model": {"latent_dim": 3}},
+        },
+    }
+    page = _render_alone(data)
+    assert page.startswith("<!DOCTYPE html>") and "<title>hand &lt;made&gt; · vaegen report" in page
+    assert "bernoulli, β = 2" in page and "3-D" in page and "final test loss <b>8.500</b>" in page
+    assert "nearest of a 5 × 5 grid" in page and "The other dimensions are 0." in page
+    assert "<option value=1>&lt;dog&gt;</option>" in page and "class=legend" not in page
+    assert "<p class=warn>no test set</p>" in page and "<p class=warn>bad JSON</p>" in page
+    assert "binary cross-entropy" in page and "Trained with vaegen 9.8." in page
+    assert "<figcaption>samples.png" in page and "Written by vaegen 9.9." in page
+    # the loss curve is shown with the metrics, not among the figures
+    assert page.index("loss_curve.png") < page.index("id=figures") < page.index("samples.png")
+
+
+@pytest.mark.parametrize("name", ["plain", "cond3"])
+def test_the_payload_is_json_and_the_page_a_function_of_it(name: str, request) -> None:
+    run = request.getfixturevalue(name)
+    data = report_data(run)
+    assert json.loads(json.dumps(data, allow_nan=False)) == data
+    assert _render_alone(data) == build_report(run) == (run.path / "report.html").read_text()
+
+
+def test_the_report_modules_do_not_import_the_trainer() -> None:
+    for path in sorted((SRC / "report").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ["vaegen", "report"][: 2 - node.level + 1] if node.level else []
+                module = ".".join([*base, *([node.module] if node.module else [])])
+                modules = [module, *(f"{module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            assert "vaegen.train" not in modules, f"{path.name} imports vaegen.train"
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.glob("*.png")}
+
+
+# plots' figure functions, each drawing one figure file
+DRAWERS = {name: getattr(plots, name) for name in ("reconstructions", "latent_scatter", "manifold",
+                                                   "samples", "interpolation", "loss_curve")}  # fmt: skip
+
+
+def _forbid_drawing(monkeypatch: pytest.MonkeyPatch, allow: str = "") -> list[tuple[str, Any]]:
+    """Make every figure function of plots fail, except `allow`, whose calls are recorded."""
+    calls: list[tuple[str, Any]] = []
+    for fig, real in DRAWERS.items():
+
+        def draw(*args: Any, _fig: str = fig, _real: Any = real, **kw: Any) -> Path:
+            if _fig != allow:
+                pytest.fail(f"the report drew {_fig} again")
+            path = next(a for a in args if isinstance(a, Path))
+            calls.append((path.name, kw.get("label")))
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(plots, fig, draw)
+    return calls
+
+
+@pytest.mark.parametrize(("name", "gone", "fig", "label"), [
+    ("plain", "samples.png", "samples", None),
+    ("cond3", "manifold_1_shape_1.png", "manifold", 1),
+])  # fmt: skip
+def test_the_report_draws_only_the_missing_figures(
+    name: str, gone: str, fig: str, label: int | None, request, tmp_path: Path, monkeypatch
+) -> None:
+    run = request.getfixturevalue(name)
+    moved = replace(run, path=tmp_path / name)
+    shutil.copytree(run.path, moved.path)
+    folder = moved.path / "figures"
+    before = _snapshot(folder)
+    assert gone in before and not plots.missing_figures(moved)
+    _forbid_drawing(monkeypatch)
+    write_report(moved)
+    assert _snapshot(folder) == before
+    (folder / gone).unlink()
+    calls = _forbid_drawing(monkeypatch, allow=fig)
+    page = write_report(moved).read_text()
+    assert calls == [(gone, label)]
+    after = _snapshot(folder)
+    assert after.pop(gone)[0].startswith(b"\x89PNG") and before.pop(gone)
+    assert after == before  # the others: the same bytes, not even rewritten
+    assert f"<figcaption>{gone}</figcaption>" in page
 
 
 # ------------------------------------------------------------------------------ browser

@@ -12,6 +12,8 @@ loss_curve.png       train and test loss per epoch, and the test loss's two term
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Collection
+from functools import partial
 from pathlib import Path
 from statistics import NormalDist
 
@@ -263,23 +265,68 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def draw_all(run: Run, test: ImageDataset | None = None) -> list[Path]:
-    """Draw every figure into RUN/figures/ and return their paths."""
-    if test is None:
-        test = load_dataset(run.config.data.source, "test", run.config.data.data_dir)
+def figure_files(run: Run) -> list[str]:
+    """The PNG file names of every figure of `run` in RUN/figures, in FIGURES order: one manifold
+    file per class for a conditional run, no loss curve before the first finished epoch."""
+    names = ["reconstructions.png", "latent_scatter.png"]
+    if run.config.model.conditional:
+        names += [_manifold_file(k, name) for k, name in enumerate(run.classes)]
+    else:
+        names.append("manifold.png")
+    names += ["samples.png", "interpolation.png"]
+    if run.metrics:
+        names.append("loss_curve.png")
+    return names
+
+
+def _manifold_file(label: int, name: str) -> str:
+    return f"manifold_{label}_{safe_name(name)}.png"
+
+
+def missing_figures(run: Run) -> list[str]:
+    """The names of figure_files(run) that RUN/figures does not have."""
     folder = run.path / rundir.FIGURES
-    run.model.eval()
-    paths = [
-        reconstructions(run, test, folder / "reconstructions.png"),
-        latent_scatter(run, test, folder / "latent_scatter.png"),
-    ]
+    return [name for name in figure_files(run) if not (folder / name).is_file()]
+
+
+# the figures drawn from test images; the others need only the model (and the metrics)
+_NEEDS_TEST = frozenset({"reconstructions.png", "latent_scatter.png", "interpolation.png"})
+
+
+def draw_all(
+    run: Run, test: ImageDataset | None = None, only: Collection[str] | None = None
+) -> list[Path]:
+    """Draw the run's figures into RUN/figures/ and return their paths, in FIGURES order.
+
+    only: file names from figure_files(run) to draw ("samples.png", "manifold_2_Bag.png");
+    None draws them all. The test split is loaded from the run's data source when `test` is None
+    and a chosen figure needs it.
+    """
+    files = figure_files(run)
+    if only is not None:
+        unknown = sorted(set(only) - set(files))
+        if unknown:
+            raise ValueError(f"not figures of this run: {unknown}; its figures are {files}")
+        files = [name for name in files if name in set(only)]
+    if test is None and _NEEDS_TEST.intersection(files):
+        test = load_dataset(run.config.data.source, "test", run.config.data.data_dir)
+    draw: dict[str, Callable[[Path], Path]] = {
+        "reconstructions.png": lambda p: reconstructions(run, test, p),
+        "latent_scatter.png": lambda p: latent_scatter(run, test, p),
+        "manifold.png": lambda p: manifold(run, p),
+        "samples.png": lambda p: samples(run, p),
+        "interpolation.png": lambda p: interpolation(run, test, p),
+        "loss_curve.png": lambda p: loss_curve(run, p),
+    }
     if run.config.model.conditional:
         for k, name in enumerate(run.classes):
-            paths.append(manifold(run, folder / f"manifold_{k}_{safe_name(name)}.png", label=k))
-    else:
-        paths.append(manifold(run, folder / "manifold.png"))
-    paths.append(samples(run, folder / "samples.png"))
-    paths.append(interpolation(run, test, folder / "interpolation.png"))
-    if run.metrics:
-        paths.append(loss_curve(run, folder / "loss_curve.png"))
-    return paths
+            draw[_manifold_file(k, name)] = partial(manifold, run, label=k)
+    folder = run.path / rundir.FIGURES
+    run.model.eval()
+    return [draw[name](folder / name) for name in files]
+
+
+def draw_missing(run: Run, test: ImageDataset | None = None) -> list[Path]:
+    """Draw only the figures RUN/figures lacks (missing_figures) and return their paths."""
+    missing = missing_figures(run)
+    return draw_all(run, test, only=missing) if missing else []

@@ -1,0 +1,259 @@
+"""Figures show the images they claim to show, on the fixed 0..1 scale.
+
+Each test draws a figure of a known run, reads the PNG back, samples the centre of every image
+pixel inside the box where matplotlib drew the image, and compares with images computed here from
+the model. The run's decoder gives dim images (about 0.1..0.8), so a figure that autoscales its
+images (no vmin/vmax) turns them darker and brighter, one drawn on a 0..255 scale turns white, and
+one built from other images (another seed, label, grid order or test image) differs somewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.transforms import Bbox
+from PIL import Image
+
+from vaegen import plots
+from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaegen.data import ImageDataset
+from vaegen.generate import generate
+from vaegen.run import Run, build_model
+
+SHAPE = (1, 12, 12)
+CLASSES = ["a", "b", "c"]
+# the grey colormap's 256 levels, 8 bits in the PNG and matplotlib's resampling: under 2/255 seen;
+# the wrong scales and wrong images this file guards against are off by 9/255 or more
+TOL = 3 / 255
+
+
+def dim_run(path: Path, conditional: bool) -> Run:
+    """An untrained MLP VAE whose decoder's means lie well inside (0, 1) and change with z: a
+    steep first decoder layer, a flat last one around 0.4; and a steep mean head, so that test
+    images of different brightness are encoded far apart."""
+    config = RunConfig(
+        DataConfig("unused"), ModelConfig(hidden=32, conditional=conditional), TrainConfig()
+    )
+    torch.manual_seed(0)
+    model = build_model(config, SHAPE, len(CLASSES))
+    with torch.no_grad():
+        model.fc3.weight.mul_(6.0)
+        model.fc4.weight.mul_(0.04)
+        model.fc4.bias.fill_(0.4)
+        model.fc_mu.weight.mul_(8.0)
+    return Run(path, config, model.eval(), CLASSES, SHAPE)
+
+
+def dim_test_split() -> ImageDataset:
+    """12 noisy flat images, each at its own level of 40..150 (pixel values 40..170, that is
+    0.16..0.67), labels 0, 1, 2, 0, 1, 2, ..."""
+    gen = torch.Generator().manual_seed(1)
+    level = torch.tensor([40, 150, 90, 140, 60, 110, 70, 130, 50, 120, 100, 80])
+    noise = torch.randint(0, 21, (12, *SHAPE), generator=gen)
+    images = (level.view(12, 1, 1, 1) + noise).to(torch.uint8)
+    return ImageDataset(images, torch.arange(12) % 3, CLASSES)
+
+
+def _dim(expected: np.ndarray) -> None:
+    """The test's premise: the images the figure should show are clear of 0 and 1, so that an
+    autoscaled figure (which stretches them to 0..1) or a 0..255 one differs from them."""
+    assert 0.05 < expected.min() and expected.max() < 0.9
+
+
+# ------------------------------------------------------------------------- reading a figure
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[Bbox, list[Bbox]]]:
+    """{file name: (the figure's box, [box of each image drawn in it])} for every figure saved
+    while the test runs, in matplotlib's display units (origin bottom left)."""
+    record: dict[str, tuple[Bbox, list[Bbox]]] = {}
+    save = plots._save
+
+    def recording_save(fig, path: Path) -> Path:
+        out = save(fig, path)  # lays the figure out and writes it: the boxes are those of the PNG
+        images = [im.get_window_extent() for ax in fig.axes for im in ax.images]
+        record[path.name] = (fig.bbox.frozen(), images)
+        return out
+
+    monkeypatch.setattr(plots, "_save", recording_save)
+    return record
+
+
+def shown(path: Path, boxes: tuple[Bbox, list[Bbox]], shape: tuple[int, int]) -> list[np.ndarray]:
+    """The grey values in [0, 1] the PNG shows at the centre of each pixel of every image drawn
+    in it, each an array of `shape` (rows, cols), ordered top to bottom, then left to right."""
+    png = np.asarray(Image.open(path).convert("RGB")).astype(np.float64) / 255
+    assert (png[..., 0] == png[..., 1]).all() and (png[..., 0] == png[..., 2]).all()
+    height, width = png.shape[:2]
+    figure, images = boxes
+    sx, sy = width / figure.width, height / figure.height  # display units -> PNG pixels
+    rows, cols = shape
+    out = []
+    for b in sorted(images, key=lambda b: (-round(b.y1), b.x0)):
+        left, right, top, bottom = b.x0 * sx, b.x1 * sx, height - b.y1 * sy, height - b.y0 * sy
+        # an image pixel covers several PNG pixels: its centre is clear of the resampling's edges
+        assert (right - left) / cols > 3 and (bottom - top) / rows > 3
+        ys = np.floor(top + (np.arange(rows) + 0.5) * (bottom - top) / rows).astype(int)
+        xs = np.floor(left + (np.arange(cols) + 0.5) * (right - left) / cols).astype(int)
+        out.append(png[ys[:, None], xs[None, :], 0])
+    return out
+
+
+def mosaic(tiles: torch.Tensor, gap: int) -> np.ndarray:
+    """rows x cols x 1 x H x W in [0, 1] -> one image, tiles `gap` white pixels apart."""
+    rows, cols, _, h, w = tiles.shape
+    out = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap))
+    for r in range(rows):
+        for c in range(cols):
+            out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tiles[
+                r, c, 0
+            ]
+    return out
+
+
+def assert_shows(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape
+    err = np.abs(got - want)
+    assert err.max() <= TOL, f"{(err > TOL).sum()} of {err.size} pixels off, worst by {err.max()}"
+
+
+# ------------------------------------------------------------------------------------ tests
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
+def test_samples_figure_shows_the_samples(
+    conditional: bool, tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
+) -> None:
+    run = dim_run(tmp_path, conditional)
+    path = plots.samples(run, tmp_path / "samples.png", per_class=10, seed=3)
+    rows = len(CLASSES) if conditional else 10
+    images, _ = generate(run, rows * 10, seed=3)  # one row per class when conditional
+    want = mosaic(images.double().div(255).view(rows, 10, *SHAPE), gap=1)
+    _dim(want[want < 1])
+    (got,) = shown(path, drawn[path.name], want.shape)
+    assert_shows(got, want)
+
+
+@pytest.mark.parametrize("label", [None, 2], ids=["unconditional", "class-2"])
+def test_manifold_figure_shows_the_decoded_grid(
+    label: int | None, tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
+) -> None:
+    run = dim_run(tmp_path, conditional=label is not None)
+    n = 7
+    path = plots.manifold(run, tmp_path / "manifold.png", label=label, n=n)
+    g = torch.tensor([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)])
+    # row 0 is the top: the largest z[1]; column 0 the smallest z[0]
+    z = torch.stack([g.repeat(n), g.flip(0).repeat_interleave(n)], 1)
+    y = None if label is None else torch.full((n * n,), label)
+    with torch.no_grad():
+        tiles = run.likelihood.mean(run.model.decode(z, y)).double().view(n, n, *SHAPE)
+    want = mosaic(tiles, gap=0)
+    _dim(want)
+    (got,) = shown(path, drawn[path.name], want.shape)
+    assert_shows(got, want)
+
+
+def test_reconstructions_figure_shows_the_images_and_their_reconstructions(
+    tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
+) -> None:
+    run, test = dim_run(tmp_path, conditional=True), dim_test_split()
+    path = plots.reconstructions(run, test, tmp_path / "r.png", n=6)
+    # the first image of each class, then the next ones: with labels 0, 1, 2, 0, ... the first 6
+    x = test.images[:6].double().div(255)
+    y = test.labels[:6]
+    with torch.no_grad():
+        mu, _ = run.model.encode(x.float(), y)
+        recon = run.likelihood.mean(run.model.decode(mu, y)).double()
+    want = [*x[:, 0].numpy(), *recon[:, 0].numpy()]  # the top row, then the bottom row
+    _dim(np.stack(want))
+    got = shown(path, drawn[path.name], SHAPE[1:])
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert_shows(g, w)
+
+
+def test_interpolation_figure_shows_the_decoded_line(
+    tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
+) -> None:
+    run, test = dim_run(tmp_path, conditional=True), dim_test_split()
+    steps = 6
+    path = plots.interpolation(run, test, tmp_path / "i.png", steps=steps)
+    # conditional: from test image 0 to the next one of its class (image 3), label 0 throughout
+    x = test.images[[0, 3]].double().div(255)
+    y = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        mu, _ = run.model.encode(x.float(), y)
+        t = torch.linspace(0, 1, steps)[:, None]
+        line = run.model.decode((1 - t) * mu[0] + t * mu[1], y[:1].expand(steps))
+        line = run.likelihood.mean(line).double()
+    want = mosaic(torch.cat([x[:1], line, x[1:]])[None], gap=1)
+    _dim(want[want < 1])
+    (got,) = shown(path, drawn[path.name], want.shape)
+    assert_shows(got, want)
+
+
+# ----------------------------------------------------------------- choosing what to draw
+
+
+def _calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace every figure function of plots by one that records its file name and draws
+    nothing (writes a placeholder file)."""
+    calls: list[str] = []
+
+    def fake(*args: object, **kw: object) -> Path:
+        path = next(a for a in args if isinstance(a, Path))
+        calls.append(path.name if "label" not in kw else f"{path.name} label={kw['label']}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        return path
+
+    names = ["reconstructions", "latent_scatter", "manifold", "samples", "interpolation"]
+    for name in [*names, "loss_curve"]:
+        monkeypatch.setattr(plots, name, fake)
+    return calls
+
+
+def test_draw_all_draws_the_chosen_figures_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _calls(monkeypatch)
+    run, test = dim_run(tmp_path, conditional=True), dim_test_split()
+    files = plots.figure_files(run)
+    manifolds = ["manifold_0_a.png", "manifold_1_b.png", "manifold_2_c.png"]
+    assert files == ["reconstructions.png", "latent_scatter.png", *manifolds, "samples.png",
+                     "interpolation.png"]  # fmt: skip
+    assert plots.missing_figures(run) == files
+    only = ["samples.png", "manifold_1_b.png"]
+    paths = plots.draw_all(run, test, only=only)
+    assert calls == ["manifold_1_b.png label=1", "samples.png"]  # in the figures' order
+    assert paths == [tmp_path / "figures" / f for f in ("manifold_1_b.png", "samples.png")]
+    assert plots.missing_figures(run) == [f for f in files if f not in only]
+    calls.clear()
+    plots.draw_missing(run, test)
+    assert sorted(calls) == sorted(
+        ["reconstructions.png", "latent_scatter.png", "interpolation.png"]
+        + [f"{f} label={k}" for k, f in enumerate(manifolds) if f != "manifold_1_b.png"]
+    )
+    assert plots.missing_figures(run) == [] and plots.draw_missing(run, test) == []
+    with pytest.raises(ValueError, match=r"\[.manifold\.png.\]"):  # an unconditional name
+        plots.draw_all(run, test, only=["manifold.png"])
+
+
+def test_figures_without_test_images_do_not_load_the_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _calls(monkeypatch)
+
+    def load(*args: object, **kw: object) -> ImageDataset:
+        pytest.fail("loaded the test split")
+
+    monkeypatch.setattr(plots, "load_dataset", load)
+    run = dim_run(tmp_path, conditional=False)
+    run.metrics = [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "test_recon": 1, "test_kl": 0}]
+    plots.draw_all(run, only=["manifold.png", "samples.png", "loss_curve.png"])
+    assert calls == ["manifold.png", "samples.png", "loss_curve.png"]
