@@ -117,12 +117,14 @@ def main() -> None:
         rows = []
 
         def score(
-            name: str, images: torch.Tensor, seconds: float, f_test=f_test, y=y, k=k, run=run,
-            rows=rows,
+            name: str, images: torch.Tensor, seconds: float, labels: torch.Tensor | None = y,
+            f_test=f_test, k=k, run=run, rows=rows,
         ) -> None:  # fmt: skip
+            """labels: the class each image was drawn for (or is), for the agreement."""
             fd = frechet_distance_features(extract_features(clf, images, progress=False), f_test)
             agree = "-"
-            if y is not None:
+            if labels is not None and run.config.model.conditional:
+                y = labels
                 hit = predict(clf, images) == y
                 per = torch.stack([hit[y == c].double().mean() for c in range(k)])
                 worst = int(per.argmin())
@@ -130,12 +132,12 @@ def main() -> None:
             rows.append((name, fd, agree, seconds))
 
         gen = torch.Generator().manual_seed(0)
-        real = train.images[torch.randperm(len(train), generator=gen)[:n]]
-        score("real training images (floor)", real, 0.0)
+        pick = torch.randperm(len(train), generator=gen)[:n]
+        score("real training images (floor)", train.images[pick], 0.0, train.labels[pick])
         ty = test.labels if conditional else None
         with torch.no_grad():
             mu_test, _ = run.model.encode(to_float(test.images, run.device), ty)
-        score("test reconstructions", decode(run, mu_test, ty), 0.0)
+        score("test reconstructions", decode(run, mu_test, ty), 0.0, test.labels)
         z = StandardNormal(run.config.model.latent_dim).sample(y, n, torch.Generator())
         score("N(0, I)", decode(run, z, y), 0.0)
         labels = train.labels if conditional else None
