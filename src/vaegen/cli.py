@@ -134,7 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     ev.add_argument(
         "--n-generated", type=int, default=10000, metavar="N",
-        help="images generated for the Frechet distance and TSTR (default 10000)",
+        help="images generated for the Frechet distance, precision and recall, class agreement "
+        "and TSTR, and real training images to compare (default 10000)",
     )  # fmt: skip
     ev.add_argument(
         "--binarize", action="store_true",
