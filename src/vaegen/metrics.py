@@ -298,7 +298,9 @@ def precision_recall(
     its points, each ball's radius the distance to the point's k-th nearest neighbour in its own
     set. Precision: fraction of generated points inside the real manifold (are samples
     realistic?). Recall: fraction of real points inside the generated manifold (is the data's
-    variety covered?). Both in [0, 1]; identical sets give 1 and 1.
+    variety covered?). Both in [0, 1]; identical sets give 1 and 1. Work: four passes of
+    `chunk` rows against a whole set; memory: a few chunk x max(N, M) float32 arrays (about
+    0.5 GB for chunk 512 and 60,000 points).
     """
     real, generated = real.float(), generated.float()
     inside_real = inside_manifold(generated, real, manifold_radii(real, k, chunk), chunk)
