@@ -133,9 +133,9 @@ def _parser() -> argparse.ArgumentParser:
         help="importance samples per test image for the NLL bound (default 1000)",
     )  # fmt: skip
     ev.add_argument(
-        "--n-generated", type=int, default=10000, metavar="N",
+        "--n-generated", type=int, default=60000, metavar="N",
         help="images generated for the Frechet distance, precision and recall, class agreement "
-        "and TSTR, and real training images to compare (default 10000)",
+        "and TSTR, and real training images to compare (default 60000, the training set's size)",
     )  # fmt: skip
     ev.add_argument(
         "--binarize", action="store_true",

@@ -78,8 +78,8 @@ def format_table(result: dict[str, Any]) -> str:
         if "reconstructions_vs_test" in fr:  # eval.json of vaegen 0.1 has no reconstructions
             add(
                 "  reconstructions vs test",
-                f"{_value(fr, 'reconstructions_vs_test'):.2f}: samples / reconstructions "
-                f"{_value(fr, 'samples_over_reconstructions') or math.nan:.2f} (what the prior "
+                f"{_value(fr, 'reconstructions_vs_test'):.2f} (samples / reconstructions "
+                f"{_value(fr, 'samples_over_reconstructions') or math.nan:.2f}: what the prior "
                 "adds to the decoder's blur)",
             )
     pr = result.get("precision_recall")

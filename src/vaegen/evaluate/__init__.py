@@ -39,14 +39,14 @@ from .synthetic import CLASSIFIER_LR, class_agreement, tstr
 
 __all__ = ["FULL", "QUICK", "evaluate", "loss_units"]
 
-FULL = {"classifier_epochs": 5}
+FULL = {"classifier_epochs": 5}  # the TSTR classifier's training, measured: see synthetic.py
 QUICK = {"iw_samples": 100, "n_generated": 2000, "classifier_epochs": 2}  # caps, not floors
 
 
 def evaluate(
     run: Run,
     iw_samples: int = 1000,
-    n_generated: int = 10000,
+    n_generated: int = 60000,
     binarize: bool = False,
     quick: bool = False,
     seed: int = 0,
