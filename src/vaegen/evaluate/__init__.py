@@ -56,9 +56,8 @@ def evaluate(
 
     iw_samples: K of the IWAE bound. n_generated: N images generated for the Frechet distance,
     precision and recall, class agreement and TSTR (and N real training images for their
-    references). binarize: evaluate the likelihood on
-    stochastically binarised test images (runs with a likelihood of binary pixels only). quick: cap K, N and the
-    classifier epochs at QUICK. The same arguments give the same numbers on the same device.
+    references). binarize: evaluate the likelihood on stochastically binarised test images (runs
+    with a likelihood of binary pixels only). quick: cap K, N and the classifier epochs at QUICK. The same arguments give the same numbers on the same device.
     The run directory is locked meanwhile: a trainer cannot rewrite the weights being measured.
     """
     with rundir.lock_for_writing(run.path, "evaluation"):
