@@ -22,11 +22,13 @@ from vaegen.classifier import (
 from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.data import load_dataset
+from vaegen.datasets import FASHION_MNIST
 from vaegen.errors import VaegenError
 from vaegen.evaluate import evaluate
+from vaegen.generate import reconstruct, spread_labels
 from vaegen.idx import write_idx
 from vaegen.losses import evaluate_loss
-from vaegen.metrics import frechet_distance_features
+from vaegen.metrics import frechet_distance_features, precision_recall
 from vaegen.scorecard import format_table
 
 from .conftest import make_images
@@ -71,13 +73,20 @@ def test_evaluate_end_to_end_on_a_tiny_conditional_run(tiny_data, tmp_path):
     )
     assert 0 <= saved["latent_knn"]["accuracy"]["value"] <= 1
     assert "skipped" in saved["frechet"] and "(1, 28, 28)" in saved["frechet"]["skipped"]
+    assert "(1, 28, 28)" in saved["precision_recall"]["skipped"]
+    assert "(1, 28, 28)" in saved["class_agreement"]["not_applicable"]
     t = saved["tstr"]
     for key in ("synthetic_accuracy", "real_accuracy"):
         assert 0 <= t[key]["value"] <= 1 and t[key]["units"] == "fraction of test images"
     assert t["ratio"]["value"] == pytest.approx(
         t["synthetic_accuracy"]["value"] / t["real_accuracy"]["value"]
     )
-    for part in ("likelihood", "knn", "frechet", "tstr", "total"):
+    assert (saved["tstr"]["epochs"], saved["tstr"]["lr"]) == (
+        s["classifier_epochs"],
+        s["classifier_lr"],
+    )
+    parts = ("likelihood", "knn", "frechet", "precision_recall", "class_agreement", "tstr")
+    for part in (*parts, "total"):
         assert saved["seconds"][part]["units"] == "seconds"
     # the same seed gives the same numbers; another seed other ones
     again = evaluate(run, **kw)
@@ -89,6 +98,7 @@ def test_evaluate_end_to_end_on_a_tiny_conditional_run(tiny_data, tmp_path):
     table = format_table(result)
     assert "NLL bound, IWAE K=30" in table and "train synthetic, test real" in table
     assert "Frechet distance" in table and "skipped" in table
+    assert "precision / recall" in table and "class agreement" in table
 
 
 def test_evaluate_unconditional_bernoulli_and_binarize(tiny_data, tmp_path):
@@ -101,6 +111,7 @@ def test_evaluate_unconditional_bernoulli_and_binarize(tiny_data, tmp_path):
     kw = {"iw_samples": 5, "n_generated": 50, "quick": True, "progress": False}
     result = evaluate(run, binarize=True, **kw)
     assert result["tstr"] == {"not_applicable": "the model is not conditional"}
+    assert result["class_agreement"] == {"not_applicable": "the model is not conditional"}
     assert "binarised" in result["likelihood"]["data"]
     assert result["likelihood"]["nll_bound_iwae"]["units"].startswith("nats per image")
     assert "gaussian_nll_nats" not in result["likelihood"]
@@ -121,8 +132,10 @@ def test_evaluate_unconditional_bernoulli_and_binarize(tiny_data, tmp_path):
 
 # ------------------------------------------------------------ each part against a known answer
 
-# the package exports the function `evaluate`, which hides the module of the same name
-EVALUATE = importlib.import_module("vaegen.evaluate")
+# the images every part of evaluate shares are made in its context module (the package exports
+# the function `evaluate`, which hides the package of the same name)
+CONTEXT = importlib.import_module("vaegen.evaluate.context")
+SAMPLES = importlib.import_module("vaegen.evaluate.samples")
 
 
 def _tiny_run(data, out, conditional=False, loss="gaussian"):
@@ -145,7 +158,7 @@ def _hand_over_as_generated(monkeypatch, images, labels=None) -> list[int]:
         asked.append(n)
         return images, labels
 
-    monkeypatch.setattr(EVALUATE, "generate", fake)
+    monkeypatch.setattr(CONTEXT, "generate", fake)
     return asked
 
 
@@ -217,12 +230,26 @@ def test_frechet_compares_the_generated_and_the_real_images_with_the_test_set(
 
     # the test set handed over as generated is at distance 0 from itself
     _hand_over_as_generated(monkeypatch, test.images)
-    fr = evaluate(run, **kw)["frechet"]
+    result = evaluate(run, **kw)
+    fr = result["frechet"]
     # evaluate's N real training images: the first N of a permutation seeded with the seed
     real_idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:n]
     floor = by_hand(train_ds.images[real_idx])
     assert fr["train_vs_test_floor"]["value"] == pytest.approx(floor, rel=1e-6)
     assert fr["generated_vs_test"]["value"] == pytest.approx(0.0, abs=1e-6 * floor)
+    # the reconstructions: each test image decoded from its encoder mean
+    recon = by_hand(reconstruct(run, test.images))
+    assert fr["reconstructions_vs_test"]["value"] == pytest.approx(recon, rel=1e-6)
+    # and the same sets' precision and recall: the test set against itself, 1 and 1; the N real
+    # training images as computed here
+    pr = result["precision_recall"]
+    assert pr["k"] == 3 and (pr["n"], pr["n_test"]) == (n, len(test))
+    got = pr["generated"]
+    assert (got["precision"]["value"], got["recall"]["value"]) == (1.0, 1.0)
+    ref = pr["train_vs_test_reference"]
+    want = precision_recall(test_features, extract_features(clf, train_ds.images[real_idx]))
+    assert (ref["precision"]["value"], ref["recall"]["value"]) == want
+    assert 0 < want[1] < 1  # 100 training images do not cover all 64 test images: not trivial
     # other images of the same shapes are at their own distance, not 0
     other, _ = _shapes(n, size=28, seed=7)
     _hand_over_as_generated(monkeypatch, other)
@@ -230,6 +257,73 @@ def test_frechet_compares_the_generated_and_the_real_images_with_the_test_set(
     assert fr["generated_vs_test"]["value"] == pytest.approx(by_hand(other), rel=1e-6)
     assert fr["generated_vs_test"]["value"] > 0.1 * floor
     assert fr["train_vs_test_floor"]["value"] == pytest.approx(floor, rel=1e-6)
+    assert fr["samples_over_reconstructions"]["value"] == pytest.approx(by_hand(other) / recon)
+
+
+def test_a_conditional_runs_reconstructions_are_decoded_with_their_labels(tmp_path):
+    data = _shapes_dataset_28(tmp_path / "d28")
+    run = _tiny_run(data, tmp_path / "c28", conditional=True)
+    train_ds, test = load_dataset(str(data), "train"), load_dataset(str(data), "test")
+    clf = load_reference_classifier()
+    test_features = extract_features(clf, test.images)
+
+    def by_hand(labels):
+        images = reconstruct(run, test.images, labels)
+        return frechet_distance_features(extract_features(clf, images), test_features)
+
+    # the Frechet part alone, on evaluate's shared context
+    ctx = CONTEXT.Context(run, train_ds, test, 64, torch.arange(64), seed=0, progress=False)
+    fr = SAMPLES.frechet(ctx)
+    want = by_hand(test.labels)
+    assert fr["reconstructions_vs_test"]["value"] == pytest.approx(want, rel=1e-6)
+    # the label matters: decoded with the next class's, the distance is another
+    assert by_hand((test.labels + 1) % 3) != pytest.approx(want, rel=1e-3)
+
+
+def _fashion_subset(fashion_dir, folder, n_train=600, n_test=1000):
+    """The first images of the real FashionMNIST, as an IDX folder with its class names."""
+    folder.mkdir()
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        ds = load_dataset(str(fashion_dir), split)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", ds.images[:n, 0].numpy())
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", ds.labels[:n].numpy().astype(np.uint8))
+    (folder / "classes.txt").write_text("\n".join(FASHION_MNIST.classes) + "\n")
+    return folder
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_class_agreement_compares_the_classifiers_class_with_the_one_asked_for(
+    fashion_dir, tmp_path, monkeypatch
+):
+    data = _fashion_subset(fashion_dir, tmp_path / "fashion")
+    run = _tiny_run(data, tmp_path / "c", conditional=True)
+    test = load_dataset(str(data), "test")
+    clf = load_reference_classifier()
+    kw = {"iw_samples": 2, "n_generated": 100, "quick": True, "progress": False}
+    # real test images handed over as generated with their own labels agree as often as the
+    # classifier is right about them, class by class
+    _hand_over_as_generated(monkeypatch, test.images, test.labels.long())
+    ca = evaluate(run, **kw)["class_agreement"]
+    assert ca["generated"]["value"] == pytest.approx(accuracy(clf, test.images, test.labels))
+    assert ca["generated"]["value"] >= 0.9
+    assert ca["generated"]["value"] == ca["test_reference"]["value"]
+    assert list(ca["per_class"]) == list(FASHION_MNIST.classes)
+    for k, name in enumerate(FASHION_MNIST.classes):
+        mine = test.labels == k
+        want = accuracy(clf, test.images[mine], test.labels[mine])
+        assert ca["per_class"][name]["value"] == pytest.approx(want)
+    # trousers asked for as every class in turn: right only when a trouser was asked for. Each
+    # class is asked of a tenth of them, so overall 1/10 of them agree in expectation whatever the
+    # classifier makes of them: sum over c of 1/10 * P(classed as c) = 1/10
+    full = load_dataset(str(fashion_dir), "test")
+    trousers = full.images[full.labels == 1][:1000]
+    _hand_over_as_generated(monkeypatch, trousers, spread_labels(len(trousers), range(10)))
+    ca = evaluate(run, **kw)["class_agreement"]
+    assert ca["generated"]["value"] == pytest.approx(0.1, abs=0.02)
+    assert ca["per_class"]["Trouser"]["value"] >= 0.9
+    others = [v["value"] for name, v in ca["per_class"].items() if name != "Trouser"]
+    assert max(others) <= 0.05
 
 
 def test_binarize_bounds_the_likelihood_of_binarised_test_images(tiny_data, tmp_path, capsys):

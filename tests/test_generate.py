@@ -10,7 +10,7 @@ from vaegen import RunConfig, generate, load_dataset, load_run, train
 from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, TrainConfig
 from vaegen.errors import VaegenError
-from vaegen.generate import spread_labels
+from vaegen.generate import reconstruct, spread_labels
 from vaegen.losses import GAUSSIAN
 
 
@@ -124,6 +124,25 @@ def test_each_image_is_decoded_with_its_own_label(runs, kind, requested):
     assert torch.equal(images, _decode_by_hand(run, z, labels))
     # the label matters for this model, so a wrong label would show
     assert not torch.equal(images, _decode_by_hand(run, z, (labels + 1) % 3))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_reconstruct_decodes_each_images_encoder_mean_with_its_label(runs, kind):
+    run = load_run(runs[f"{kind}-cond"])
+    test = load_dataset(run.config.data.source, "test")
+    images, labels = test.images[:7], test.labels[:7].long()
+    got = reconstruct(run, images, labels, batch_size=3)  # batches of 3, 3 and 1
+    with torch.no_grad():
+        mu, _ = run.model.encode(images.float() / 255.0, labels)
+    assert torch.equal(got, _decode_by_hand(run, mu, labels))
+    # the label matters to this model's encoder and decoder, so a wrong one would show
+    assert not torch.equal(got, reconstruct(run, images, (labels + 1) % 3))
+    with pytest.raises(VaegenError, match="from it and its label"):
+        reconstruct(run, images)
+    plain = load_run(runs[f"{kind}-plain"])
+    with torch.no_grad():
+        mu, _ = plain.model.encode(images.float() / 255.0)
+    assert torch.equal(reconstruct(plain, images, labels), _decode_by_hand(plain, mu, None))
 
 
 @pytest.mark.parametrize(

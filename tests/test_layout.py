@@ -26,11 +26,13 @@ LAYERS: dict[str, int] = {
     "metrics": 8, "classifier": 8,
     "priors": 9,
     "generate": 10,
-    "plots": 11, "evaluate": 11,
-    "scorecard": 12,
-    "report.tables": 12, "report.render": 13, "report.payload": 14, "report": 15,
-    "cli": 16,
-    "__init__": 17, "__main__": 17,
+    "plots": 11, "evaluate.context": 11,
+    "evaluate.likelihood": 12, "evaluate.latent": 12, "evaluate.samples": 12,
+    "evaluate.synthetic": 12, "evaluate": 13,
+    "scorecard": 14,
+    "report.tables": 14, "report.render": 15, "report.payload": 16, "report": 17,
+    "cli": 18,
+    "__init__": 19, "__main__": 19,
 }  # fmt: skip
 # Modules that read runs and must never import the trainer.
 READERS = ("generate", "plots", "metrics", "evaluate", "scorecard", "report", "priors")

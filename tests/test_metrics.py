@@ -1,4 +1,5 @@
-"""The estimators of metrics.py (IWAE bound, Frechet distance, kNN) against closed forms."""
+"""The estimators of metrics.py (IWAE bound, Frechet distance, kNN, precision and recall, class
+agreement) against closed forms and answers worked out by hand."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from torch import nn
 from vaegen.errors import VaegenError
 from vaegen.losses import GAUSSIAN
 from vaegen.metrics import (
+    class_agreement,
     feature_stats,
     frechet_distance,
     frechet_distance_features,
+    inside_manifold,
     iwae_log_likelihood,
     knn_accuracy,
     knn_predict,
+    manifold_radii,
+    precision_recall,
 )
 
 # ------------------------------------------------------------------- linear-Gaussian model
@@ -174,3 +179,100 @@ def test_frechet_distance_of_feature_sets_to_themselves_and_to_a_shifted_copy():
     # the same covariance: only the means differ, by `shift`
     assert frechet_distance_features(a, a + shift) == pytest.approx(float(shift.pow(2).sum()))
     assert frechet_distance_features(a + shift, a) == pytest.approx(float(shift.pow(2).sum()))
+
+
+# ---------------------------------------------------------------------- precision and recall
+
+
+def _features(n, dim=16, seed=0):
+    """n ReLU'd Gaussian feature vectors, like a classifier's penultimate layer."""
+    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)).relu() * 4
+
+
+def test_precision_recall_of_a_set_with_itself_is_one_and_one():
+    real = _features(300)
+    # every point lies in its own ball (distance 0): no rounding may push it out
+    assert precision_recall(real, real.clone(), chunk=64) == (1.0, 1.0)
+
+
+def test_precision_recall_of_a_collapsed_generator_is_high_precision_and_no_recall():
+    real = _features(400)
+    g = torch.Generator().manual_seed(1)
+    # every sample a hair away from one real point: realistic, but one image over and over
+    generated = real[7] + 1e-3 * torch.rand(200, real.shape[1], generator=g)
+    precision, recall = precision_recall(real, generated, chunk=64)
+    assert precision == 1.0
+    # the samples' balls are as tiny as their spread: at most the point they sit on is covered
+    assert recall <= 1 / len(real)
+
+
+def test_precision_recall_of_a_set_far_away_is_zero_and_zero():
+    real = _features(300)
+    assert precision_recall(real, _features(200, seed=1) + 1000.0) == (0.0, 0.0)
+
+
+def _square(x, y, a=3.0, b=4.0):
+    """The corners of an a x b rectangle at (x, y): each corner's 3rd nearest other corner is the
+    opposite one, at the diagonal sqrt(a^2 + b^2) (5 for 3 x 4)."""
+    return [[x, y], [x + a, y], [x, y + b], [x + a, y + b]]
+
+
+def test_precision_recall_by_hand_in_two_dimensions():
+    # real: three 3 x 4 rectangles, every ball of radius 5 (k = 3)
+    s1, s2, s3 = _square(0, 0), _square(100, 0), _square(50.2, 0)
+    real = torch.tensor(s1 + s2 + s3)
+    # generated: a 0.3 x 0.4 rectangle in the middle of s1 (balls of radius 0.5), a 3 x 4 one
+    # 0.2 from s3, and a 3 x 4 one whose left corners are exactly 5 right of s2's right corners
+    t1, t2, t3 = _square(1.35, 1.8, 0.3, 0.4), _square(50, 0), _square(108, 0)
+    generated = torch.tensor(t1 + t2 + t3)
+    # precision: t1 lies inside s1's balls (2.25 from the nearest corner, <= 5); t2 within 0.2
+    # of s3; t3's left corners on the boundary of s2's right corners' balls (5 <= 5, inside),
+    # its right corners 8 away: 4 + 4 + 2 of 12
+    # recall: s1's corners are 2.25 from t1, whose balls are 0.5, and 47 from t2: outside; s3
+    # inside t2's balls; s2's right corners on the boundary of t3's, its left ones 8 away:
+    # 0 + 4 + 2 of 12
+    assert precision_recall(real, generated, k=3, chunk=5) == pytest.approx((10 / 12, 6 / 12))
+    torch.testing.assert_close(manifold_radii(real, 3), torch.full((12,), 25.0))
+    assert manifold_radii(generated, 3)[:4].tolist() == pytest.approx([0.25] * 4)
+    # with k = 1 every real ball shrinks to the rectangles' short side, 3: t1 is 2.25 from s1
+    # (inside), t2 0.2 from s3 (inside), t3 5 > 3 from s2 (outside)
+    assert precision_recall(real, generated, k=1)[0] == pytest.approx(8 / 12)
+
+
+def test_the_fast_screen_gives_the_answer_of_exact_distances_everywhere():
+    """The estimator screens with matrix-product distances; on points full of exact ties and
+    duplicates (an integer grid) it must agree with exact distances throughout."""
+    g = torch.Generator().manual_seed(3)
+    points = torch.randint(0, 3, (500, 4), generator=g).float()
+    queries = torch.randint(0, 4, (300, 4), generator=g).float()
+    exact = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist").square()
+    radii = exact.kthvalue(4, dim=1).values  # k = 3, a point's own distance 0 counted first
+    to_points = torch.cdist(queries, points, compute_mode="donot_use_mm_for_euclid_dist")
+    inside = (to_points.square() <= radii).any(1)
+    assert 0.2 < float(inside.double().mean()) < 0.8  # neither answer is trivial
+    assert torch.equal(manifold_radii(points, 3, chunk=37), radii)
+    assert torch.equal(inside_manifold(queries, points, radii, chunk=37), inside)
+    # far from the origin the matrix product's rounding (about 300 in squared units here) swamps
+    # the distances (at most 36): the screen must leave every decision to exact distances, which
+    # do not move with the shift (integers below 2^24 are exact in float32)
+    far_points, far_queries = points + 3000.0, queries + 3000.0
+    assert torch.equal(manifold_radii(far_points, 3, chunk=37), radii)
+    assert torch.equal(inside_manifold(far_queries, far_points, radii, chunk=37), inside)
+
+
+def test_manifold_radii_needs_more_points_than_k():
+    with pytest.raises(VaegenError, match="needs more than 3 points, got 3"):
+        manifold_radii(torch.zeros(3, 2), 3)
+
+
+# ------------------------------------------------------------------------------- agreement
+
+
+def test_class_agreement_by_hand():
+    predicted = torch.tensor([0, 1, 1, 2, 0])
+    requested = torch.tensor([0, 1, 2, 2, 2])
+    overall, per_class = class_agreement(predicted, requested, 4)
+    assert overall == pytest.approx(3 / 5)
+    assert per_class == [1.0, 1.0, pytest.approx(1 / 3), None]  # nothing asked of class 3
+    with pytest.raises(VaegenError, match="at least one image"):
+        class_agreement(predicted[:0], requested[:0], 4)

@@ -176,3 +176,32 @@ def test_cli_training_fits_the_prior_at_the_end(tiny_data, tmp_path):
     assert main(argv) == 0
     assert not (none / "prior").exists()
     assert math.isfinite(load_run(none).metrics[-1]["test_loss"])
+
+
+def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monkeypatch):
+    import importlib
+    import shutil
+
+    context = importlib.import_module("vaegen.evaluate.context")
+    out = shutil.copytree(runs["cond"], tmp_path / "cond")
+    fit_prior(load_run(out), components=2)
+    asked = []
+    real_generate = context.generate
+
+    def spy(run, n, **kw):
+        asked.append(kw["prior"])
+        return real_generate(run, n, **kw)
+
+    monkeypatch.setattr(context, "generate", spy)
+    kw = {"quick": True, "iw_samples": 5, "n_generated": 60, "progress": False}
+    for flag, used in (("fitted", "gmm"), ("standard", "standard")):
+        argv = ["-q", "evaluate", str(out), "--quick", "--iw-samples", "5", "--n-generated", "60",
+                "--prior", flag]  # fmt: skip
+        assert main(argv) == 0
+        saved = json.loads((out / "eval.json").read_text())["settings"]["prior"]
+        assert saved == {"requested": flag, "used": used}
+    assert asked == ["fitted", "standard"]
+    from vaegen import evaluate
+
+    shutil.rmtree(out / "prior")  # a run without a fitted prior: N(0, I), and it says so
+    assert evaluate(load_run(out), **kw)["settings"]["prior"]["used"] == "standard"

@@ -155,8 +155,9 @@ def _parser() -> argparse.ArgumentParser:
         help="importance samples per test image for the NLL bound (default 1000)",
     )  # fmt: skip
     ev.add_argument(
-        "--n-generated", type=int, default=10000, metavar="N",
-        help="images generated for the Frechet distance and TSTR (default 10000)",
+        "--n-generated", type=int, default=60000, metavar="N",
+        help="images generated for the Frechet distance, precision and recall, class agreement "
+        "and TSTR, and real training images to compare (default 60000, the training set's size)",
     )  # fmt: skip
     ev.add_argument(
         "--binarize", action="store_true",
@@ -165,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--quick", action="store_true", help="smaller K, N and classifier epochs")
     ev.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ev.add_argument("--device", default="cpu", help="device (default cpu)")
+    _prior_flag(ev)
 
     pl = sub.add_parser("plot", help="draw a run's figures into RUN/figures/")
     pl.add_argument("run", type=Path)
@@ -272,6 +274,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         quick=args.quick,
         seed=args.seed,
         progress=not args.quiet,
+        prior=args.prior,
     )
     print(format_table(result))
     return 0

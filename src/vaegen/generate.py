@@ -4,6 +4,7 @@ The prior is the run's fitted one when it has one (vaegen.priors), else N(0, I).
 
 generate(run, n, labels, seed) -> (images, labels) is the whole API; `write` stores them as .npz,
 as a folder of IDX .gz files (readable as a dataset by vaegen and other MNIST readers), or as PNGs.
+reconstruct(run, images, labels) decodes real images' latent means the same way, for comparison.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_bytes
-from .data import safe_name
+from .data import safe_name, to_float
 from .errors import VaegenError
 from .idx import idx_bytes
 from .priors import load_prior
@@ -91,10 +92,34 @@ def generate(
     parts = []
     for i in range(0, n, batch_size):
         yb = None if y is None else y[i : i + batch_size].to(run.device)
-        out = run.model.decode(z[i : i + batch_size].to(run.device), yb)
-        pixels = run.likelihood.mean(out)
-        parts.append((pixels * 255.0).round_().to(torch.uint8).cpu())
+        parts.append(_decode_uint8(run, z[i : i + batch_size].to(run.device), yb))
     return torch.cat(parts), y
+
+
+def _decode_uint8(run: Run, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """The likelihood's mean at z (N x latent_dim), as uint8 pixels N x C x H x W on the CPU."""
+    pixels = run.likelihood.mean(run.model.decode(z, y))
+    return (pixels * 255.0).round_().to(torch.uint8).cpu()
+
+
+@torch.no_grad()
+def reconstruct(
+    run: Run, images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 4096
+) -> torch.Tensor:
+    """Each image decoded from its encoder mean: no sampling anywhere, so what is lost is what the
+    decoder (and the encoder's mean) cannot represent. images: uint8 N x C x H x W; labels: N
+    (needed by a conditional model, ignored otherwise). Returns uint8 N x C x H x W on the CPU,
+    quantised as generated images are."""
+    conditional = run.config.model.conditional
+    if conditional and labels is None:
+        raise VaegenError("a conditional model reconstructs an image from it and its label")
+    run.model.eval()
+    parts = []
+    for i in range(0, len(images), batch_size):
+        yb = labels[i : i + batch_size].to(run.device) if conditional else None  # type: ignore[index]
+        mu = run.model.encode(to_float(images[i : i + batch_size], run.device), yb)[0]
+        parts.append(_decode_uint8(run, mu, yb))
+    return torch.cat(parts)
 
 
 # ------------------------------------------------------------------------------- writing

@@ -3,6 +3,9 @@
 iwae_log_likelihood                   the importance-weighted bound on log p(x) (Burda et al. 2016)
 latent_means / knn_accuracy           the latent space as features for k-nearest neighbours
 frechet_distance                      between Gaussians fitted to two feature sets (as in FID)
+precision_recall                      of a generated set against a real one, by k-NN manifolds
+                                      (Kynkaenniemi et al. 2019)
+class_agreement                       how often a classifier's class is the class asked for
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from .errors import VaegenError
 from .losses import Likelihood
 
 KNN_K = 5
+PR_K = 3  # the neighbourhood size of Kynkaenniemi et al. 2019
 
 
 # --------------------------------------------------------------------------------- likelihood
@@ -194,3 +198,129 @@ def frechet_distance(
 def frechet_distance_features(a: torch.Tensor, b: torch.Tensor) -> float:
     """Frechet distance between the Gaussians fitted to two feature sets N1 x F and N2 x F."""
     return frechet_distance(*feature_stats(a), *feature_stats(b))
+
+
+# --------------------------------------------------------------------- precision and recall
+
+
+def _exact_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared distances of a: ... x P x F to b: ... x Q x F by the direct formula (no
+    cancellation: a point's distance to itself is exactly 0, and the same pair always gets the
+    same number), as knn_predict measures them."""
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").square_()
+
+
+def _fast_sq(
+    a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor, b_norm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distances c x M through a matrix product (several times faster than the direct
+    formula), and a bound c x M on how far each can be from _exact_sq's.
+
+    Both are sums of d products, each within gamma_d = d * eps (relative) of exact whatever the
+    summation order; with the three roundings that join them, each result lies within
+    (2 gamma_d + 3 eps) (|a| + |b|)^2 of the other. The bound is doubled to cover the rounding of
+    the norms themselves.
+    """
+    a_sq = a.pow(2).sum(1)
+    d2 = torch.addmm(a_sq[:, None] + b_sq[None, :], a, b.T, alpha=-2.0)
+    eps = torch.finfo(a.dtype).eps / 2
+    gamma = 2 * (2 * a.shape[1] * eps + 3 * eps)
+    err = (a_sq.sqrt()[:, None] + b_norm[None, :]).square_().mul_(gamma)
+    return d2, err
+
+
+def manifold_radii(points: torch.Tensor, k: int = PR_K, chunk: int = 512) -> torch.Tensor:
+    """Squared distance of each point to its k-th nearest other point (the radius of its ball in
+    the k-NN manifold estimate). points: M x F (M > k) -> M values, squared feature units.
+
+    A point's own distance (0) is counted as its first neighbour, as in the paper's code, so a
+    duplicate point counts as a neighbour at distance 0. The candidates come from fast distances;
+    their exact distances decide, and a row whose bound leaves doubt is measured exactly in full,
+    so the result is that of exact distances throughout. At most `chunk` x M distances at once.
+    """
+    m_all = len(points)
+    if m_all <= k:
+        raise VaegenError(f"a k-NN manifold with k = {k} needs more than {k} points, got {m_all}")
+    sq = points.pow(2).sum(1)
+    norm = sq.sqrt()
+    m = min(m_all, k + 1 + 8)  # a few spare candidates, so that rounding rarely leaves doubt
+    out = torch.empty(m_all, dtype=points.dtype)
+    for i in range(0, m_all, chunk):
+        a = points[i : i + chunk]
+        d2, err = _fast_sq(a, points, sq, norm)
+        cand_d2, cand = d2.topk(m, dim=1, largest=False, sorted=True)
+        exact = _exact_sq(a[:, None, :], points[cand]).squeeze(1)  # c x m
+        kth = exact.kthvalue(k + 1, dim=1).values
+        if m < m_all:
+            # every point left out is at least this far: if that is beyond kth, kth is exact
+            floor = cand_d2[:, -1] - err.max(1).values
+            doubt = (floor < kth).nonzero().squeeze(1)
+            if len(doubt):
+                full = _exact_sq(a[doubt], points)
+                kth[doubt] = full.kthvalue(k + 1, dim=1).values
+        out[i : i + len(a)] = kth
+    return out
+
+
+def inside_manifold(
+    queries: torch.Tensor, points: torch.Tensor, radii: torch.Tensor, chunk: int = 512
+) -> torch.Tensor:
+    """Whether each query lies in the union of balls around `points`: some point j with
+    |query - point_j|^2 <= radii[j] (squared, as manifold_radii gives them; the boundary is inside).
+    queries: N x F, points: M x F, radii: M -> N bools.
+
+    Fast distances decide every pair their error bound leaves no doubt about; the rest are
+    measured exactly, so the answer is that of exact distances. At most `chunk` x M at once.
+    """
+    sq = points.pow(2).sum(1)
+    norm = sq.sqrt()
+    out = torch.empty(len(queries), dtype=torch.bool)
+    for i in range(0, len(queries), chunk):
+        a = queries[i : i + chunk]
+        d2, err = _fast_sq(a, points, sq, norm)
+        inside = (d2 + err <= radii).any(1)
+        # pairs too close to the boundary to tell, in rows not yet known to be inside
+        unsure = ((d2 - err <= radii) & ~inside[:, None]).nonzero()
+        for j in range(0, len(unsure), 1 << 16):  # bounded memory: 65,536 pairs at a time
+            rows, cols = unsure[j : j + (1 << 16)].unbind(1)
+            pair = _exact_sq(a[rows][:, None, :], points[cols][:, None, :]).flatten()
+            inside[rows[pair <= radii[cols]]] = True
+        out[i : i + len(a)] = inside
+    return out
+
+
+def precision_recall(
+    real: torch.Tensor, generated: torch.Tensor, k: int = PR_K, chunk: int = 512
+) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaenniemi, Karras, Laine, Lehtinen & Aila 2019).
+
+    real: N x F and generated: M x F features. Each set's manifold is the union of balls around
+    its points, each ball's radius the distance to the point's k-th nearest neighbour in its own
+    set. Precision: fraction of generated points inside the real manifold (are samples
+    realistic?). Recall: fraction of real points inside the generated manifold (is the data's
+    variety covered?). Both in [0, 1]; identical sets give 1 and 1. Work: four passes of
+    `chunk` rows against a whole set; memory: a few chunk x max(N, M) float32 arrays (about
+    0.5 GB for chunk 512 and 60,000 points).
+    """
+    real, generated = real.float(), generated.float()
+    inside_real = inside_manifold(generated, real, manifold_radii(real, k, chunk), chunk)
+    inside_gen = inside_manifold(real, generated, manifold_radii(generated, k, chunk), chunk)
+    return float(inside_real.double().mean()), float(inside_gen.double().mean())
+
+
+# ----------------------------------------------------------------------------- agreement
+
+
+def class_agreement(
+    predicted: torch.Tensor, requested: torch.Tensor, num_classes: int
+) -> tuple[float, list[float | None]]:
+    """Fraction of images whose predicted class is the requested one: overall, and per requested
+    class (None for a class nothing was requested of). predicted, requested: N int labels."""
+    if len(requested) == 0:
+        raise VaegenError("class agreement needs at least one image")
+    requested = requested.cpu().to(torch.int64)
+    hit = predicted.cpu().to(torch.int64) == requested
+    asked = requested.bincount(minlength=num_classes)
+    agreed = requested[hit].bincount(minlength=num_classes)
+    per_class = [float(a) / int(n) if n else None for a, n in zip(agreed, asked, strict=True)]
+    return float(hit.double().mean()), per_class

@@ -12,9 +12,26 @@ from typing import Any
 from .losses import likelihood
 from .metrics import KNN_K
 
+# eval.json's timed parts, as the time line names them
+_PARTS = {
+    "likelihood": "likelihood",
+    "knn": "kNN",
+    "frechet": "Frechet",
+    "precision_recall": "precision/recall",
+    "class_agreement": "agreement",
+    "tstr": "TSTR",
+}
+
 
 def _value(d: dict[str, Any], key: str) -> float:
     return d[key]["value"]
+
+
+def _lowest(per_class: dict[str, Any]) -> tuple[str, float]:
+    """The class with the lowest agreement among those asked for, and its agreement."""
+    asked = {name: v["value"] for name, v in per_class.items() if v["value"] is not None}
+    name = min(asked, key=asked.__getitem__)
+    return name, asked[name]
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -58,6 +75,34 @@ def format_table(result: dict[str, Any]) -> str:
             f"{_value(fr, 'generated_vs_test'):.2f} generated vs test; "
             f"floor {_value(fr, 'train_vs_test_floor'):.2f} (real train vs test)",
         )
+        if "reconstructions_vs_test" in fr:  # eval.json of vaegen 0.1 has no reconstructions
+            add(
+                "  reconstructions vs test",
+                f"{_value(fr, 'reconstructions_vs_test'):.2f} (samples / reconstructions "
+                f"{_value(fr, 'samples_over_reconstructions') or math.nan:.2f}: what the prior "
+                "adds to the decoder's blur)",
+            )
+    pr = result.get("precision_recall")
+    if pr is not None and "skipped" in pr:
+        add("precision / recall", f"skipped: {pr['skipped']}")
+    elif pr is not None:
+        g, ref = pr["generated"], pr["train_vs_test_reference"]
+        add(
+            f"precision / recall, k={pr['k']}",
+            f"{_value(g, 'precision'):.3f} / {_value(g, 'recall'):.3f} generated vs test; "
+            f"reference {_value(ref, 'precision'):.3f} / {_value(ref, 'recall'):.3f} "
+            "(real train vs test)",
+        )
+    ca = result.get("class_agreement")
+    if ca is not None and "not_applicable" in ca:
+        add("class agreement", f"not applicable: {ca['not_applicable']}")
+    elif ca is not None:
+        name, lowest = _lowest(ca["per_class"])
+        add(
+            "class agreement",
+            f"{_value(ca, 'generated'):.2%} classed as asked (lowest: {name} {lowest:.0%}); "
+            f"real test images {_value(ca, 'test_reference'):.2%}",
+        )
     t = result["tstr"]
     if "not_applicable" in t:
         add("train synthetic, test real", f"not applicable: {t['not_applicable']}")
@@ -68,12 +113,10 @@ def format_table(result: dict[str, Any]) -> str:
             f"(ratio {_value(t, 'ratio') or math.nan:.3f}; published CVAE 81.0% vs 86.6%, 0.935)",
         )
     sec = result["seconds"]
-    add(
-        "time",
-        f"{_value(sec, 'total'):.0f} s (likelihood {_value(sec, 'likelihood'):.0f}, "
-        f"kNN {_value(sec, 'knn'):.0f}, Frechet {_value(sec, 'frechet'):.0f}, "
-        f"TSTR {_value(sec, 'tstr'):.0f})",
+    parts = ", ".join(
+        f"{label} {_value(sec, key):.0f}" for key, label in _PARTS.items() if key in sec
     )
+    add("time", f"{_value(sec, 'total'):.0f} s ({parts})")
     width = max(len(name) for name, _ in rows)
     head = f"{result['run']}: {kind} {loss}-loss VAE, seed {s['seed']}" + (
         ", quick" if s["quick"] else ""

@@ -1,0 +1,93 @@
+"""What every part of `vaegen evaluate` reads: the run, its data, N, the seed, and the images and
+reference-classifier features that several parts share, each made once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..classifier import REFERENCE_SHAPE, Classifier, extract_features, load_reference_classifier
+from ..data import ImageDataset
+from ..generate import generate, reconstruct
+from ..losses import Likelihood
+from ..run import Run
+
+NATS = "nats per image"
+FRACTION = "fraction of test images"
+SECONDS = "seconds"
+
+
+def q(value: float | None, units: str) -> dict[str, Any]:
+    """A number with its units, as every number in eval.json is written."""
+    return {"value": value, "units": units}
+
+
+def loss_units(lk: Likelihood) -> str:
+    """The units of a run's loss values per image, as metrics.jsonl and training print them."""
+    if lk.nats_offset:
+        return f"{lk.unit} per image (nats minus {lk.nats_offset_formula})"
+    return f"{lk.unit} per image"
+
+
+@dataclass
+class Context:
+    """The run, its data, N and its real images, the seed; shared images and features."""
+
+    run: Run
+    train: ImageDataset
+    test: ImageDataset
+    n: int  # generated images, and real training images to compare them with
+    real_idx: torch.Tensor  # n indices into the training set
+    seed: int
+    progress: bool
+    prior: str  # "fitted" or "standard" (vaegen.priors)
+    _generated: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    _classifier: Classifier | None = None
+    _features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def generated(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """N generated images (and labels for a conditional model), made once, seeded."""
+        if self._generated is None:
+            self._generated = generate(self.run, self.n, seed=self.seed + 4, prior=self.prior)
+        return self._generated
+
+    def reference_skip(self) -> str | None:
+        """Why the reference classifier cannot read this run's images, or None when it can."""
+        shape = tuple(self.run.image_shape)
+        if shape == REFERENCE_SHAPE:
+            return None
+        return (
+            f"the reference classifier reads {REFERENCE_SHAPE} FashionMNIST images and this "
+            f"run's images are {shape}; a feature network trained on the fly would make the "
+            "numbers incomparable between runs"
+        )
+
+    def classifier(self) -> Classifier:
+        """The shipped reference classifier, loaded once."""
+        if self._classifier is None:
+            self._classifier = load_reference_classifier(self.run.device)
+        return self._classifier
+
+    def features(self, name: str) -> torch.Tensor:
+        """The reference classifier's features (float32 count x 128, CPU) of one image set, made
+        once: "test", "generated" (N), "train" (the N real training images) or "reconstructions"
+        (of the test set)."""
+        if name not in self._features:
+            images = {
+                "test": lambda: self.test.images,
+                "generated": lambda: self.generated()[0],
+                "train": lambda: self.train.images[self.real_idx],
+                "reconstructions": self.reconstructions,
+            }[name]()
+            self._features[name] = extract_features(
+                self.classifier(), images, progress=self.progress
+            )
+        return self._features[name]
+
+    def reconstructions(self) -> torch.Tensor:
+        """The test images decoded from their encoder means (with their labels for a conditional
+        model), uint8 like generated images."""
+        conditional = self.run.config.model.conditional
+        return reconstruct(self.run, self.test.images, self.test.labels if conditional else None)

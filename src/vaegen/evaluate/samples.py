@@ -1,0 +1,108 @@
+"""Do samples look like the data? Distances and manifolds in the reference classifier's features.
+
+frechet: the Frechet distance of N generated images to the test set, beside that of N real
+training images (the floor a perfect generator would reach) and that of the test set's own
+reconstructions (what the decoder alone costs).
+precision_recall: how many samples are realistic and how much of the data they cover
+(Kynkaenniemi et al. 2019), beside the same two numbers for N real training images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..classifier import reference_info
+from ..metrics import PR_K, frechet_distance_features, precision_recall
+from .context import Context, q
+
+
+def _feature_network() -> dict[str, Any]:
+    return {
+        "name": "vaegen reference FashionMNIST classifier, penultimate layer",
+        "test_accuracy": reference_info().get("test_accuracy"),
+    }
+
+
+def _foreign_data_note(ctx: Context) -> list[str]:
+    source = ctx.run.config.data.source
+    if source == "fashion-mnist":
+        return []
+    return [
+        f"the data is {source!r}, not FashionMNIST: the features are those of a FashionMNIST "
+        "classifier, so the numbers are only a rough guide"
+    ]
+
+
+def frechet(ctx: Context) -> dict[str, Any]:
+    """Frechet distances to the test set of the generated images, of N real training images and
+    of the test set's reconstructions, in squared feature units."""
+    skip = ctx.reference_skip()
+    if skip is not None:
+        return {"skipped": skip}
+    test = ctx.features("test")
+    fu = f"squared units of the reference classifier's {test.shape[1]}-d features"
+    samples = frechet_distance_features(ctx.features("generated"), test)
+    recon = frechet_distance_features(ctx.features("reconstructions"), test)
+    cond = " with its label" if ctx.run.config.model.conditional else ""
+    return {
+        "generated_vs_test": q(samples, fu),
+        "train_vs_test_floor": q(frechet_distance_features(ctx.features("train"), test), fu),
+        "reconstructions_vs_test": q(recon, fu),
+        "samples_over_reconstructions": q(
+            samples / recon if recon else None, "generated_vs_test / reconstructions_vs_test"
+        ),
+        "n": ctx.n,
+        "n_test": len(ctx.test),
+        "feature_network": _feature_network(),
+        "notes": [
+            f"N = {ctx.n} generated (seed {ctx.seed + 4}) and N random real training images, "
+            "each against all test images; the distance depends on N, so compare numbers of "
+            "equal N",
+            f"reconstructions: each test image decoded from its encoder mean{cond}, the "
+            "likelihood's mean quantised to uint8 as generated images are; no sampling, so "
+            "their distance is what the decoder's blur alone costs",
+            "samples_over_reconstructions: how much farther the prior's samples are than the "
+            "decoder's best renderings of real images. Near 1, the decoder limits the samples "
+            "and a sharper decoder is what would help; well above 1, the prior adds its own "
+            "error (samples from regions of the latent space the encoder does not use)",
+            *_foreign_data_note(ctx),
+        ],
+    }
+
+
+def precision_and_recall(ctx: Context) -> dict[str, Any]:
+    """Improved precision and recall of the generated images, and of N real training images, both
+    against the test set, in the reference classifier's features."""
+    skip = ctx.reference_skip()
+    if skip is not None:
+        return {"skipped": skip}
+    test = ctx.features("test")
+    out: dict[str, Any] = {}
+    for key, name, what in (
+        ("generated", "generated", "generated images"),
+        ("train_vs_test_reference", "train", "real training images"),
+    ):
+        precision, recall = precision_recall(test, ctx.features(name), k=PR_K)
+        out[key] = {
+            "precision": q(precision, f"fraction of the {what} inside the test images' manifold"),
+            "recall": q(recall, f"fraction of test images inside the {what}' manifold"),
+        }
+    return {
+        **out,
+        "k": PR_K,
+        "n": ctx.n,
+        "n_test": len(ctx.test),
+        "feature_network": _feature_network(),
+        "notes": [
+            "Kynkaenniemi et al. 2019: a set's manifold is the union of balls around its "
+            f"feature vectors, each of radius the distance to its k-th nearest neighbour in the "
+            f"set (k = {PR_K}). Precision: generated images inside the test set's manifold (realism). "
+            "Recall: test images inside the generated images' manifold (coverage of the data's "
+            "variety); a generator that repeats a few good images has high precision and low "
+            "recall",
+            "train_vs_test_reference: the same with N real training images in place of the "
+            "generated ones, what a perfect generator would reach; both depend on N and on the "
+            "test set's size, so compare numbers of equal N",
+            *_foreign_data_note(ctx),
+        ],
+    }
