@@ -42,7 +42,7 @@ class Context:
     real_idx: torch.Tensor  # n indices into the training set
     seed: int
     progress: bool
-    prior: str  # "fitted" or "standard" (vaegen.priors)
+    prior: str = "fitted"  # or "standard" (vaegen.priors)
     _generated: tuple[torch.Tensor, torch.Tensor | None] | None = None
     _classifier: Classifier | None = None
     _features: dict[str, torch.Tensor] = field(default_factory=dict)
