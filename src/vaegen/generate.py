@@ -277,7 +277,7 @@ def _png_folders(out: Path, classes: Sequence[str] | None) -> list[Path]:
 
 
 def _png_index(name: str) -> int | None:
-    """k for a file name that _png_name(k) gives, else None."""
+    """k for a file named f"{k:05d}.png", as _write_png names them; None for any other name."""
     stem = name.removesuffix(".png")
     return int(stem) if stem.isdigit() and f"{int(stem):05d}.png" == name else None
 
@@ -335,7 +335,8 @@ def _write_idx(
     classes: Sequence[str] | None,
 ) -> int:  # fmt: skip
     """Each .gz is written header first through a gzip stream. All files stay temporaries until
-    all are complete, so a folder never pairs new images with old labels."""
+    all are complete and are then renamed together, so that an error or an interrupt while
+    writing never pairs new images with old labels."""
     n = shape[0]
     images_path, labels_path = _idx_names(out, split, len(shape))
     with ExitStack() as stack:  # on an error every file is deleted, none renamed

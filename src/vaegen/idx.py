@@ -113,8 +113,8 @@ def idx_bytes(array: np.ndarray) -> bytes:
 class IdxGzipWriter:
     """An IDX .gz file written piece by piece into the binary file `f`: the header for the whole
     `shape` at once, then the items in C order in as many `write`s as wanted, then `close`. The
-    bytes are those of gzip.compress(idx_bytes(array), mtime=0) (zlib's gzip header: mtime 0, no
-    file name; level 9), whatever the pieces."""
+    bytes are zlib.compress(idx_bytes(array), 9, wbits=31) whatever the pieces: what
+    gzip.compress(..., mtime=0) and so `write_idx` give (zlib's header: mtime 0, no file name)."""
 
     def __init__(self, f: BinaryIO, dtype: np.dtype | type, shape: tuple[int, ...]) -> None:
         self._f, self._dtype = f, idx_dtype(dtype)
