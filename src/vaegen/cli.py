@@ -240,24 +240,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate, output_format, write
+    from .generate import generate_to, output_format
     from .run import load_run
 
     output_format(args.out, args.format)  # a bad --out fails before any work
     run = load_run(args.run, device=args.device)
-    images, labels = generate(
-        run, args.n, args.label, args.seed, args.temperature, prior=args.prior
-    )
-    files = write(images, labels, run.classes, args.out, args.format, args.split, args.overwrite)
+    written = generate_to(
+        run, args.n, args.out, args.label, args.seed, args.temperature, args.prior,
+        args.format, args.split, args.overwrite, progress=not args.quiet,
+    )  # fmt: skip
     counts = ""
-    if labels is not None:
-        per_class = labels.bincount(minlength=len(run.classes)).tolist()
-        counts = (
-            " (" + ", ".join(f"{run.classes[k]}: {c}" for k, c in enumerate(per_class) if c) + ")"
-        )
-    print(
-        f"wrote {len(images)} images{counts} to {args.out} ({len(files)} file{'s' if len(files) != 1 else ''})"
-    )
+    if written.counts is not None:
+        per_class = [f"{run.classes[k]}: {c}" for k, c in enumerate(written.counts) if c]
+        counts = " (" + ", ".join(per_class) + ")"
+    files = f"{written.files} file{'s' if written.files != 1 else ''}"
+    print(f"wrote {written.n} images{counts} to {args.out} ({files})")
     return 0
 
 

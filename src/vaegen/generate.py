@@ -2,28 +2,43 @@
 
 The prior is the run's fitted one when it has one (vaegen.priors), else N(0, I).
 
-generate(run, n, labels, seed) -> (images, labels) is the whole API; `write` stores them as .npz,
-as a folder of IDX .gz files (readable as a dataset by vaegen and other MNIST readers), or as PNGs.
+generate(run, n, labels, seed) -> (images, labels) returns them in memory; `generate_to` streams
+them into a file or folder block by block, in memory that does not grow with n: an .npz, a folder
+of IDX .gz files (readable as a dataset by vaegen and other MNIST readers), or PNGs.
 reconstruct(run, images, labels) decodes real images' latent means the same way, for comparison.
+
+The latent codes are drawn in blocks of BLOCK images, block b from its own CPU generator
+(`block_generator`), so that a seed means the same images whatever the decoding chunk size, in
+memory or streamed. Block 0 is a generator seeded with the seed itself: up to BLOCK images are
+what one such generator draws.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
+import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from ._io import atomic_write_bytes
+from ._io import NpyWriter, atomic_open, atomic_write_bytes, npz_member, show_progress
 from .data import safe_name, to_float
 from .errors import VaegenError
-from .idx import idx_bytes
-from .priors import load_prior
+from .idx import IdxGzipWriter
+from .priors import Prior, load_prior
 from .run import Run
+
+BLOCK = 65_536  # images per latent block; changing it changes what a seed draws beyond block 0
+LABEL_CHUNK = BLOCK  # labels computed and written at a time
+
+Chunk = tuple[torch.Tensor, torch.Tensor | None]  # uint8 m x C x H x W images, int64 m labels
+LabelRange = Callable[[int, int], torch.Tensor | None]  # (start, stop) -> labels[start:stop]
 
 
 def resolve_labels(run: Run, labels: Sequence[int | str]) -> list[int]:
@@ -44,16 +59,91 @@ def resolve_labels(run: Run, labels: Sequence[int | str]) -> list[int]:
     return out
 
 
+def labels_between(n: int, classes: Sequence[int], start: int, stop: int) -> torch.Tensor:
+    """spread_labels(n, classes)[start:stop] (int64, stop - start), without building all n."""
+    k = len(classes)
+    # ends[i]: where class i's run ends; its count is n // k, plus 1 for the first n % k classes
+    ends = torch.tensor([(i + 1) * (n // k) + min(i + 1, n % k) for i in range(k)])
+    which = torch.searchsorted(ends, torch.arange(start, stop), right=True)
+    return torch.tensor(list(classes), dtype=torch.int64)[which]
+
+
 def spread_labels(n: int, classes: Sequence[int]) -> torch.Tensor:
     """n labels spread as evenly as possible over `classes`, in class order (counts differ by <= 1)."""
-    k = len(classes)
-    counts = [n // k + (1 if i < n % k else 0) for i in range(k)]
-    return torch.cat(
-        [torch.full((c,), cls, dtype=torch.int64) for cls, c in zip(classes, counts, strict=True)]
-    )
+    return labels_between(n, classes, 0, n)
+
+
+def block_generator(seed: int, index: int) -> torch.Generator:
+    """The CPU generator (the same bytes on every device) of latent block `index`: seeded with
+    `seed` itself for block 0, and for block b > 0 with a 64-bit seed that numpy's SeedSequence
+    derives from (seed, b), so that blocks are independent streams."""
+    if index == 0:
+        return torch.Generator().manual_seed(seed)
+    derived = np.random.SeedSequence([seed % 2**64, index]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(derived))
+
+
+@dataclass(frozen=True)
+class Request:
+    """A checked request for n images: `chosen` is the class indices they are spread over
+    (conditional runs) or None; `prior` draws their latent codes."""
+
+    run: Run
+    n: int
+    chosen: list[int] | None
+    seed: int
+    temperature: float
+    prior: Prior
+
+    def labels(self, start: int, stop: int) -> torch.Tensor | None:
+        """Labels of images start..stop-1 (int64), or None for an unconditional run."""
+        return None if self.chosen is None else labels_between(self.n, self.chosen, start, stop)
+
+
+def request(
+    run: Run,
+    n: int,
+    labels: Sequence[int | str] | None = None,
+    seed: int = 0,
+    temperature: float = 1.0,
+    prior: str = "fitted",
+) -> Request:
+    """Check a request (see `generate`) and load its prior; errors name what to change."""
+    if n <= 0:
+        raise VaegenError(f"n = {n} is not valid: ask for at least one image")
+    if temperature <= 0:
+        raise VaegenError(f"temperature = {temperature} is not valid: use a number > 0")
+    conditional = run.config.model.conditional
+    if labels and not conditional:
+        raise VaegenError(
+            "this model is not conditional, so it cannot draw chosen classes; "
+            "train one with --conditional, or leave out --label"
+        )
+    chosen = None
+    if conditional:
+        chosen = resolve_labels(run, labels) if labels else list(range(len(run.classes)))
+    return Request(run, n, chosen, seed, temperature, load_prior(run, prior))
 
 
 @torch.no_grad()
+def decoded_chunks(req: Request, batch_size: int = 4096, block: int = BLOCK) -> Iterator[Chunk]:
+    """The requested images in order, as (uint8 m x C x H x W on the CPU, int64 m labels or None)
+    with m <= batch_size. Codes are drawn `block` images at a time (block b from
+    block_generator(seed, b)), so batch_size never changes the images; block does."""
+    if batch_size < 1 or block < 1:
+        raise ValueError(f"batch_size and block must be >= 1, got {batch_size} and {block}")
+    run = req.run
+    run.model.eval()
+    for b, start in enumerate(range(0, req.n, block)):
+        stop = min(start + block, req.n)
+        y = req.labels(start, stop)
+        z = req.prior.sample(y, stop - start, block_generator(req.seed, b), req.temperature)
+        for i in range(0, stop - start, batch_size):
+            yb = None if y is None else y[i : i + batch_size]
+            zb = z[i : i + batch_size].to(run.device)
+            yield _decode_uint8(run, zb, None if yb is None else yb.to(run.device)), yb
+
+
 def generate(
     run: Run,
     n: int,
@@ -69,31 +159,12 @@ def generate(
 
     labels: classes to draw (names or indices), spread evenly over n; None means every class for a
     conditional model and the unconditional prior otherwise.
-    Returns (images: uint8 n x C x H x W on the CPU, labels: int64 n or None). The same seed gives
-    the same bytes.
+    Returns (images: uint8 n x C x H x W on the CPU, labels: int64 n or None), all in memory
+    (`generate_to` streams them to disk instead). The same seed gives the same bytes.
     """
-    if n <= 0:
-        raise VaegenError(f"n = {n} is not valid: ask for at least one image")
-    if temperature <= 0:
-        raise VaegenError(f"temperature = {temperature} is not valid: use a number > 0")
-    conditional = run.config.model.conditional
-    if labels and not conditional:
-        raise VaegenError(
-            "this model is not conditional, so it cannot draw chosen classes; "
-            "train one with --conditional, or leave out --label"
-        )
-    y = None
-    if conditional:
-        chosen = resolve_labels(run, labels) if labels else list(range(len(run.classes)))
-        y = spread_labels(n, chosen)
-    run.model.eval()
-    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same bytes on every device
-    z = load_prior(run, prior).sample(y, n, gen, temperature)
-    parts = []
-    for i in range(0, n, batch_size):
-        yb = None if y is None else y[i : i + batch_size].to(run.device)
-        parts.append(_decode_uint8(run, z[i : i + batch_size].to(run.device), yb))
-    return torch.cat(parts), y
+    req = request(run, n, labels, seed, temperature, prior)
+    images = torch.cat([x for x, _ in decoded_chunks(req, batch_size)])
+    return images, req.labels(0, n)
 
 
 def _decode_uint8(run: Run, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -143,79 +214,185 @@ def output_format(out: Path, fmt: str | None) -> str:
     return fmt or "idx"
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An .npz archive with fixed timestamps, so that the same arrays give the same bytes
-    (np.savez stamps the current time into the zip)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, arr in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
-            zf.writestr(info, member.getvalue())
-    return buf.getvalue()
+@dataclass(frozen=True)
+class Written:
+    """What `generate_to` wrote: n images, `files` files, counts[k] images of class k (None for
+    an unconditional run)."""
+
+    n: int
+    files: int
+    counts: list[int] | None
 
 
-def write(
-    images: torch.Tensor,
-    labels: torch.Tensor | None,
-    classes: Sequence[str],
+def generate_to(
+    run: Run,
+    n: int,
     out: str | Path,
+    labels: Sequence[int | str] | None = None,
+    seed: int = 0,
+    temperature: float = 1.0,
+    prior: str = "fitted",
     fmt: str | None = None,
     split: str = "train",
     overwrite: bool = False,
-) -> list[Path]:
-    """Store generated images: .npz (x: uint8 N x H x W, or N x C x H x W for C > 1; y: int64;
-    classes), a folder of MNIST-style IDX .gz files (train- or t10k- prefix by `split`, plus
-    classes.txt), or a folder of PNGs with one sub-folder per class. Returns the files written.
-    Existing files are refused unless overwrite=True; every file is written atomically."""
+    *,
+    batch_size: int = 4096,
+    block: int = BLOCK,
+    progress: bool = False,
+) -> Written:
+    """Generate as `generate` does and store the images as they are decoded, batch_size at a time:
+    .npz (x: uint8 N x H x W, or N x C x H x W for C > 1; y: int64 N; classes), a folder of
+    MNIST-style IDX .gz files (train- or t10k- prefix by `split`, plus classes.txt), or a folder
+    of PNGs with one sub-folder per class. Memory does not grow with n.
+
+    Existing files are refused, before any work, unless overwrite=True. Every file is written to
+    a temporary name and renamed when complete; the .npz and IDX files are renamed only once all
+    of them are, so an error or an interrupt leaves the previous files, if any, as they were.
+    block: images per latent block (see the module's doc; the default is what a seed means)."""
     out = Path(out)
     fmt = output_format(out, fmt)
-    x = images.numpy()
-    if x.shape[1] == 1:
-        x = x[:, 0]
-    y = None if labels is None else labels.numpy().astype(np.int64)
-
-    files: dict[Path, bytes] = {}
-    if fmt == "npz":
-        arrays = {"x": x}
-        if y is not None:
-            arrays |= {"y": y, "classes": np.array(list(classes), dtype=np.str_)}
-        files[out] = _npz_bytes(arrays)
-    elif fmt == "idx":
-        prefix = {"train": "train", "test": "t10k"}[split]
-        ndim = x.ndim
-        files[out / f"{prefix}-images-idx{ndim}-ubyte.gz"] = gzip.compress(idx_bytes(x), mtime=0)
-        if y is not None:
-            labels_u8 = y.astype(np.uint8) if len(classes) <= 256 else y.astype(np.int32)
-            files[out / f"{prefix}-labels-idx1-ubyte.gz"] = gzip.compress(
-                idx_bytes(labels_u8), mtime=0
-            )
-            files[out / "classes.txt"] = "".join(f"{c}\n" for c in classes).encode()
-    else:
-        from PIL import Image
-
-        folders = (
-            [out / f"{i:02d}_{safe_name(c)}" for i, c in enumerate(classes)]
-            if y is not None
-            else [out / "samples"]
-        )
-        counters: dict[int, int] = {}
-        for i in range(len(x)):  # one PNG per image: the file I/O is the cost here
-            cls = 0 if y is None else int(y[i])
-            k = counters[cls] = counters.get(cls, -1) + 1
-            buf = io.BytesIO()
-            img = x[i] if x.ndim == 3 else x[i].transpose(1, 2, 0)
-            Image.fromarray(img).save(buf, format="PNG")
-            files[folders[cls] / f"{k:05d}.png"] = buf.getvalue()
-
-    existing = [p for p in files if p.exists()]
+    req = request(run, n, labels, seed, temperature, prior)
+    classes = None if req.chosen is None else run.classes
+    counts = None if req.chosen is None else class_counts(n, req.chosen, len(run.classes))
+    c = run.image_shape[0]
+    shape = (n, *run.image_shape) if c > 1 else (n, *run.image_shape[1:])  # as stored
+    existing, first = _existing(out, fmt, split, len(shape), classes, counts or [n])
     if existing and not overwrite:
         raise VaegenError(
-            f"{existing[0]} already exists ({len(existing)} of the output files do); "
+            f"{first} already exists ({existing} of the output files do); "
             "pass --overwrite to replace them, or choose another --out"
         )
-    for path, data in files.items():
-        atomic_write_bytes(path, data)
-    return list(files)
+    bar = tqdm(total=n, desc="generate", unit="img", unit_scale=True, delay=1.0,
+               disable=not show_progress(progress))  # fmt: skip
+    with bar:
+        chunks = _counted(decoded_chunks(req, batch_size, block), bar)
+        if fmt == "npz":
+            files = _write_npz(out, shape, chunks, req.labels, classes)
+        elif fmt == "idx":
+            files = _write_idx(out, split, shape, chunks, req.labels, classes)
+        else:
+            files = _write_png(out, chunks, classes)
+    return Written(n, files, counts)
+
+
+def class_counts(n: int, chosen: Sequence[int], num_classes: int) -> list[int]:
+    """Images per class (num_classes long) when n are spread over `chosen` as spread_labels does."""
+    counts = [0] * num_classes
+    for i, cls in enumerate(chosen):
+        counts[cls] += n // len(chosen) + (1 if i < n % len(chosen) else 0)
+    return counts
+
+
+def _counted(chunks: Iterable[Chunk], bar: tqdm) -> Iterator[Chunk]:
+    for x, y in chunks:
+        yield x, y
+        bar.update(len(x))  # after the yield: counts images written, not just decoded
+
+
+def _idx_names(out: Path, split: str, ndim: int) -> tuple[Path, Path]:
+    prefix = {"train": "train", "test": "t10k"}[split]
+    return out / f"{prefix}-images-idx{ndim}-ubyte.gz", out / f"{prefix}-labels-idx1-ubyte.gz"
+
+
+def _png_folders(out: Path, classes: Sequence[str] | None) -> list[Path]:
+    if classes is None:
+        return [out / "samples"]
+    return [out / f"{i:02d}_{safe_name(c)}" for i, c in enumerate(classes)]
+
+
+def _png_index(name: str) -> int | None:
+    """k for a file named f"{k:05d}.png", as _write_png names them; None for any other name."""
+    stem = name.removesuffix(".png")
+    return int(stem) if stem.isdigit() and f"{int(stem):05d}.png" == name else None
+
+
+def _existing(
+    out: Path, fmt: str, split: str, ndim: int, classes: Sequence[str] | None, counts: list[int]
+) -> tuple[int, Path | None]:
+    """(how many of the files a request would write exist already, the first of them). A PNG
+    folder is listed once, not probed file by file."""
+    if fmt == "npz":
+        paths = [out]
+    elif fmt == "idx":
+        paths = list(_idx_names(out, split, ndim))[: 1 if classes is None else 2]
+        paths += [] if classes is None else [out / "classes.txt"]
+    else:
+        found, first = 0, None
+        for folder, count in zip(_png_folders(out, classes), counts, strict=True):
+            taken = [] if not folder.is_dir() else [_png_index(name) for name in os.listdir(folder)]
+            taken = [k for k in taken if k is not None and k < count]
+            if taken and first is None:
+                first = folder / f"{min(taken):05d}.png"
+            found += len(taken)
+        return found, first
+    paths = [p for p in paths if p.exists()]
+    return len(paths), (paths[0] if paths else None)
+
+
+def _write_npz(
+    out: Path, shape: tuple[int, ...], chunks: Iterable[Chunk], labels: LabelRange,
+    classes: Sequence[str] | None,
+) -> int:  # fmt: skip
+    """x.npy is written header first, then chunk by chunk; y.npy from `labels`, LABEL_CHUNK at
+    a time, after it (a zip is written one member at a time)."""
+    n = shape[0]
+    with atomic_open(out) as f, zipfile.ZipFile(f, "w") as zf:
+        with npz_member(zf, "x.npy") as member:
+            x = NpyWriter(member, np.uint8, shape)
+            for images, _ in chunks:  # N x 1 x H x W in C order has the bytes of N x H x W
+                x.write(images.numpy())
+            x.close()
+        if classes is not None:
+            with npz_member(zf, "y.npy") as member:
+                y = NpyWriter(member, np.int64, (n,))
+                for a in range(0, n, LABEL_CHUNK):
+                    y.write(labels(a, min(a + LABEL_CHUNK, n)).numpy())
+                y.close()
+            with npz_member(zf, "classes.npy") as member:
+                names = np.array(list(classes), dtype=np.str_)
+                np.lib.format.write_array(member, names, allow_pickle=False)
+    return 1
+
+
+def _write_idx(
+    out: Path, split: str, shape: tuple[int, ...], chunks: Iterable[Chunk], labels: LabelRange,
+    classes: Sequence[str] | None,
+) -> int:  # fmt: skip
+    """Each .gz is written header first through a gzip stream. All files stay temporaries until
+    all are complete and are then renamed together, so that an error or an interrupt while
+    writing never pairs new images with old labels."""
+    n = shape[0]
+    images_path, labels_path = _idx_names(out, split, len(shape))
+    with ExitStack() as stack:  # on an error every file is deleted, none renamed
+        images = IdxGzipWriter(stack.enter_context(atomic_open(images_path)), np.uint8, shape)
+        for x, _ in chunks:
+            images.write(x.numpy())
+        images.close()
+        if classes is None:
+            return 1
+        dtype = np.uint8 if len(classes) <= 256 else np.int32
+        ys = IdxGzipWriter(stack.enter_context(atomic_open(labels_path)), dtype, (n,))
+        for a in range(0, n, LABEL_CHUNK):
+            ys.write(labels(a, min(a + LABEL_CHUNK, n)).numpy())
+        ys.close()
+        stack.enter_context(atomic_open(out / "classes.txt")).write(
+            "".join(f"{c}\n" for c in classes).encode()
+        )
+        return 3
+
+
+def _write_png(out: Path, chunks: Iterable[Chunk], classes: Sequence[str] | None) -> int:
+    """One PNG per image, each written atomically, numbered per class folder in order."""
+    from PIL import Image
+
+    folders = _png_folders(out, classes)
+    written = [0] * len(folders)
+    for x, y in chunks:
+        pixels = x.numpy()
+        pixels = pixels[:, 0] if pixels.shape[1] == 1 else pixels.transpose(0, 2, 3, 1)
+        for img, cls in zip(pixels, [0] * len(x) if y is None else y.tolist(), strict=True):
+            buf = io.BytesIO()  # one file per image: the file I/O is the cost here
+            Image.fromarray(img).save(buf, format="PNG")
+            atomic_write_bytes(folders[cls] / f"{written[cls]:05d}.png", buf.getvalue())
+            written[cls] += 1
+    return sum(written)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -84,17 +85,54 @@ def read_idx(path: str | Path) -> np.ndarray:
     return parse_idx(decompress(read_raw(path), path), path)
 
 
+def idx_dtype(dtype: np.dtype | type) -> np.dtype:
+    """The big-endian dtype IDX stores `dtype` as; a ValueError for one IDX cannot store."""
+    dtype = np.dtype(dtype)
+    big = dtype.newbyteorder(">") if dtype.itemsize > 1 else dtype
+    if big not in _IDX_CODES:
+        raise ValueError(f"IDX cannot store dtype {dtype}")
+    return big
+
+
+def idx_header(dtype: np.dtype | type, shape: tuple[int, ...]) -> bytes:
+    """The IDX header of an array of `dtype` and `shape`: what precedes its big-endian bytes, so
+    that a file can be written header first and its data piece by piece."""
+    if not 1 <= len(shape) <= 255:
+        raise ValueError(f"IDX needs 1..255 dimensions, got {len(shape)}")
+    header = bytes([0, 0, _IDX_CODES[idx_dtype(dtype)], len(shape)])
+    return header + b"".join(int(d).to_bytes(4, "big") for d in shape)
+
+
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode an array as IDX bytes (the inverse of `parse_idx`)."""
     array = np.asarray(array)
-    if array.ndim == 0 or array.ndim > 255:
-        raise ValueError(f"IDX needs 1..255 dimensions, got {array.ndim}")
-    big = array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
-    if big not in _IDX_CODES:
-        raise ValueError(f"IDX cannot store dtype {array.dtype}")
-    header = bytes([0, 0, _IDX_CODES[big], array.ndim])
-    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + np.ascontiguousarray(array, dtype=big).tobytes()
+    header = idx_header(array.dtype, array.shape)
+    return header + np.ascontiguousarray(array, dtype=idx_dtype(array.dtype)).tobytes()
+
+
+class IdxGzipWriter:
+    """An IDX .gz file written piece by piece into the binary file `f`: the header for the whole
+    `shape` at once, then the items in C order in as many `write`s as wanted, then `close`. The
+    bytes are zlib.compress(idx_bytes(array), 9, wbits=31) whatever the pieces: what
+    gzip.compress(..., mtime=0) and so `write_idx` give (zlib's header: mtime 0, no file name)."""
+
+    def __init__(self, f: BinaryIO, dtype: np.dtype | type, shape: tuple[int, ...]) -> None:
+        self._f, self._dtype = f, idx_dtype(dtype)
+        self._z = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip stream
+        self._left = int(np.prod(shape, dtype=np.int64))
+        self._f.write(self._z.compress(idx_header(dtype, shape)))
+
+    def write(self, items: np.ndarray) -> None:
+        """The next items (any shape: they are taken in C order), converted to the file's dtype."""
+        items = np.ascontiguousarray(items, dtype=self._dtype)
+        self._left -= items.size
+        self._f.write(self._z.compress(items))
+
+    def close(self) -> None:
+        """Finish the gzip stream; a ValueError if the items written do not fill the shape."""
+        if self._left != 0:
+            raise ValueError(f"the IDX header promised {self._left} more items than were written")
+        self._f.write(self._z.flush())
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

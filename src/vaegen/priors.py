@@ -112,8 +112,13 @@ class GaussianMixturePrior:
         rows = torch.zeros(n, dtype=torch.int64) if labels is None else labels.cpu().long()
         component = torch.multinomial(self.weights[rows], 1, generator=generator).squeeze(1)
         eps = torch.randn(n, self.means.shape[2], generator=generator, dtype=torch.float64)
-        chol = self._chol[rows, component]  # n x D x D
-        z = self.means[rows, component] + temperature * (chol @ eps.unsqueeze(2)).squeeze(2)
+        z = self.means[rows, component]
+        # one product per (class, component) drawn, not an n x D x D table of factors
+        k = self.means.shape[1]
+        which = rows * k + component
+        for key in which.unique().tolist():
+            chosen = which == key
+            z[chosen] += temperature * (eps[chosen] @ self._chol[key // k, key % k].T)
         return z.float()
 
 
