@@ -507,7 +507,7 @@ def test_memory_does_not_grow_with_n(runs, tmp_path, fmt):
     if done.stdout.strip() == "skip":
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak resident memory")
     small, large = (int(v) for v in done.stdout.split())
-    assert large / small < 1.5, (small, large)
+    assert large < 1.5 * small + 4_000_000, (small, large)  # small may be 0: nothing grew
     assert large - small < 180_000 * 12 * 12 / 4, (small, large)  # a quarter of the extra pixels
 
 
