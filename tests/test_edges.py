@@ -1,0 +1,120 @@
+"""Edges the rest of the suite did not reach, each named after a mutation it kills: a state dict
+with only missing or only extra tensors, old checkpoints dropped, a config.json that is not an
+object, the class one past the last, exact covariances of small samples, a majority vote that
+differs from the nearest neighbour, and the test split, an unconditional PNG folder and colour
+PNGs written by generate_to."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vaegen import load_run, train
+from vaegen.checkpoint import check_state_dict, load_state
+from vaegen.errors import RunError, VaegenError
+from vaegen.generate import generate, generate_to, resolve_labels
+from vaegen.metrics import feature_stats, knn_predict
+from vaegen.models import VAE
+
+from .test_train import tiny_config
+
+
+def test_a_state_dict_with_only_missing_or_only_extra_tensors_is_refused():
+    want = VAE(hidden=8).state_dict()
+    missing = dict(want)
+    missing.pop("fc1.bias")
+    with pytest.raises(RunError, match=r"missing: \['fc1.bias'\]; unexpected: none"):
+        check_state_dict(missing, want, "x.safetensors")
+    extra = {**want, "stray": torch.zeros(1)}
+    with pytest.raises(RunError, match=r"missing: none; unexpected: \['stray'\]"):
+        check_state_dict(extra, want, "x.safetensors")
+
+
+def test_old_checkpoints_are_dropped_and_a_resave_replaces_its_folder(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    train(tiny_config(tiny_data, epochs=2), out, progress=False, checkpoint_every=3)
+    folders = sorted(p.name for p in (out / "state").iterdir() if p.is_dir())
+    assert folders == ["epoch-0002-step-00000016"]  # the mid-epoch and epoch-1 ones are gone
+    state = load_state(out / "state")
+    assert state is not None and state.progress.epoch == 2
+
+
+def test_a_config_json_that_is_not_an_object_is_named(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    train(tiny_config(tiny_data, epochs=1), out, progress=False)
+    (out / "config.json").write_text("[1, 2]")
+    with pytest.raises(RunError, match=r"config\.json: expected a JSON object"):
+        load_run(out)
+
+
+def test_the_class_one_past_the_last_is_unknown(tiny_data, tmp_path):
+    from vaegen import ModelConfig, RunConfig
+
+    cfg = tiny_config(tiny_data, epochs=1)
+    cfg = RunConfig(cfg.data, ModelConfig(hidden=16, conditional=True), cfg.train)
+    run = train(cfg, tmp_path / "c", progress=False)
+    assert resolve_labels(run, [2, "0"]) == [2, 0]
+    with pytest.raises(VaegenError, match="unknown class 3"):
+        resolve_labels(run, [3])
+    with pytest.raises(VaegenError, match="unknown class -1"):
+        resolve_labels(run, [-1])
+
+
+def test_feature_stats_are_the_sample_mean_and_unbiased_covariance():
+    x = torch.tensor([[1.0, 2.0], [3.0, 0.0], [5.0, 4.0]])
+    mu, cov = feature_stats(x)
+    assert mu.tolist() == [3.0, 2.0]
+    assert torch.allclose(cov, torch.cov(x.T).double())  # divisor N - 1: [[4, 2], [2, 4]]
+    assert cov.tolist() == [[4.0, 2.0], [2.0, 4.0]]
+    with pytest.raises(VaegenError, match="at least 2 samples"):
+        feature_stats(x[:1])
+    assert feature_stats(x[:2])[1].shape == (2, 2)
+
+
+def test_knn_is_a_majority_vote_not_the_nearest_neighbour():
+    train_z = torch.tensor([[0.0], [1.1], [1.2], [1.3], [5.0]])
+    train_y = torch.tensor([0, 1, 1, 1, 0], dtype=torch.int32)
+    pred = knn_predict(train_z, train_y, torch.tensor([[0.1]]), k=5)
+    assert pred.tolist() == [1]  # the nearest is class 0, three of five are class 1
+    assert knn_predict(train_z, train_y, torch.tensor([[0.1]]), k=1).tolist() == [0]
+    with pytest.raises(VaegenError, match="at least one training point"):
+        knn_predict(train_z[:0], train_y[:0], torch.tensor([[0.1]]))
+
+
+def test_generate_to_writes_the_test_split_and_unconditional_pngs(tiny_data, tmp_path):
+    from PIL import Image
+
+    from vaegen.idx import read_idx
+
+    run = train(tiny_config(tiny_data, epochs=1), tmp_path / "plain", progress=False)
+    images, _ = generate(run, 12, seed=1)
+    generate_to(run, 12, tmp_path / "idx", seed=1, split="test")
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["t10k-images-idx3-ubyte.gz"]
+    assert np.array_equal(read_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz"), images[:, 0])
+    generate_to(run, 12, tmp_path / "png", seed=1, fmt="png")
+    files = sorted((tmp_path / "png" / "samples").iterdir())
+    assert [p.name for p in files] == [f"{i:05d}.png" for i in range(12)]
+    for i in (0, 11):
+        assert np.array_equal(np.asarray(Image.open(files[i])), images[i, 0].numpy())
+
+
+def test_colour_images_are_written_as_rgb_pngs(tmp_path):
+    from PIL import Image
+
+    from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(64, 8, 8, 3), dtype=np.uint8)
+    x[..., 0] = 250  # a red cast, so that a channel mix-up shows
+    np.savez(tmp_path / "c.npz", x=x.transpose(0, 3, 1, 2))
+    cfg = RunConfig(
+        DataConfig(str(tmp_path / "c.npz")), ModelConfig(hidden=8), TrainConfig(epochs=1)
+    )
+    run = train(cfg, tmp_path / "r", progress=False)
+    assert run.image_shape == (3, 8, 8)
+    images, _ = generate(run, 3, seed=0)
+    generate_to(run, 3, tmp_path / "png", seed=0, fmt="png")
+    got = np.asarray(Image.open(tmp_path / "png" / "samples" / "00002.png"))
+    assert got.shape == (8, 8, 3)
+    assert np.array_equal(got, images[2].numpy().transpose(1, 2, 0))
