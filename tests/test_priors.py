@@ -205,3 +205,17 @@ def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monke
 
     shutil.rmtree(out / "prior")  # a run without a fitted prior: N(0, I), and it says so
     assert evaluate(load_run(out), **kw)["settings"]["prior"]["used"] == "standard"
+
+
+def test_fit_prior_redraws_the_samples_figure_from_the_new_prior(runs, tmp_path):
+    import shutil
+
+    from vaegen.plots import draw_all
+
+    out = shutil.copytree(runs["plain"], tmp_path / "plain")
+    draw_all(load_run(out), only=["samples.png", "manifold.png"])
+    figures = out / "figures"
+    before = {p.name: p.read_bytes() for p in figures.iterdir()}
+    assert main(["-q", "fit-prior", str(out), "--components", "2"]) == 0
+    assert (figures / "samples.png").read_bytes() != before["samples.png"]
+    assert (figures / "manifold.png").read_bytes() == before["manifold.png"]  # not the prior's

@@ -295,11 +295,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit_prior(args: argparse.Namespace) -> int:
+    from . import run as rundir
+    from .plots import draw_all
     from .priors import fit_prior
     from .run import load_run
 
     run = load_run(args.run)
     prior = fit_prior(run, components=args.components, seed=args.seed)
+    samples = run.path / rundir.FIGURES / "samples.png"
+    if samples.exists():  # drawn from the previous prior: redraw it from this one
+        draw_all(run, only=[samples.name])
     fits = prior.info["per_class"]
     print(
         f"{run.path / 'prior'}: {len(fits)} mixture(s) of up to {args.components} Gaussians "

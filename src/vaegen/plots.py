@@ -28,6 +28,7 @@ from . import run as rundir
 from .data import ImageDataset, load_dataset, safe_name, to_float
 from .generate import generate
 from .metrics import latent_means
+from .priors import load_prior
 from .run import Run
 
 log = logging.getLogger(__name__)
@@ -182,9 +183,11 @@ def _mosaic(images: torch.Tensor) -> np.ndarray:
 
 
 def samples(run: Run, path: Path, per_class: int = 10, seed: int = 0) -> Path:
-    """Simulated images from the prior: one row per class for a conditional model."""
+    """Simulated images from the run's prior (the fitted one when it has one, as generate does):
+    one row per class for a conditional model."""
     k = len(run.classes) if run.config.model.conditional else per_class
     images, labels = generate(run, k * per_class, seed=seed)
+    source = "N(0, I)" if load_prior(run).kind == "standard" else "the fitted Gaussian mixture"
     grid = (images.float() / 255.0).view(k, per_class, *run.image_shape)
     fig, ax = plt.subplots(figsize=(1.0 * per_class + 1.5, 1.0 * k + 0.8))
     ax.imshow(_mosaic(grid), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -192,10 +195,10 @@ def samples(run: Run, path: Path, per_class: int = 10, seed: int = 0) -> Path:
     ax.set_xticks([])
     if labels is not None:
         ax.set_yticks(np.arange(k) * h + h / 2, run.classes)
-        ax.set_title("Simulated images: z ~ N(0, I) decoded with each class label")
+        ax.set_title(f"Simulated images: z from {source}, decoded with each class label")
     else:
         ax.set_yticks([])
-        ax.set_title("Simulated images: z ~ N(0, I) decoded")
+        ax.set_title(f"Simulated images: z from {source}, decoded")
     return _save(fig, path)
 
 
