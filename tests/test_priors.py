@@ -219,3 +219,16 @@ def test_fit_prior_redraws_the_samples_figure_from_the_new_prior(runs, tmp_path)
     assert main(["-q", "fit-prior", str(out), "--components", "2"]) == 0
     assert (figures / "samples.png").read_bytes() != before["samples.png"]
     assert (figures / "manifold.png").read_bytes() == before["manifold.png"]  # not the prior's
+
+
+def test_the_fit_is_seeded_and_takes_one_component_but_not_zero():
+    z, y = two_blobs(600)
+    a = fit_gaussian_mixture(z, y, num_classes=2, components=3, seed=4)
+    b = fit_gaussian_mixture(z, y, num_classes=2, components=3, seed=4)
+    for name in ("weights", "means", "covariances"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    one = fit_gaussian_mixture(z, None, num_classes=2, components=1)
+    assert one.means.shape == (1, 1, 2) and one.weights.tolist() == [[1.0]]
+    assert torch.allclose(one.means[0, 0], z.double().mean(0))
+    with pytest.raises(VaegenError, match="components = 0 is not valid"):
+        fit_gaussian_mixture(z, None, num_classes=2, components=0)
