@@ -109,3 +109,31 @@ def test_gaussian_log_density_is_the_unit_variance_normal_log_prob_summed_over_p
     # the reconstruction term is the same density without its constant 0.5 * D * log(2 pi)
     recon = GAUSSIAN.recon(mean[:, :1].reshape(3, 1, 4, 5), x.reshape(3, 1, 4, 5))
     torch.testing.assert_close(-recon - 10 * math.log(2 * math.pi), want[:, 0])
+
+
+def test_seed_stays_the_gaussian_loss_for_old_runs_and_commands(tiny_data, tmp_path, capsys):
+    """Runs written before the registry say "seed" in config.json: they load, resume and
+    generate as gaussian runs; `--loss seed` still works; an unknown name lists the choices."""
+    import json
+
+    from vaegen import load_run, train
+    from vaegen.cli import main
+    from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from vaegen.errors import VaegenError
+    from vaegen.losses import canonical_loss
+
+    assert TrainConfig(loss="seed").loss == "gaussian" == canonical_loss("seed")
+    with pytest.raises(VaegenError, match=r"loss = 'mse' is not valid: one of .*seed = gaussian"):
+        TrainConfig(loss="mse")
+    cfg = RunConfig(DataConfig(str(tiny_data)), ModelConfig(hidden=8), TrainConfig(epochs=1))
+    out = tmp_path / "old"
+    train(cfg, out, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    config["train"]["loss"] = "seed"  # as vaegen 0.1 wrote it
+    (out / "config.json").write_text(json.dumps(config))
+    assert load_run(out).likelihood is GAUSSIAN
+    argv = ["-q", "train", "--out", str(out), "--resume", "--epochs", "2", "--no-plots"]
+    assert main(argv) == 0
+    assert main(["-q", "train", "--data", str(tiny_data), "--hidden", "8", "--epochs", "1",
+                 "--loss", "seed", "--no-plots", "--out", str(tmp_path / "new")]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["train"]["loss"] == "gaussian"
