@@ -118,3 +118,23 @@ def test_colour_images_are_written_as_rgb_pngs(tmp_path):
     got = np.asarray(Image.open(tmp_path / "png" / "samples" / "00002.png"))
     assert got.shape == (8, 8, 3)
     assert np.array_equal(got, images[2].numpy().transpose(1, 2, 0))
+
+
+def test_a_dataset_that_changed_shape_since_training_is_named(tmp_path):
+    from vaegen import evaluate
+    from vaegen.idx import write_idx
+    from vaegen.priors import fit_prior
+
+    from .conftest import make_images, write_idx_dataset
+
+    data = write_idx_dataset(tmp_path / "data")
+    run = train(tiny_config(data, epochs=1), tmp_path / "r", progress=False)
+    for prefix in ("train", "t10k"):  # the folder now holds 8 x 8 images
+        x, y = make_images(64, size=8)
+        write_idx(data / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", y)
+    message = r"trained on \(1, 12, 12\) images but .* now holds \(1, 8, 8\) images"
+    with pytest.raises(VaegenError, match=message):
+        fit_prior(load_run(run.path))
+    with pytest.raises(VaegenError, match=message):
+        evaluate(load_run(run.path), quick=True, progress=False)

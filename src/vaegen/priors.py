@@ -27,7 +27,7 @@ from . import checkpoint as ckpt
 from . import run as rundir
 from ._io import atomic_write_bytes, atomic_write_text
 from ._version import __version__
-from .data import ImageDataset, load_dataset
+from .data import ImageDataset
 from .errors import RunError, VaegenError
 from .metrics import latent_means
 
@@ -182,9 +182,8 @@ def fit_prior(
     """Fit the run's prior to its training images' latent means, save it in RUN/prior/ and
     return it. train: the training set (loaded from the run's config when None)."""
     if train is None:
-        data = run.config.data
-        train = load_dataset(data.source, "train", data.data_dir)
-    if tuple(train.image_shape) != tuple(run.image_shape):
+        train = rundir.load_split(run, "train")
+    elif tuple(train.image_shape) != tuple(run.image_shape):
         raise VaegenError(
             f"the run was trained on {tuple(run.image_shape)} images but the training set now "
             f"holds {train.image_shape} images"

@@ -32,6 +32,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from ._io import atomic_write_text
 from .config import RunConfig, differences
+from .data import ImageDataset, load_dataset
 from .errors import RunError, VaegenError
 from .losses import Likelihood, likelihood
 from .models import MODELS
@@ -79,6 +80,19 @@ class Run:
     def likelihood(self) -> Likelihood:
         """The decoder's likelihood (vaegen.losses registry entry) this run was trained with."""
         return likelihood(self.config.train.loss)
+
+
+def load_split(run: Run, split: str) -> ImageDataset:
+    """The `split` ("train" or "test") of the dataset the run was trained on, checked to hold
+    images of the run's shape (a changed dataset is an error, not a crash inside the model)."""
+    data = run.config.data
+    ds = load_dataset(data.source, split, data.data_dir)
+    if ds.image_shape != tuple(run.image_shape):
+        raise VaegenError(
+            f"the run was trained on {tuple(run.image_shape)} images but {data.source!r} "
+            f"now holds {ds.image_shape} images"
+        )
+    return ds
 
 
 def resolve_device(name: str) -> torch.device:

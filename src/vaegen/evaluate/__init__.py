@@ -27,7 +27,6 @@ import torch
 from .. import run as rundir
 from .._io import atomic_write_text
 from .._version import __version__
-from ..data import load_dataset
 from ..errors import VaegenError
 from ..metrics import KNN_K, PR_K
 from ..priors import load_prior
@@ -100,15 +99,7 @@ def _evaluate(
 
     t_start = time.perf_counter()
     seconds: dict[str, Any] = {}
-    data = run.config.data
-    train_ds = load_dataset(data.source, "train", data.data_dir)
-    test_ds = load_dataset(data.source, "test", data.data_dir)
-    for ds in (train_ds, test_ds):
-        if ds.image_shape != tuple(run.image_shape):
-            raise VaegenError(
-                f"the run was trained on {tuple(run.image_shape)} images but {data.source!r} "
-                f"now holds {ds.image_shape} images"
-            )
+    train_ds, test_ds = rundir.load_split(run, "train"), rundir.load_split(run, "test")
     conditional = run.config.model.conditional
     device = run.device
     run.model.eval()
@@ -150,7 +141,7 @@ def _evaluate(
         "run": str(run.path),
         "model": {
             "loss": loss, "conditional": conditional, "latent_dim": run.config.model.latent_dim,
-            "image_shape": list(run.image_shape), "data": data.source,
+            "image_shape": list(run.image_shape), "data": run.config.data.source,
             "epochs_trained": len(run.metrics),
         },
         "settings": settings,
