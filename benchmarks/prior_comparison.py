@@ -22,7 +22,8 @@ from torch import nn
 from vaegen import load_dataset, load_run
 from vaegen.classifier import extract_features, load_reference_classifier, predict
 from vaegen.data import to_float
-from vaegen.metrics import frechet_distance_features, latent_means
+from vaegen.generate import reconstruct
+from vaegen.metrics import frechet_distance_features
 from vaegen.priors import StandardNormal, fit_gaussian_mixture
 
 
@@ -135,23 +136,19 @@ def main() -> None:
         pick = torch.randperm(len(train), generator=gen)[:n]
         score("real training images (floor)", train.images[pick], 0.0, train.labels[pick])
         ty = test.labels if conditional else None
-        with torch.no_grad():
-            mu_test, _ = run.model.encode(to_float(test.images, run.device), ty)
-        score("test reconstructions", decode(run, mu_test, ty), 0.0, test.labels)
+        score("test reconstructions", reconstruct(run, test.images, ty), 0.0, test.labels)
         z = StandardNormal(run.config.model.latent_dim).sample(y, n, torch.Generator())
         score("N(0, I)", decode(run, z, y), 0.0)
         labels = train.labels if conditional else None
-        codes = latent_means(run.model, train.images, labels)
+        with torch.no_grad():  # the codes' means for the mixtures, and their spread for stage 2
+            mu, logvar = run.model.encode(to_float(train.images, run.device), labels)
         for comps in args.components:
             t0 = time.perf_counter()
-            prior = fit_gaussian_mixture(codes, labels, k, comps, seed=0)
+            prior = fit_gaussian_mixture(mu, labels, k, comps, seed=0)
             seconds = time.perf_counter() - t0
             z = prior.sample(y, n, torch.Generator().manual_seed(0))
             score(f"Gaussian mixture, K = {comps} per class", decode(run, z, y), seconds)
         t0 = time.perf_counter()
-        with torch.no_grad():
-            x = to_float(train.images, run.device)
-            mu, logvar = run.model.encode(x, labels)
         second = fit_second_stage(mu, logvar, labels, k if conditional else 0,
                                   epochs=args.second_stage_epochs)  # fmt: skip
         seconds = time.perf_counter() - t0
