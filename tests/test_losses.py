@@ -137,3 +137,76 @@ def test_seed_stays_the_gaussian_loss_for_old_runs_and_commands(tiny_data, tmp_p
     assert main(["-q", "train", "--data", str(tiny_data), "--hidden", "8", "--epochs", "1",
                  "--loss", "seed", "--no-plots", "--out", str(tmp_path / "new")]) == 0  # fmt: skip
     assert json.loads((tmp_path / "new" / "config.json").read_text())["train"]["loss"] == "gaussian"
+
+
+# ----------------------------------------------------------------- learned sigma
+
+
+def _scaled_output(mean: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """What a learned-scale decoder returns: [mean, log sigma] along the channels."""
+    return torch.cat([mean, log_sigma.expand_as(mean)], dim=1)
+
+
+@pytest.mark.parametrize("name", ["gaussian-sigma", "gaussian-pixel-sigma"])
+def test_learned_sigma_loss_is_the_normal_negative_log_prob_in_nats(name):
+    from vaegen.losses import likelihood
+
+    lk = likelihood(name)
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(4, 1, 5, 6, generator=g, dtype=torch.float64)
+    mean = torch.rand(4, 1, 5, 6, generator=g, dtype=torch.float64)
+    shape = (1, 1, 5, 6) if lk.scale == "pixel" else (1, 1, 1, 1)
+    log_sigma = torch.rand(shape, generator=g, dtype=torch.float64) * -2  # sigma in (0.14, 1]
+    out = _scaled_output(mean, log_sigma)
+    want = -Normal(mean, log_sigma.exp()).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(lk.recon(out, x), want)
+    # the IWAE bound's view: outputs ... x 2P against images ... x P, broadcast over samples
+    flat = out.flatten(1).unsqueeze(1).expand(4, 3, -1)
+    torch.testing.assert_close(
+        lk.log_density(flat, x.flatten(1).unsqueeze(1)), -want[:, None].expand(4, 3)
+    )
+    torch.testing.assert_close(lk.mean(out), mean)  # images in [0, 1]: the mean, unclamped
+    assert lk.nats_constant(30) == 0.0  # already nats
+
+
+def test_learned_sigma_stops_at_one_grey_level():
+    """Below sigma = 1/255 the loss is that of sigma = 1/255, and sigma gets no gradient."""
+    from vaegen.losses import GAUSSIAN_SIGMA
+
+    x = torch.full((2, 1, 2, 2), 0.5, dtype=torch.float64)
+    mean = x + 0.01
+    log_sigma = torch.tensor([[[[-10.0]]]], dtype=torch.float64, requires_grad=True)
+    loss = GAUSSIAN_SIGMA.recon(_scaled_output(mean, log_sigma), x)
+    floor = -Normal(mean, 1 / 255).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(loss, floor)
+    loss.sum().backward()
+    assert log_sigma.grad.item() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"), [("gaussian-sigma", (1, 1, 1, 1)), ("gaussian-pixel-sigma", (1, 1, 12, 12))]
+)
+def test_a_learned_sigma_run_learns_the_spread_of_its_errors(tiny_data, tmp_path, name, shape):
+    """sigma is fitted with the weights: at the optimum of the Gaussian likelihood sigma^2 is the
+    mean squared error (per pixel, or over all pixels), so after training the learned sigma
+    matches the errors' spread. Starts at sigma = 1, far above it."""
+    from vaegen import load_dataset, train
+    from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from vaegen.data import to_float
+
+    cfg = RunConfig(
+        DataConfig(str(tiny_data)),
+        ModelConfig(hidden=32, latent_dim=4),
+        TrainConfig(epochs=30, batch_size=16, lr=1e-2, loss=name),
+    )
+    run = train(cfg, tmp_path / "run", progress=False)
+    log_sigma = run.model.log_sigma.detach()
+    assert log_sigma.shape == shape
+    x = to_float(load_dataset(str(tiny_data), "train").images, "cpu")
+    with torch.no_grad():
+        mean = run.model.decode(run.model.encode(x)[0])[:, :1]
+    mse = (mean - x).pow(2).mean() if name == "gaussian-sigma" else (mean - x).pow(2).mean(0)
+    sigma = log_sigma.exp().squeeze(0)
+    assert sigma.max() < 0.5  # it left 1
+    # encoder means, not sampled z: their errors are a little smaller than training's
+    torch.testing.assert_close(sigma.pow(2).mean(), mse.mean(), rtol=0.5, atol=0)

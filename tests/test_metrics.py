@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from vaegen.errors import VaegenError
-from vaegen.losses import GAUSSIAN
+from vaegen.losses import GAUSSIAN, GAUSSIAN_SIGMA
 from vaegen.metrics import (
     class_agreement,
     feature_stats,
@@ -81,6 +81,43 @@ def test_iwae_is_exact_with_the_exact_posterior(k, max_rows):
     model = LinearGaussian()
     x = sample_x(model, 50)
     got = iwae_log_likelihood(model, x, None, GAUSSIAN, k, seed=3, max_rows=max_rows)
+    assert torch.allclose(got, model.log_px(x).detach(), atol=1e-9, rtol=0)
+
+
+class LinearGaussianSigma(LinearGaussian):
+    """The same with noise N(0, sigma^2 I) and a decoder that returns [mean, log sigma], as a
+    learned-sigma model's does: marginal N(b, W W^T + sigma^2 I), exact posterior
+    N(M^-1 W^T (x - b) / sigma^2, M^-1) with M = I + W^T W / sigma^2."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.sigma = sigma
+        self.post_var = 1.0 / (1.0 + (self.W**2).sum(0) / sigma**2).detach()
+
+    def encode(self, x, y=None):
+        mu = (x.flatten(1) - self.b) @ self.W * self.post_var / self.sigma**2
+        return mu, torch.log(self.post_var).expand_as(mu)
+
+    def decode(self, z, y=None):
+        mean = super().decode(z)
+        return torch.cat([mean, torch.full_like(mean, math.log(self.sigma))], dim=1)
+
+    def log_px(self, x):
+        cov = self.W @ self.W.T + self.sigma**2 * torch.eye(self.W.shape[0], dtype=torch.float64)
+        dist = torch.distributions.MultivariateNormal(self.b, covariance_matrix=cov)
+        return dist.log_prob(x.flatten(1))
+
+
+def test_iwae_is_exact_with_the_exact_posterior_of_a_learned_sigma_decoder():
+    """The learned-sigma likelihood's log-density, through the IWAE bound, is the model's exact
+    log p(x) (a wrong sigma in the density, or mean and sigma swapped, would not be)."""
+    model = LinearGaussianSigma(sigma=0.3)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        z = torch.randn(50, 2, generator=g, dtype=torch.float64)
+        noise = 0.3 * torch.randn(50, 6, generator=g, dtype=torch.float64)
+        x = (z @ model.W.T + model.b + noise).view(50, 1, 1, -1)
+    got = iwae_log_likelihood(model, x, None, GAUSSIAN_SIGMA, 7, seed=3)
     assert torch.allclose(got, model.log_px(x).detach(), atol=1e-9, rtol=0)
 
 

@@ -89,6 +89,13 @@ def cond3(make_run: Callable[..., Run]) -> Run:
     return make_run("cond3", conditional=True, latent_dim=3, loss="bernoulli")
 
 
+@pytest.fixture
+def sigma(make_run: Callable[..., Run]) -> Run:
+    """A learned per-pixel sigma: the decoder's output is [mean, log sigma]; the page shows the
+    mean."""
+    return make_run("sigma", loss="gaussian-pixel-sigma")
+
+
 # --------------------------------------------------------------------------- page, no browser
 
 
@@ -399,7 +406,7 @@ def _torch_decode(run: Run, z: list[float], label: int) -> torch.Tensor:
 POINTS = [([0.0, 0.0, 0.0], 0), ([1.3, -0.7, 0.5], 1), ([-2.2, 1.9, -1.0], 2)]
 
 
-@pytest.mark.parametrize("name", ["plain", "cond3"])
+@pytest.mark.parametrize("name", ["plain", "cond3", "sigma"])
 def test_browser_decoder_matches_pytorch(name: str, request, open_report) -> None:
     run = request.getfixturevalue(name)
     o = open_report(run)

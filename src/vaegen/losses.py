@@ -9,14 +9,15 @@ A `Likelihood` owns everything that depends on what the decoder's output means: 
 reconstruction term, its log-density (for the IWAE bound), the mean image shown to people, the
 report's decoder activation and its units. No other module branches on a loss name: it asks
 `likelihood(name)`. Entries: `gaussian` (the article's unit-variance Gaussian, 0.5 * squared
-error; `seed` is its permanent alias) and `bernoulli`.
+error; `seed` is its permanent alias), `bernoulli`, and `gaussian-sigma` /
+`gaussian-pixel-sigma` (a Gaussian whose standard deviation is learned: one, or one per pixel).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -90,6 +91,43 @@ def _bernoulli_fast_output(
     return recon, out.sigmoid_().sub_(x)
 
 
+# ------------------------------------------------------------- gaussian with a learned sigma
+
+# sigma is kept at or above one grey level: below it an 8-bit image carries no information, and
+# a pixel that is black in every training image would otherwise drive its sigma (and the
+# density) without bound.
+LOG_SIGMA_MIN = math.log(1 / 255)
+
+
+def _mean_and_log_sigma(out: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A learned-scale decoder's output [mean, log sigma] split along `dim` (see models)."""
+    mean, log_sigma = out.chunk(2, dim=dim)
+    return mean, log_sigma.clamp(min=LOG_SIGMA_MIN)
+
+
+def _sigma_nll(mean: torch.Tensor, log_sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log N(x; mean, sigma^2) per pixel, nats: 0.5 ((x - mean) / sigma)^2 + log sigma +
+    0.5 log(2 pi)."""
+    return 0.5 * ((x - mean) * torch.exp(-log_sigma)).pow(2) + log_sigma + 0.5 * LOG_2PI
+
+
+def _sigma_recon(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The Gaussian negative log-density of x in nats per image: out N x 2C x H x W, x N x C x H x W
+    -> N."""
+    mean, log_sigma = _mean_and_log_sigma(out, dim=1)
+    return _sigma_nll(mean, log_sigma, x).flatten(1).sum(dim=1)
+
+
+def _sigma_log_density(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, sigma^2) over the last axis: out ... x 2P ([mean, log sigma]), x ... x P."""
+    mean, log_sigma = _mean_and_log_sigma(out, dim=-1)
+    return -_sigma_nll(mean, log_sigma, x).sum(-1)
+
+
+def _sigma_mean(out: torch.Tensor) -> torch.Tensor:
+    return out.chunk(2, dim=1)[0].clamp(0.0, 1.0)
+
+
 # -------------------------------------------------------------------------------- registry
 
 FastOutput = Callable[
@@ -110,6 +148,9 @@ class Likelihood:
     (nonzero for a density on continuous pixels).
     fast_output: the hand-derived step's last layer (see `_gaussian_fast_output`), or None when
     the fast step cannot train this likelihood.
+    scale: what the model learns of the decoder's spread (vaegen.models.SCALES): "none", or
+    "global" / "pixel" for a Gaussian whose sigma is a parameter, one for every pixel or one
+    per pixel; the decoder's output is then [mean, log sigma] along the channels.
     """
 
     name: str
@@ -125,6 +166,7 @@ class Likelihood:
     nats_offset_formula: str  # the same for D pixels, in words: "0.5*D*log(2*pi)"
     binary_data: bool  # a likelihood of binary pixels: published binarised NLLs compare
     fast_output: FastOutput | None = None
+    scale: str = "none"
 
     def terms(
         self, out: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
@@ -173,7 +215,43 @@ BERNOULLI = Likelihood(
     fast_output=_bernoulli_fast_output,
 )
 
-LIKELIHOODS: dict[str, Likelihood] = {lk.name: lk for lk in (GAUSSIAN, BERNOULLI)}
+_SIGMA_UNITS = (
+    "nats: the Gaussian negative log-density of the pixels (+ KL), with the learned sigma; a "
+    "density on continuous grey levels, so below 0 when sigma is small, and not comparable "
+    "with binarised-pixel likelihoods"
+)
+
+# The article's loss is this Gaussian with sigma fixed at 1: for pixels in [0, 1] that weighs the
+# squared error so lightly against the KL term that the decoder learns blurred means. Learning
+# sigma lets the data set the balance (Rybkin, Daniilidis & Levine 2021, "Simple and effective
+# VAE training with calibrated decoders").
+GAUSSIAN_SIGMA = Likelihood(
+    name="gaussian-sigma",
+    description="Gaussian with one learned standard deviation for all pixels",
+    recon=_sigma_recon,
+    log_density=_sigma_log_density,
+    mean=_sigma_mean,
+    activation="clamp",
+    unit="nats",
+    units_note=_SIGMA_UNITS,
+    recon_definition="Gaussian negative log-density with a learned sigma, summed over pixels "
+    "(nats)",
+    nats_offset=0.0,
+    nats_offset_formula="0",
+    binary_data=False,
+    scale="global",
+)
+
+GAUSSIAN_PIXEL_SIGMA = replace(
+    GAUSSIAN_SIGMA,
+    name="gaussian-pixel-sigma",
+    description="Gaussian with a learned standard deviation per pixel",
+    scale="pixel",
+)
+
+LIKELIHOODS: dict[str, Likelihood] = {
+    lk.name: lk for lk in (GAUSSIAN, BERNOULLI, GAUSSIAN_SIGMA, GAUSSIAN_PIXEL_SIGMA)
+}
 # Names kept working forever, so that old runs and commands do: `seed` was the article's loss.
 ALIASES: dict[str, str] = {"seed": "gaussian"}
 LOSS_CHOICES: tuple[str, ...] = (*LIKELIHOODS, *ALIASES)

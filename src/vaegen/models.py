@@ -15,10 +15,13 @@ from torch import nn
 # exp(logvar) stays within float32 range and away from 0 (exp(-30) ~ 1e-13, exp(20) ~ 5e8):
 # a runaway log-variance then gives a large loss instead of inf/NaN.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+# What a model learns of the decoder's spread besides its mean (vaegen.losses: a likelihood's
+# `scale`): nothing, one log standard deviation for every pixel, or one per pixel.
+SCALES = ("none", "global", "pixel")
 
 
 class VAEOutput(NamedTuple):
-    recon: torch.Tensor  # N x C x H x W: pixel means (`seed` loss) or logits (`bernoulli`)
+    recon: torch.Tensor  # the decoder's output: see `decode`
     mu: torch.Tensor  # N x latent_dim
     logvar: torch.Tensor  # N x latent_dim, log of the posterior variance
     z: torch.Tensor  # N x latent_dim, the sample that was decoded
@@ -40,12 +43,22 @@ class _VAEBase(nn.Module):
     """What every model shares: optional class conditioning and the forward pass."""
 
     def __init__(
-        self, image_shape: tuple[int, int, int], latent_dim: int, num_classes: int
+        self, image_shape: tuple[int, int, int], latent_dim: int, num_classes: int, scale: str
     ) -> None:
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
         self.num_classes = num_classes
+        if scale not in SCALES:
+            raise ValueError(f"scale = {scale!r} is not one of {', '.join(SCALES)}")
+        self.scale = scale
+        # log sigma of a Gaussian decoder, learned with the weights (starts at sigma = 1, the
+        # article's fixed variance): 1 x 1 x 1 x 1 for "global", 1 x C x H x W for "pixel"
+        self.log_sigma = (
+            None
+            if scale == "none"
+            else nn.Parameter(torch.zeros(1, *(image_shape if scale == "pixel" else (1, 1, 1))))
+        )
 
     def _add_heads(self, hidden: int) -> None:
         """The layers between the encoder's features and the decoder's hidden layer: the label
@@ -86,6 +99,13 @@ class _VAEBase(nn.Module):
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def _with_scale(self, mean: torch.Tensor) -> torch.Tensor:
+        """The decoder's output: the mean N x C x H x W, or, for a model with a learned spread,
+        [mean, log sigma] along the channels (N x 2C x H x W), which the likelihood splits."""
+        if self.log_sigma is None:
+            return mean
+        return torch.cat([mean, self.log_sigma.expand_as(mean)], dim=1)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -116,8 +136,9 @@ class VAE(_VAEBase):
         latent_dim: int = 2,
         hidden: int = 256,
         num_classes: int = 0,
+        scale: str = "none",
     ) -> None:
-        super().__init__(image_shape, latent_dim, num_classes)
+        super().__init__(image_shape, latent_dim, num_classes, scale)
         pixels = math.prod(image_shape)
         self.fc1 = nn.Linear(pixels, hidden)
         self._add_heads(hidden)
@@ -131,9 +152,10 @@ class VAE(_VAEBase):
         return self._heads(h, y)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """z: N x latent_dim -> N x C x H x W (no output activation)."""
+        """z: N x latent_dim -> N x C x H x W (no output activation: pixel means or logits, as
+        the likelihood reads them), or N x 2C x H x W ([mean, log sigma]) with a learned scale."""
         z = self._with_label(z, y)
-        return self.fc4(F.relu(self.fc3(z))).view(-1, *self.image_shape)
+        return self._with_scale(self.fc4(F.relu(self.fc3(z))).view(-1, *self.image_shape))
 
 
 class ConvVAE(_VAEBase):
@@ -150,8 +172,9 @@ class ConvVAE(_VAEBase):
         latent_dim: int = 2,
         hidden: int = 256,
         num_classes: int = 0,
+        scale: str = "none",
     ) -> None:
-        super().__init__(image_shape, latent_dim, num_classes)
+        super().__init__(image_shape, latent_dim, num_classes, scale)
         c, h, w = image_shape
         if h % 4 or w % 4:
             raise ValueError(
@@ -177,10 +200,11 @@ class ConvVAE(_VAEBase):
         return self._heads(h, y)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """z: N x latent_dim -> N x C x H x W (no output activation)."""
+        """z: N x latent_dim -> N x C x H x W (no output activation: pixel means or logits, as
+        the likelihood reads them), or N x 2C x H x W ([mean, log sigma]) with a learned scale."""
         z = self._with_label(z, y)
         h = F.relu(self.fc4(F.relu(self.fc3(z)))).view(-1, *self.feature_shape)
-        return self.deconv2(F.relu(self.deconv1(h)))
+        return self._with_scale(self.deconv2(F.relu(self.deconv1(h))))
 
 
 MODELS: dict[str, type[_VAEBase]] = {"mlp": VAE, "conv": ConvVAE}

@@ -127,6 +127,7 @@ def build_model(
             latent_dim=m.latent_dim,
             hidden=m.hidden,
             num_classes=num_classes if m.conditional else 0,
+            scale=likelihood(config.train.loss).scale,
         )
     except ValueError as e:  # a shape the architecture cannot take
         raise VaegenError(str(e)) from None
