@@ -142,3 +142,26 @@ def test_a_log_file_gets_one_line_per_epoch(tiny_data, tmp_path, capsys):
 def test_ci_is_recognised_however_it_is_spelled(value, expected):
     assert in_ci({"CI": value}) is expected
     assert in_ci({}) is False
+
+
+def test_a_preset_sets_its_fields_flags_override_them_and_resume_continues(tiny_data, tmp_path):
+    """--preset synth writes the preset's config (conditional, its likelihood, latent size) with
+    the flags given beside it on top; the same command plus --resume continues that run; the
+    default stays the article's model."""
+    from vaegen.config import PRESETS, RunConfig
+
+    assert PRESETS["article"] == RunConfig()
+    synth = PRESETS["synth"]
+    out = tmp_path / "synth"
+    argv = ["-q", "train", "--preset", "synth", "--data", str(tiny_data), "--hidden", "8",
+            "--epochs", "1", "--no-plots", "--prior-components", "0", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == {**vars(synth.model), "hidden": 8}
+    assert config["train"] == {**vars(synth.train), "epochs": 1}
+    assert config["model"]["conditional"] and config["train"]["loss"] == synth.train.loss
+    assert main([*argv[:-4], "--epochs", "2", "--resume", "--out", str(out)]) == 0
+    assert [m["epoch"] for m in load_run(out).metrics] == [1, 2]
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--preset", "nope"])
+    assert e.value.code == 2

@@ -14,7 +14,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from ._version import __version__
-from .config import MODEL_KINDS, STEPS, DataConfig, ModelConfig, RunConfig, TrainConfig
+from .config import (
+    MODEL_KINDS,
+    PRESET_HELP,
+    PRESETS,
+    STEPS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    preset,
+)
 from .errors import VaegenError
 from .losses import ALIASES, LIKELIHOODS, LOSS_CHOICES
 from .priors import DEFAULT_COMPONENTS, PRIOR_CHOICES
@@ -56,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         "torchrun --nproc-per-node N -m vaegen train --out RUN ...",
     )
     d, m, tr = DataConfig(), ModelConfig(), TrainConfig()
+    t.add_argument(
+        "--preset", choices=PRESETS, metavar="NAME",
+        help="start from a named recipe; flags given beside it override its fields: "
+        + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()),
+    )  # fmt: skip
     t.add_argument(
         "--data", help=f"named dataset, IDX folder, .npz or image folder (default {d.source})"
     )
@@ -211,9 +226,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if procs.several and args.out is None:  # each process would pick its own time stamp
         raise VaegenError("training in several processes (torchrun) needs --out")
     out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-    base = RunConfig()
-    if args.resume and (out / rundir.CONFIG).exists():
-        base, _ = rundir.load_config(out)  # unspecified flags keep the saved run's values
+    base = preset(args.preset or "article")
+    if args.resume and not args.preset and (out / rundir.CONFIG).exists():
+        # unspecified flags keep the saved run's values; with --preset they are the preset's
+        # (the same command with --resume added continues the run it started)
+        base, _ = rundir.load_config(out)
     config = _train_config(args, base)
     run = train(
         config, out, resume=args.resume, progress=not args.quiet,
