@@ -165,3 +165,21 @@ def test_a_preset_sets_its_fields_flags_override_them_and_resume_continues(tiny_
     with pytest.raises(SystemExit) as e:
         main(["train", "--preset", "nope"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1000"), ("250", "250")])
+def test_importing_vaegen_shortens_openmp_spinning_before_torch_loads(preset, expected):
+    """GNU OpenMP reads GOMP_SPINCOUNT once, when torch loads it: vaegen sets it (unless the user
+    did) before its first import of torch, so that two processes side by side do not stall."""
+    code = (
+        "import os, sys; import vaegen; "
+        "assert 'torch' in sys.modules; print(os.environ['GOMP_SPINCOUNT'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if preset is not None:
+        env["GOMP_SPINCOUNT"] = preset
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+    source = Path(vaegen.__file__).read_text()
+    assert source.index("GOMP_SPINCOUNT") < source.index("\nfrom .")  # before any submodule
