@@ -217,7 +217,6 @@ def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
     from . import run as rundir
-    from .data import load_dataset
     from .plots import draw_all
     from .report import write_report
     from .train import train
@@ -243,7 +242,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         fit_prior(run, components=args.prior_components, seed=config.train.seed)
     if not args.no_plots:
-        test = load_dataset(config.data.source, "test", config.data.data_dir)
+        test = rundir.load_split(run, "test")
         draw_all(run, test)
         print(f"report: {write_report(run, test=test)}")
     last = run.metrics[-1] if run.metrics else None
