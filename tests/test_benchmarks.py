@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def load(name: str):
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
 
@@ -34,3 +37,22 @@ def test_vaegen_rows_are_pinned_to_the_cpu(monkeypatch, fast_step):
     (tc,) = seen
     assert tc.device == "cpu"
     assert tc.step == ("auto" if fast_step else "autograd")
+
+
+def test_the_ablation_adds_one_ingredient_a_row():
+    """Each '+' row of benchmarks/synth_ablation.py is the '+' row above it with exactly one
+    change (a config field, or the prior), and the last is `--preset synth` on the CPU."""
+    from dataclasses import replace
+
+    from vaegen.config import PRESETS, differences
+
+    bench = load("synth_ablation")
+    rows = [r for r in bench.rows(epochs=20) if not r.name.startswith(" ")]  # not the variants
+    for before, after in itertools.pairwise(rows):
+        changed = differences(before.config, after.config) + (
+            [f"prior {before.prior} -> {after.prior}"] if before.prior != after.prior else []
+        )
+        assert len(changed) == 1, (after.name, changed)
+    synth = PRESETS["synth"]
+    assert rows[-1].config == replace(synth, train=replace(synth.train, device="cpu"))
+    assert rows[0].prior == "standard" and rows[0].config.model.conditional

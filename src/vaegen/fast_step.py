@@ -191,6 +191,11 @@ class FlatAdam:
     def step(self) -> None:
         self.opt.step()
 
+    @property
+    def state(self) -> Any:
+        """The wrapped optimizer's state: one entry, for the flat tensor."""
+        return self.opt.state
+
     def state_dict(self) -> dict[str, Any]:
         """The state `torch.optim.Adam(model.parameters())` would have: one entry per parameter."""
         sd = self.opt.state_dict()

@@ -292,9 +292,9 @@ def _train_epoch(
                     "is scaled to [0, 1]; the last good checkpoint is kept in "
                     f"{loop.run_dir / rundir.STATE}"
                 )
-            loop.step.optimizer.step()
-            loop.running += sums.double()
             p.global_step += 1
+            loop.step.update(p.global_step)
+            loop.running += sums.double()
             if not bar.disable and (step % 20 == 0 or step == steps_per_epoch - 1):
                 seen = min((step + 1) * tc.batch_size, n)
                 seconds = p.elapsed_in_epoch + time.perf_counter() - t0

@@ -1,0 +1,141 @@
+"""What each ingredient of the simulated-data recipe buys: train the conditional model with the
+ingredients switched on one at a time, and score every run the same way.
+
+Rows (each adds one thing to the row before it, all conditional, seed 0, device cpu):
+  article CVAE   2-D latent, hidden 256, unit-variance Gaussian, samples from N(0, I)
+  + fitted prior the 10-component Gaussian mixture per class (vaegen.priors)
+  + 16-D latent
+  + likelihood   --loss bernoulli (also scored: gaussian-sigma, gaussian-pixel-sigma, beta 0.01)
+  + hidden 1024
+  + 50 epochs    the `--preset synth` recipe
+
+Scores, on N generated images (labels spread evenly) in the reference classifier's features:
+the Frechet distance to the test set and that of the test set's reconstructions (the decoder's
+share), precision and recall against the test set (k = 3), the reference classifier's agreement
+with the requested class (overall and the worst class), the test-set loss, and the training time
+(the sum of the epochs' times: what the user waits for, test passes included). TSTR is not run
+here (it costs two classifier trainings a row): `vaegen evaluate` measures it for a chosen run.
+
+    python benchmarks/synth_ablation.py OUT [--epochs 20] [--n 10000] [--rows NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from vaegen import load_dataset, load_run, train
+from vaegen.classifier import extract_features, load_reference_classifier, predict
+from vaegen.config import PRESETS, ModelConfig, RunConfig, TrainConfig
+from vaegen.generate import generate, reconstruct
+from vaegen.metrics import class_agreement, frechet_distance_features, precision_recall
+from vaegen.priors import fit_prior
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    config: RunConfig
+    prior: str  # "standard" or "fitted"
+
+
+def rows(epochs: int) -> list[Row]:
+    """The ablation's rows: each the one above it with one ingredient more."""
+    article = RunConfig(
+        model=ModelConfig(conditional=True), train=TrainConfig(epochs=epochs, device="cpu")
+    )
+
+    def with_(base: RunConfig, **fields: object) -> RunConfig:
+        model = {k: v for k, v in fields.items() if k in ModelConfig.__dataclass_fields__}
+        tr = {k: v for k, v in fields.items() if k in TrainConfig.__dataclass_fields__}
+        return replace(base, model=replace(base.model, **model), train=replace(base.train, **tr))
+
+    d16 = with_(article, latent_dim=16)
+    synth = PRESETS["synth"]
+    likelihood = with_(d16, loss=synth.train.loss)
+    wide = with_(likelihood, hidden=synth.model.hidden)
+    return [
+        Row("article CVAE, N(0, I)", article, "standard"),
+        Row("+ fitted prior", article, "fitted"),
+        Row("+ 16-D latent", d16, "fitted"),
+        Row("  likelihood: beta 0.01 (gaussian)", with_(d16, beta=0.01), "fitted"),
+        Row("  likelihood: gaussian-sigma", with_(d16, loss="gaussian-sigma"), "fitted"),
+        Row(
+            "  likelihood: gaussian-pixel-sigma", with_(d16, loss="gaussian-pixel-sigma"), "fitted"
+        ),
+        Row(f"+ likelihood: {synth.train.loss}", likelihood, "fitted"),
+        Row(f"+ hidden {synth.model.hidden}", wide, "fitted"),
+        Row(
+            f"+ {synth.train.epochs} epochs (--preset synth)", with_(synth, device="cpu"), "fitted"
+        ),
+    ]
+
+
+def slug(config: RunConfig) -> str:
+    m, t = config.model, config.train
+    return f"d{m.latent_dim}-h{m.hidden}-{t.loss}-b{t.beta:g}-e{t.epochs}"
+
+
+def score(run_dir: Path, prior: str, n: int, ref: dict) -> dict:
+    run = load_run(run_dir)
+    clf, test, f_test = ref["clf"], ref["test"], ref["f_test"]
+    images, labels = generate(run, n, prior=prior, seed=0)
+    f_gen = extract_features(clf, images, progress=False)
+    recon = reconstruct(run, test.images, test.labels)
+    agree, per_class = class_agreement(predict(clf, images), labels, len(run.classes))
+    worst = min(range(len(per_class)), key=lambda k: per_class[k])
+    precision, recall = precision_recall(f_test, f_gen)
+    return {
+        "frechet": frechet_distance_features(f_gen, f_test),
+        "frechet_recon": frechet_distance_features(
+            extract_features(clf, recon, progress=False), f_test
+        ),
+        "precision": precision,
+        "recall": recall,
+        "agreement": agree,
+        "worst_class": f"{run.classes[worst]} {per_class[worst]:.3f}",
+        "test_loss": run.metrics[-1]["test_loss"],
+        "loss": run.config.train.loss,
+        "train_seconds": sum(m["seconds"] for m in run.metrics),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path, help="folder for the runs and results.jsonl")
+    p.add_argument("--epochs", type=int, default=20, help="epochs of every row but the last")
+    p.add_argument("--n", type=int, default=10000, help="generated images per row")
+    p.add_argument("--rows", nargs="*", type=int, help="row numbers to run (default all)")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    clf = load_reference_classifier()
+    test = load_dataset("fashion-mnist", "test")
+    ref = {"clf": clf, "test": test, "f_test": extract_features(clf, test.images, progress=False)}
+    train_set = load_dataset("fashion-mnist", "train")
+    floor = precision_recall(
+        ref["f_test"], extract_features(clf, train_set.images[: args.n], progress=False)
+    )
+    print(f"real training images: precision {floor[0]:.3f} recall {floor[1]:.3f}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, row in enumerate(rows(args.epochs)):
+        if args.rows and i not in args.rows:
+            continue
+        run_dir = args.out / slug(row.config)
+        t0 = time.perf_counter()
+        if not (run_dir / "prior").exists():
+            run = train(row.config, run_dir, resume=True, progress=False)
+            fit_prior(run, train_set)
+        result = {"row": i, "name": row.name, **score(run_dir, row.prior, args.n, ref)}
+        result["wall_seconds"] = time.perf_counter() - t0
+        with open(args.out / "results.jsonl", "a") as f:
+            f.write(json.dumps(result) + "\n")
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
