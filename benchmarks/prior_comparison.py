@@ -19,9 +19,9 @@ import time
 import torch
 from torch import nn
 
-from vaegen import load_dataset, load_run
+from vaegen import load_run
 from vaegen.classifier import extract_features, load_reference_classifier, predict
-from vaegen.data import to_float
+from vaegen.data import load_splits, to_float
 from vaegen.generate import reconstruct
 from vaegen.metrics import frechet_distance_features
 from vaegen.priors import StandardNormal, fit_gaussian_mixture
@@ -109,8 +109,7 @@ def main() -> None:
         run = load_run(path)
         conditional = run.config.model.conditional
         data = run.config.data
-        train = load_dataset(data.source, "train", data.data_dir)
-        test = load_dataset(data.source, "test", data.data_dir)
+        train, test = load_splits(data.source, **data.load_options())
         k = len(run.classes)
         n = args.n
         y = (torch.arange(n) % k) if conditional else None

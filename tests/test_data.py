@@ -119,7 +119,7 @@ def test_label_count_mismatch(tmp_path):
 def test_npz_dataset_and_pickle_refusal(tmp_path):
     x, y = make_images(10)
     np.savez(tmp_path / "d.npz", x=x, y=y.astype(np.int64))
-    ds = load_dataset(tmp_path / "d.npz")
+    ds = load_dataset(tmp_path / "d.npz", test_fraction=0)  # every image, no split
     assert ds.images.shape == (10, 1, 12, 12) and ds.labels.tolist() == y.tolist()
     np.savez(tmp_path / "obj.npz", x=np.array([object()], dtype=object))
     with pytest.raises(DataError, match=r"obj\.npz: not a readable \.npz"):
@@ -137,7 +137,7 @@ def test_image_folder_dataset(tmp_path):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(2):
             Image.fromarray(x[i]).save(tmp_path / "imgs" / cls / f"{i}.png")
-    ds = load_dataset(tmp_path / "imgs")
+    ds = load_dataset(tmp_path / "imgs", test_fraction=0)  # every image, no split
     assert ds.classes == ["cat", "dog"] and ds.labels.tolist() == [0, 0, 1, 1]
     np.testing.assert_array_equal(ds.images[0, 0].numpy(), x[0])
 

@@ -63,7 +63,7 @@ def test_cli_generate_files_read_back_as_a_dataset(runs, tmp_path, fmt, capsys):
         argv += ["--format", "png"]
     assert main([*argv, "--out", str(out)]) == 0
     assert "wrote 30 images (shape <1>: 15, shape <2>: 15)" in capsys.readouterr().out
-    ds = load_dataset(out)
+    ds = load_dataset(out, test_fraction=None if fmt == "idx" else 0)  # every image
     assert len(ds) == 30 and ds.image_shape == (1, 12, 12)
     counts = {ds.classes[k]: int(c) for k, c in enumerate(ds.labels.bincount()) if c}
     if fmt == "png":  # one sub-folder per class, named with the class index first

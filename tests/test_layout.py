@@ -17,10 +17,10 @@ PACKAGE = Path(vaegen.__file__).parent
 LAYERS: dict[str, int] = {
     "errors": 0, "_version": 0,
     "_io": 1,
-    "idx": 2, "distributed": 2,
-    "datasets": 3,
+    "idx": 2, "distributed": 2, "splits": 2,
+    "datasets": 3, "images": 3, "npz": 3,
     "data": 4, "models": 4, "losses": 4,
-    "config": 5, "checkpoint": 5, "fast_step": 5,
+    "config": 5, "checkpoint": 5, "fast_step": 5, "datainfo": 5,
     "run": 6, "step": 6, "collapse": 6,
     "train": 7,
     "metrics": 8, "classifier": 8,
@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "evaluate.synthetic": 12, "evaluate": 13,
     "scorecard": 14,
     "report.tables": 14, "report.render": 15, "report.payload": 16, "report": 17,
+    "cli_data": 17,
     "cli": 18,
     "__init__": 19, "__main__": 19,
 }  # fmt: skip

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ._version import __version__
+from .cli_data import add_data_command, add_data_flags, cmd_data
 from .config import (
     MODEL_KINDS,
     PRESET_HELP,
@@ -47,6 +48,11 @@ _TRAIN_FLAGS = {
     "threads": ("train", "threads"),
     "deterministic": ("train", "deterministic"),
     "step": ("train", "step"),
+    "channels": ("data", "channels"),
+    "image_size": ("data", "image_size"),
+    "test_fraction": ("data", "test_fraction"),
+    "split_seed": ("data", "split_seed"),
+    "skip_bad": ("data", "skip_bad"),
 }
 
 
@@ -75,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         "--data", help=f"named dataset, IDX folder, .npz or image folder (default {d.source})"
     )
     t.add_argument("--data-dir", help="folder to look in first for a named dataset")
+    add_data_flags(t)
     t.add_argument("--model", choices=MODEL_KINDS, help=f"model architecture (default {m.model})")
     t.add_argument("--latent-dim", type=int, help=f"latent dimensions (default {m.latent_dim})")
     t.add_argument("--hidden", type=int, help=f"hidden layer width (default {m.hidden})")
@@ -189,10 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write RUN/report.html (self-contained, opens from disk)")
     rp.add_argument("run", type=Path)
 
-    da = sub.add_parser("data", help="fetch or verify a named dataset")
-    da.add_argument("action", choices=["fetch", "verify"])
-    da.add_argument("name", help="fashion-mnist or mnist")
-    da.add_argument("--data-dir", help="folder to look in first")
+    add_data_command(sub)
     return p
 
 
@@ -217,7 +221,6 @@ def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
     from . import run as rundir
-    from .data import load_dataset
     from .plots import draw_all
     from .report import write_report
     from .train import train
@@ -243,7 +246,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         fit_prior(run, components=args.prior_components, seed=config.train.seed)
     if not args.no_plots:
-        test = load_dataset(config.data.source, "test", config.data.data_dir)
+        test = rundir.load_split(run, "test")
         draw_all(run, test)
         print(f"report: {write_report(run, test=test)}")
     last = run.metrics[-1] if run.metrics else None
@@ -330,17 +333,6 @@ def _cmd_fit_prior(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_data(args: argparse.Namespace) -> int:
-    from . import datasets
-
-    if args.action == "fetch":
-        print(datasets.fetch(args.name, args.data_dir))
-    else:
-        for path in datasets.verify(args.name, args.data_dir):
-            print(f"ok  {path}")
-    return 0
-
-
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (tests and notebooks replace it)."""
 
@@ -369,7 +361,7 @@ _COMMANDS = {
     "evaluate": _cmd_evaluate,
     "plot": _cmd_plot,
     "report": _cmd_report,
-    "data": _cmd_data,
+    "data": cmd_data,
     "fit-prior": _cmd_fit_prior,
 }
 

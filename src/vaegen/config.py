@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._version import __version__
+from .data import check_options
 from .errors import VaegenError
 from .losses import canonical_loss
 from .models import MODELS
@@ -24,14 +25,18 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "str | None": (str, type(None)),
     "int": (int,),
+    "int | None": (int, type(None)),
     "float": (int, float),
+    "float | None": (int, float, type(None)),
     "bool": (bool,),
 }
 _TYPE_WORDS = {
     "str": "a string",
     "str | None": "a string or null",
     "int": "an integer",
+    "int | None": "an integer or null",
     "float": "a number",
+    "float | None": "a number or null",
     "bool": "true or false",
 }
 
@@ -59,10 +64,24 @@ def _check_types(obj: object) -> None:
 class DataConfig:
     source: str = "fashion-mnist"  # a named dataset, an IDX folder, an .npz or an image folder
     data_dir: str | None = None  # where to look for a named dataset first
+    channels: int | None = None  # 1 or 3 converts every image; None keeps them as they are
+    image_size: int | None = None  # resize every image to S x S (bilinear); None keeps them
+    # for an .npz or image folder: the fraction held out for testing (None: 0.1; 0: none);
+    # a source with its own test split takes none. Training records the fraction it used.
+    test_fraction: float | None = None
+    split_seed: int = 0  # seeds the held-out split (apart from train.seed: runs share a test set)
+    skip_bad: bool = False  # leave unreadable image files out (with a warning) instead of failing
 
     def __post_init__(self) -> None:
         _check_types(self)
         _require(bool(self.source), "data", self.source, "name a dataset or a path")
+        check_options(self.channels, self.image_size, self.test_fraction, self.split_seed)
+
+    def load_options(self) -> dict[str, Any]:
+        """Keyword arguments of data.load_dataset and load_splits for this config."""
+        d = dataclasses.asdict(self)
+        del d["source"]
+        return d
 
 
 @dataclass(frozen=True)

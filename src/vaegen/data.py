@@ -1,15 +1,21 @@
-"""In-memory datasets: `ImageDataset` and `load_dataset`, which fills one from a named dataset
-(see `datasets`), a folder of IDX files (see `idx`), an .npz file or a folder of images.
+"""In-memory datasets: `ImageDataset`, and `load_dataset` / `load_splits`, which fill them from a
+named dataset (see `datasets`), a folder of IDX files (see `idx`), an .npz file or a folder of
+images (see `images`).
+
+Named datasets and IDX folders bring their own train and test split. An .npz file or an image
+folder has none: a class-stratified, seeded fraction of it is held out for testing
+(`splits.holdout`: 10 % unless test_fraction says otherwise; 0 tests on the training images).
+channels and image_size convert every image on purpose (see `images`), whatever the source.
 
 Every file is checked before use; a bad file raises `DataError` naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,11 @@ import torch
 from . import datasets
 from .errors import DataError
 from .idx import read_idx
+from .images import MODES, convert, read_folder
+from .npz import read_npz
+from .splits import DEFAULT_TEST_FRACTION, check_fraction, holdout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,12 +38,14 @@ class ImageDataset:
     images: uint8 tensor, N x C x H x W, pixel values 0..255.
     labels: int64 tensor of N class indices, or None for an unlabelled dataset.
     classes: class names; labels index into it.
+    notes: what loading did that the user should know (grey images made colour, files skipped).
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     classes: list[str]
     name: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -62,6 +75,12 @@ class ImageDataset:
         """(C, H, W)."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
+    def subset(self, indices: np.ndarray) -> ImageDataset:
+        """The images (and labels) at `indices`, in that order."""
+        idx = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        labels = None if self.labels is None else self.labels[idx]
+        return ImageDataset(self.images[idx], labels, self.classes, self.name, self.notes)
+
 
 def safe_name(name: str) -> str:
     """A class name made safe as a file or folder name ("T-shirt/top" -> "T-shirt_top")."""
@@ -73,7 +92,78 @@ def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device).float().div_(255.0)
 
 
-def _from_idx_arrays(
+# ------------------------------------------------------------------ sources and options
+
+OWN_SPLIT = ("named", "idx")  # the kinds of source that bring a test split of their own
+KINDS = {
+    "named": "a named dataset, with its own train and test split",
+    "idx": "a folder of IDX files, with its own train and test split (train-, t10k- files)",
+    "npz": "an .npz file",
+    "images": "a folder of images, one sub-folder per class",
+}
+
+
+def source_kind(source: str | Path) -> str | None:
+    """What `source` is: "named", "idx" (a folder of IDX files), "npz", "images" (a folder of
+    images), or None when it is none of these (no such name, file or folder)."""
+    if str(source) in datasets.NAMED_DATASETS:
+        return "named"
+    path = Path(source)
+    if path.suffix == ".npz":
+        return "npz"
+    if path.is_dir():
+        return "idx" if any(path.glob("*-images-idx*-ubyte*")) else "images"
+    return None
+
+
+def check_options(
+    channels: int | None, image_size: int | None, test_fraction: float | None, split_seed: int
+) -> None:
+    """A DataError, naming the option, for a value no source can take."""
+    if channels is not None and channels not in MODES:
+        raise DataError(f"channels = {channels!r} is not valid: 1 (grey) or 3 (RGB), or None")
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image_size = {image_size!r} is not valid: an integer >= 1, or None")
+    if test_fraction is not None:
+        check_fraction(test_fraction)
+    if split_seed < 0:
+        raise DataError(f"split_seed = {split_seed!r} is not valid: an integer >= 0")
+
+
+def effective_test_fraction(source: str | Path, test_fraction: float | None) -> float | None:
+    """The fraction held out for testing: None for a source with its own test split (a DataError
+    if one was asked for), else `test_fraction`, DEFAULT_TEST_FRACTION when that is None."""
+    kind = source_kind(source)
+    if kind in OWN_SPLIT:
+        if test_fraction is not None:
+            raise DataError(
+                f"--test-fraction {test_fraction:g} (test_fraction) is for .npz files and image "
+                f"folders, which have no test split; {source} is {KINDS[kind]}, which is used "
+                "as it is"
+            )
+        return None
+    return DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
+
+
+def split_note(fraction: float | None, seed: int, n_train: int, n_test: int) -> str:
+    """How the test split was made, with its size, in words (the log and `vaegen data info`)."""
+    if fraction is None:
+        return f"the source's own: {n_train} train, {n_test} test images"
+    if fraction == 0:
+        return (
+            f"none (test fraction 0): train and test are the same {n_train} images, so test "
+            "numbers are measured on training images"
+        )
+    return (
+        f"{fraction * 100:g} % held out for testing, stratified by class (split seed {seed}): "
+        f"{n_train} train, {n_test} test images"
+    )
+
+
+# ------------------------------------------------------------------------------- readers
+
+
+def _from_arrays(
     images: np.ndarray, labels: np.ndarray | None, classes: Sequence[str], name: str, where: str
 ) -> ImageDataset:
     if images.ndim == 3:
@@ -96,7 +186,7 @@ def _from_idx_arrays(
 def _load_named(name: str, split: str, data_dir: str | Path | None) -> ImageDataset:
     folder, images, labels = datasets.read_split(name, split, data_dir)
     classes = datasets.NAMED_DATASETS[name].classes
-    return _from_idx_arrays(images, labels, classes, name, str(folder))
+    return _from_arrays(images, labels, classes, name, str(folder))
 
 
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
@@ -118,83 +208,140 @@ def _load_idx_folder(folder: Path, split: str) -> ImageDataset:
     classes_file = folder / "classes.txt"
     if classes_file.is_file():
         classes = classes_file.read_text(encoding="utf-8").splitlines()
-    return _from_idx_arrays(images, labels, classes, folder.name, str(found["images"]))
+    return _from_arrays(images, labels, classes, folder.name, str(found["images"]))
 
 
-def _load_npz(path: Path) -> ImageDataset:
-    try:
-        # allow_pickle=False: an .npz with object arrays is refused, never unpickled
-        with np.load(path, allow_pickle=False) as f:
-            if "x" not in f.files:
-                raise DataError(f"{path}: no array named 'x' (found: {', '.join(f.files)})")
-            x = f["x"]
-            y = f["y"] if "y" in f.files else None
-            classes = [str(c) for c in f["classes"]] if "classes" in f.files else []
-    except (OSError, ValueError, zlib.error) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{path}: not a readable .npz file ({e})") from None
-    return _from_idx_arrays(x, y, classes, path.stem, str(path))
+def _read(
+    kind: str, source: str | Path, split: str | None, data_dir: str | Path | None,
+    channels: int | None, image_size: int | None, skip_bad: bool,
+) -> ImageDataset:  # fmt: skip
+    """One split of a named dataset or IDX folder, or the whole of an .npz or image folder,
+    converted to `channels` and `image_size`."""
+    if kind == "images":
+        got = read_folder(Path(source), channels, image_size, skip_bad)
+        return ImageDataset(
+            torch.from_numpy(got.images), torch.from_numpy(got.labels.astype(np.int64)),
+            got.classes, Path(source).name, got.notes,
+        )  # fmt: skip
+    if kind == "npz":
+        x, y, classes = read_npz(Path(source))
+        ds = _from_arrays(x, y, classes, Path(source).stem, str(source))
+    elif kind == "idx":
+        ds = _load_idx_folder(Path(source), str(split))
+    else:
+        ds = _load_named(str(source), str(split), data_dir)
+    before = ds.images.numpy()
+    images = convert(before, channels, image_size, str(source))
+    if images is not before:
+        ds = ImageDataset(torch.from_numpy(images), ds.labels, ds.classes, ds.name)
+    return ds
 
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+def _load(
+    source: str | Path, splits: Sequence[str], data_dir: str | Path | None,
+    channels: int | None, image_size: int | None, test_fraction: float | None,
+    split_seed: int, skip_bad: bool,
+) -> tuple[list[ImageDataset], float | None]:  # fmt: skip
+    """The `splits` of `source`, and the fraction held out for testing (None: the source's own)."""
+    for split in splits:
+        datasets.check_split(split)
+    check_options(channels, image_size, test_fraction, split_seed)
+    kind = source_kind(source)
+    if kind is None:
+        raise DataError(
+            f"data source {str(source)!r} is not a named dataset "
+            f"({', '.join(datasets.NAMED_DATASETS)}), an existing .npz file or a folder"
+        )
+    fraction = effective_test_fraction(source, test_fraction)
+    if kind in OWN_SPLIT:
+        read = [_read(kind, source, s, data_dir, channels, image_size, skip_bad) for s in splits]
+        return read, None
+    if kind == "npz" and not Path(source).is_file():
+        raise DataError(f"{source}: file not found")
+    whole = _read(kind, source, None, data_dir, channels, image_size, skip_bad)
+    assert fraction is not None  # not a source with its own split
+    labels = None if whole.labels is None else whole.labels.numpy()
+    if fraction == 0:
+        return [whole for _ in splits], fraction
+    train, test = holdout(labels, len(whole), fraction, split_seed)
+    return [whole.subset(train if s == "train" else test) for s in splits], fraction
 
 
-def _load_image_folder(folder: Path) -> ImageDataset:
-    from PIL import Image
-
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
-    if not class_dirs:
-        raise DataError(f"{folder}: no class sub-folders (expected one folder of images per class)")
-    images, labels = [], []
-    shape = None
-    for index, d in enumerate(class_dirs):
-        for f in sorted(d.iterdir()):
-            if f.suffix.lower() not in _IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(f) as im:
-                    arr = np.asarray(im.convert("L"))
-            except OSError as e:
-                raise DataError(f"{f}: not a readable image ({e})") from None
-            if shape is None:
-                shape = arr.shape
-            elif arr.shape != shape:
-                raise DataError(
-                    f"{f}: size {arr.shape[::-1]} differs from the first image's {shape[::-1]}"
-                )
-            images.append(arr)
-            labels.append(index)
-    if not images:
-        raise DataError(f"{folder}: no images found in its class sub-folders")
-    return _from_idx_arrays(
-        np.stack(images), np.asarray(labels), [d.name for d in class_dirs], folder.name, str(folder)
-    )
+def _log_notes(ds: ImageDataset) -> None:
+    for note in ds.notes:
+        log.warning("%s: %s", ds.name, note)
 
 
 def load_dataset(
-    source: str | Path = "fashion-mnist", split: str = "train", data_dir: str | Path | None = None
+    source: str | Path = "fashion-mnist",
+    split: str = "train",
+    data_dir: str | Path | None = None,
+    *,
+    channels: int | None = None,
+    image_size: int | None = None,
+    test_fraction: float | None = None,
+    split_seed: int = 0,
+    skip_bad: bool = False,
 ) -> ImageDataset:
-    """Load a dataset whole into memory.
+    """Load one split of a dataset whole into memory.
 
     source: a name (`fashion-mnist`, `mnist`), a folder of IDX files (train-/t10k- prefixes as in
-    MNIST, optional classes.txt), an `.npz` (keys `x`: uint8 N x H x W, optional `y`, `classes`),
-    or a folder of images with one sub-folder per class (used for both splits).
+    MNIST, optional classes.txt), an `.npz` (`x`: uint8 N x H x W, N x H x W x C or N x C x H x W
+    with C = 1 or 3, or floats in [0, 1]; optional `y` and `classes`), or a folder of images
+    with one sub-folder per class. data_dir: where to look first for a named dataset.
+    channels: 1 or 3 converts every image (None: as they are; a folder of grey and colour images
+    gives colour). image_size: resize every image to S x S (bilinear; None: keep).
+    test_fraction: for an .npz or image folder, the fraction held out as the test split,
+    stratified by class and seeded by split_seed (None: 0.1; 0: both splits are every image);
+    an error for a source with its own test split. skip_bad: leave unreadable image files out
+    (with a warning) instead of raising.
     """
-    datasets.check_split(split)
-    named = datasets.NAMED_DATASETS
-    if str(source) in named:
-        return _load_named(str(source), split, data_dir)
-    path = Path(source)
-    if path.suffix == ".npz":
-        if not path.is_file():
-            raise DataError(f"{path}: file not found")
-        return _load_npz(path)
-    if path.is_dir():
-        if any(path.glob("*-images-idx*-ubyte*")):
-            return _load_idx_folder(path, split)
-        return _load_image_folder(path)
-    raise DataError(
-        f"data source {str(source)!r} is not a named dataset ({', '.join(named)}), "
-        "an existing .npz file or a folder"
+    (ds,), _ = _load(
+        source, (split,), data_dir, channels, image_size, test_fraction, split_seed, skip_bad
     )
+    _log_notes(ds)
+    return ds
+
+
+def load_splits(
+    source: str | Path = "fashion-mnist",
+    data_dir: str | Path | None = None,
+    *,
+    channels: int | None = None,
+    image_size: int | None = None,
+    test_fraction: float | None = None,
+    split_seed: int = 0,
+    skip_bad: bool = False,
+) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) as `load_dataset` gives them, reading the source once, and logging how the
+    test split was made."""
+    (train, test), fraction = _load(
+        source, ("train", "test"), data_dir, channels, image_size, test_fraction, split_seed,
+        skip_bad,
+    )  # fmt: skip
+    _log_notes(train)
+    if fraction is not None:
+        note = split_note(fraction, split_seed, len(train), len(test))
+        level = logging.WARNING if fraction == 0 else logging.INFO
+        log.log(level, "%s: no test split of its own; test split: %s (--test-fraction)", source,
+                note)  # fmt: skip
+    return train, test
+
+
+def read_whole(
+    source: str | Path,
+    data_dir: str | Path | None = None,
+    *,
+    channels: int | None = None,
+    image_size: int | None = None,
+    skip_bad: bool = False,
+) -> tuple[str, list[ImageDataset]]:
+    """(kind of source, [every image]) for an .npz or image folder, or (kind, [train, test]) for
+    a source with its own split, converted as `load_dataset` would; nothing is logged."""
+    kind = source_kind(source)
+    if kind in OWN_SPLIT:
+        parts, _ = _load(source, ("train", "test"), data_dir, channels, image_size, None, 0,
+                         skip_bad)  # fmt: skip
+        return str(kind), parts
+    (whole,), _ = _load(source, ("train",), data_dir, channels, image_size, 0, 0, skip_bad)
+    return str(kind), [whole]

@@ -312,7 +312,7 @@ def draw_all(
             raise ValueError(f"not figures of this run: {unknown}; its figures are {files}")
         files = [name for name in files if name in set(only)]
     if test is None and _NEEDS_TEST.intersection(files):
-        test = load_dataset(run.config.data.source, "test", run.config.data.data_dir)
+        test = load_dataset(run.config.data.source, "test", **run.config.data.load_options())
     draw: dict[str, Callable[[Path], Path]] = {
         "reconstructions.png": lambda p: reconstructions(run, test, p),
         "latent_scatter.png": lambda p: latent_scatter(run, test, p),

@@ -19,6 +19,7 @@ the trainer.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 from collections.abc import Iterator
@@ -32,7 +33,14 @@ from torch import nn
 from . import checkpoint as ckpt
 from ._io import atomic_write_text
 from .config import RunConfig, differences
-from .data import ImageDataset, load_dataset
+from .data import (
+    OWN_SPLIT,
+    ImageDataset,
+    effective_test_fraction,
+    load_dataset,
+    load_splits,
+    source_kind,
+)
 from .errors import RunError, VaegenError
 from .losses import Likelihood, likelihood
 from .models import MODELS
@@ -86,13 +94,32 @@ def load_split(run: Run, split: str) -> ImageDataset:
     """The `split` ("train" or "test") of the dataset the run was trained on, checked to hold
     images of the run's shape (a changed dataset is an error, not a crash inside the model)."""
     data = run.config.data
-    ds = load_dataset(data.source, split, data.data_dir)
+    return _checked(run, load_dataset(data.source, split, **data.load_options()))
+
+
+def load_both_splits(run: Run) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) as load_split gives them, reading the data source once."""
+    train, test = load_splits(run.config.data.source, **run.config.data.load_options())
+    return _checked(run, train), _checked(run, test)
+
+
+def _checked(run: Run, ds: ImageDataset) -> ImageDataset:
     if ds.image_shape != tuple(run.image_shape):
         raise VaegenError(
-            f"the run was trained on {tuple(run.image_shape)} images but {data.source!r} "
-            f"now holds {ds.image_shape} images"
+            f"the run was trained on {tuple(run.image_shape)} images but "
+            f"{run.config.data.source!r} now holds {ds.image_shape} images"
         )
     return ds
+
+
+def resolve_data(config: RunConfig) -> RunConfig:
+    """`config` with the test fraction it trains with written out (the default for an .npz or
+    image folder, None for a source with its own split: an error if one is asked for), so that
+    config.json records the split and every later reader of the run repeats it."""
+    fraction = effective_test_fraction(config.data.source, config.data.test_fraction)
+    return dataclasses.replace(
+        config, data=dataclasses.replace(config.data, test_fraction=fraction)
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,6 +175,11 @@ def load_config(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     d = ckpt.read_json(run_dir / CONFIG)
     if not isinstance(d, dict):
         raise RunError(f"{run_dir / CONFIG}: expected a JSON object")
+    data = d.get("data")
+    if isinstance(data, dict) and "test_fraction" not in data:
+        # written before held-out splits: an .npz or image folder served as both splits
+        if source_kind(str(data.get("source", "fashion-mnist"))) not in (*OWN_SPLIT, None):
+            d = {**d, "data": {**data, "test_fraction": 0.0}}
     try:
         return RunConfig.from_dict(d), dict(d.get("dataset") or {})
     except (VaegenError, TypeError) as e:

@@ -25,7 +25,7 @@ from . import collapse, distributed
 from . import run as rundir
 from ._io import show_progress
 from .config import RunConfig
-from .data import ImageDataset, load_dataset, to_float
+from .data import ImageDataset, load_splits, to_float
 from .errors import RunError, VaegenError, WriteError
 from .losses import evaluate_loss, likelihood
 from .run import Run, build_model, resolve_device
@@ -69,6 +69,7 @@ def train(
         raise VaegenError(f"max_steps = {max_steps} is not valid: use an integer >= 1 or None")
     procs = distributed.from_env()
     run_dir = Path(out)
+    config = rundir.resolve_data(config)  # config.json records the test split's fraction
     tc = config.train
     device = resolve_device(tc.device)
     if procs.several and device.type == "cuda":  # one GPU per process
@@ -127,8 +128,7 @@ class _Data:
 
 def _load_data(config: RunConfig, device: torch.device, procs: distributed.Processes) -> _Data:
     with distributed.main_process_first(procs):  # one download, which the others then find
-        train_ds = load_dataset(config.data.source, "train", config.data.data_dir)
-        test_ds = load_dataset(config.data.source, "test", config.data.data_dir)
+        train_ds, test_ds = load_splits(config.data.source, **config.data.load_options())
     if train_ds.image_shape != test_ds.image_shape:
         raise VaegenError(
             f"train images are {train_ds.image_shape} but test images are {test_ds.image_shape}"

@@ -99,7 +99,7 @@ def _evaluate(
 
     t_start = time.perf_counter()
     seconds: dict[str, Any] = {}
-    train_ds, test_ds = rundir.load_split(run, "train"), rundir.load_split(run, "test")
+    train_ds, test_ds = rundir.load_both_splits(run)
     conditional = run.config.model.conditional
     device = run.device
     run.model.eval()

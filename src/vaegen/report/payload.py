@@ -61,7 +61,7 @@ def report_data(run: Run, test: ImageDataset | None = None) -> ReportData:
     data_problem = ""
     if test is None:
         try:
-            test = load_dataset(run.config.data.source, "test", run.config.data.data_dir)
+            test = load_dataset(run.config.data.source, "test", **run.config.data.load_options())
         except (VaegenError, OSError) as e:
             data_problem = f"The test set could not be loaded, so the explorer shows no points: {e}"
             log.warning("report: %s", data_problem)

@@ -1,0 +1,236 @@
+"""Images as uint8 arrays, with Pillow: a folder of image files decoded in parallel, and arrays
+converted to a chosen number of channels or size the same way.
+
+What a folder's images become (`read_folder`), and an array's (`convert`):
+- colour stays colour: grey files give 1 channel, colour files 3 (RGB; an alpha channel is
+  dropped); a folder of both gives 3 channels, the grey images repeated (colour wins), and says
+  so in its notes;
+- channels 1 or 3 converts every image on purpose: colour to grey with Pillow's convert("L")
+  (ITU-R 601-2 luma, L = R * 299/1000 + G * 587/1000 + B * 114/1000), grey to RGB by repetition;
+- size S resizes every image to S x S with Pillow's bilinear filter, on the uint8 image after
+  the channel conversion (the aspect ratio is not kept); without it, a folder of images of
+  different sizes is an error that names two of them.
+A folder's files are decoded by a pool of threads (Pillow releases the GIL while it decodes);
+after that comes only stacking, no per-image Python work. An unreadable, truncated or oversized
+file (Pillow's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS) is a DataError naming it,
+or with skip_bad=True is left out and counted.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+MODES = {1: "L", 3: "RGB"}  # channels -> the Pillow mode images are converted to
+_GREY_MODES = {"1", "L", "LA", "La", "F"}  # and the integer modes: I, I;16, ...
+# what Pillow raises for a corrupt or truncated file, besides its DecompressionBombError
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+
+
+@dataclass
+class FolderImages:
+    """A folder's images, N x C x H x W uint8, their labels (class index per image), the class
+    names, and notes on what was done to them (mixed channels, skipped files)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    notes: list[str]
+
+
+def _workers(n: int) -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(32, n, cpus or 1))
+
+
+def _parallel(fn: Callable[[Any], Any], items: Iterable[Any], n: int) -> list[Any]:
+    """[fn(item) for item in items], in order, on a pool of threads."""
+    with ThreadPoolExecutor(_workers(n)) as pool:
+        return list(pool.map(fn, items))
+
+
+def _is_image(path: Path) -> bool:
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _is_colour(im: Any) -> bool:
+    if im.mode in ("P", "PA"):  # a palette: colour unless the palette itself is grey
+        return im.palette is None or not im.palette.mode.startswith("L")
+    return im.mode not in _GREY_MODES and not im.mode.startswith("I")
+
+
+def _resized(im: Any, size: int | None) -> Any:
+    from PIL import Image
+
+    if size is None or im.size == (size, size):
+        return im
+    return im.resize((size, size), Image.Resampling.BILINEAR)
+
+
+def _decode(path: Path, mode: str | None, size: int | None) -> tuple[np.ndarray | None, str]:
+    """(pixels, "") with pixels H x W (grey) or H x W x 3 (colour) uint8, in `mode` ("L" or
+    "RGB") or else the file's own, resized to size x size; or (None, what is wrong)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and width * height > limit:
+                return None, (
+                    f"{width} x {height} pixels is over Pillow's decompression-bomb limit of "
+                    f"{limit} (PIL.Image.MAX_IMAGE_PIXELS); refused"
+                )
+            im.load()
+            target = mode or ("RGB" if _is_colour(im) else "L")
+            return np.asarray(_resized(im.convert(target) if im.mode != target else im, size)), ""
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return None, f"refused by Pillow's decompression-bomb check ({e})"
+    except _DECODE_ERRORS as e:
+        return None, f"not a readable image ({' '.join(str(e).split())})"
+
+
+def class_folders(folder: Path) -> tuple[list[str], list[Path], np.ndarray]:
+    """(class names, image files, label of each file) of a folder with one sub-folder of images
+    per class, in sorted order. Names starting with '.' are skipped; other files are skipped
+    unless they end in one of IMAGE_SUFFIXES."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    class_dirs = [p for p in entries if p.is_dir()]
+    if not class_dirs:
+        loose = [p for p in entries if p.is_file() and _is_image(p)]
+        found = f"{len(loose)} images directly in it" if loose else "no images"
+        raise DataError(
+            f"{folder}: no class sub-folders ({found}); put the images in one sub-folder per class"
+        )
+    per_class = [sorted(p for p in d.iterdir() if p.is_file() and _is_image(p)) for d in class_dirs]
+    if not any(per_class):
+        raise DataError(
+            f"{folder}: no images in its class sub-folders (image files end in "
+            f"{', '.join(IMAGE_SUFFIXES)})"
+        )
+    for d, files in zip(class_dirs, per_class, strict=True):
+        if not files:
+            raise DataError(
+                f"{d}: an empty class sub-folder (no image files); add images or remove it"
+            )
+    labels = np.repeat(np.arange(len(class_dirs)), [len(f) for f in per_class])
+    return [d.name for d in class_dirs], [f for files in per_class for f in files], labels
+
+
+def read_folder(
+    folder: Path, channels: int | None = None, size: int | None = None, skip_bad: bool = False
+) -> FolderImages:
+    """Decode a folder with one sub-folder of images per class (see the module's doc)."""
+    from PIL import Image
+
+    classes, files, labels = class_folders(folder)
+    decode = partial(_decode, mode=None if channels is None else MODES[channels], size=size)
+    with warnings.catch_warnings():  # Pillow's warning zone (1-2x the limit) refuses too
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        results = _parallel(decode, files, len(files))
+    notes = []
+    bad = [(f, why) for f, (pixels, why) in zip(files, results, strict=True) if pixels is None]
+    if bad and not skip_bad:
+        more = f" ({len(bad) - 1} more unreadable files)" if len(bad) > 1 else ""
+        raise DataError(f"{bad[0][0]}: {bad[0][1]}{more}; --skip-bad leaves such files out")
+    if bad:
+        if len(bad) == len(files):
+            raise DataError(f"{folder}: none of its {len(files)} image files is readable")
+        notes.append(
+            f"skipped {len(bad)} unreadable image file{'s' if len(bad) > 1 else ''} of "
+            f"{len(files)} (--skip-bad); the first: {bad[0][0]}: {bad[0][1]}"
+        )
+        keep = np.array([pixels is not None for pixels, _ in results])
+        files, labels = [f for f, k in zip(files, keep, strict=True) if k], labels[keep]
+        results = [r for r in results if r[0] is not None]
+    arrays = [pixels for pixels, _ in results]
+    shapes = [a.shape[:2] for a in arrays]
+    if len(set(shapes)) > 1:
+        other = next(i for i, s in enumerate(shapes) if s != shapes[0])
+        (h0, w0), (h1, w1) = shapes[0], shapes[other]
+        raise DataError(
+            f"{files[0]} is {w0} x {h0} pixels but {files[other]} is {w1} x {h1}: images of "
+            "different sizes; --image-size S resizes them all to S x S"
+        )
+    images, note = _stack(arrays)
+    return FolderImages(images, labels, classes, notes + note)
+
+
+def _stack(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """N x C x H x W uint8 from H x W (grey) and H x W x 3 (colour) arrays; grey ones among
+    colour ones are repeated to 3 channels."""
+    colour = np.array([a.ndim == 3 for a in arrays])
+    n, (h, w) = len(arrays), arrays[0].shape[:2]
+    out = np.empty((n, 3 if colour.any() else 1, h, w), dtype=np.uint8)
+    hwc = out.transpose(0, 2, 3, 1)  # a view: writing it fills out
+    if colour.all() or not colour.any():
+        np.stack(arrays, out=hwc if colour.all() else out[:, 0])
+        return out, []
+    hwc[colour] = np.stack([a for a, c in zip(arrays, colour, strict=True) if c])
+    hwc[~colour] = np.stack([a for a, c in zip(arrays, colour, strict=True) if not c])[..., None]
+    grey = int((~colour).sum())
+    return out, [
+        f"{grey} grey and {n - grey} colour images: colour wins, the grey ones are repeated to "
+        "3 channels (--channels 1 or 3 chooses)"
+    ]
+
+
+def convert(images: np.ndarray, channels: int | None, size: int | None, where: str) -> np.ndarray:
+    """uint8 N x C x H x W images with `channels` channels and size x size pixels, converted as a
+    folder's images are (see the module's doc); the same array when they already are."""
+    c = images.shape[1]
+    recolour = channels is not None and channels != c
+    resize = size is not None and images.shape[2:] != (size, size)
+    if (recolour or resize) and c not in MODES:
+        raise DataError(
+            f"{where}: images of {c} channels cannot be converted or resized (1 or 3 can)"
+        )
+    if recolour:
+        images = _to_grey(images) if channels == 1 else np.repeat(images, 3, axis=1)
+    if resize:
+        images = _resize(images, int(size))  # type: ignore[arg-type]
+    return images
+
+
+def _to_grey(images: np.ndarray) -> np.ndarray:
+    """RGB N x 3 x H x W -> N x 1 x H x W by Pillow's convert("L"), a stack of images at a time
+    (it is per pixel, so one tall image gives the same pixels as each image alone)."""
+    from PIL import Image
+
+    n, _, h, w = images.shape
+    out = np.empty((n, 1, h, w), dtype=np.uint8)
+    step = max(1, (1 << 22) // max(1, h * w))  # about 4 M pixels a time
+    for a in range(0, n, step):
+        rgb = np.ascontiguousarray(images[a : a + step].transpose(0, 2, 3, 1)).reshape(-1, w, 3)
+        grey = np.asarray(Image.fromarray(rgb).convert("L"))
+        out[a : a + step, 0] = grey.reshape(-1, h, w)
+    return out
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """N x C x H x W (C = 1 or 3) -> N x C x size x size, each image by Pillow (bilinear)."""
+    from PIL import Image
+
+    c = images.shape[1]
+
+    def one(image: np.ndarray) -> np.ndarray:
+        pixels = image[0] if c == 1 else np.ascontiguousarray(image.transpose(1, 2, 0))
+        return np.asarray(_resized(Image.fromarray(pixels), size))
+
+    out = np.empty((len(images), c, size, size), dtype=np.uint8)
+    resized = _parallel(one, images, len(images))
+    np.stack(resized, out=out[:, 0] if c == 1 else out.transpose(0, 2, 3, 1))
+    return out
