@@ -44,9 +44,10 @@ PARITY_RTOL = 1e-4
 # step and spend some 150 steps among float32's subnormal numbers (below 1.2e-38) before they
 # reach zero; arithmetic on subnormals is many times slower on x86 CPUs. Measured after 20 epochs
 # of a conditional MLP (16-D, hidden 512): 67 % of the first layer's exp_avg were subnormal. Every
-# FLUSH_EVERY steps, moments below MOMENT_FLOOR are set to zero. Their effect on an update is at
-# most lr * 1e-30 / eps = 1e-25 (eps = 1e-8): below float32's resolution of any weight above
-# 1e-18, so the weights are those of stock Adam. A value needs about 175 steps to fall from the
+# FLUSH_EVERY steps, moments below MOMENT_FLOOR are set to zero. A first moment that small moves
+# a weight by at most lr * 1e-30 / eps = 1e-25 (eps = 1e-8), and a second moment that small adds
+# at most sqrt(1e-30) = 1e-15 to eps: below float32's resolution of any weight above 1e-18, so
+# the weights are those of stock Adam. A value needs about 175 steps to fall from the
 # floor to the subnormal range, so flushing every 16 steps leaves none.
 MOMENT_FLOOR = 1e-30
 FLUSH_EVERY = 16
