@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -56,3 +57,21 @@ def test_the_ablation_adds_one_ingredient_a_row():
     synth = PRESETS["synth"]
     assert rows[-1].config == replace(synth, train=replace(synth.train, device="cpu"))
     assert rows[0].prior == "standard" and rows[0].config.model.conditional
+
+
+def test_the_whole_run_benchmark_times_vaegen_on_the_cpu_around_the_whole_call(monkeypatch):
+    """Its vaegen row trains on the CPU whatever devices exist, and its time is the whole
+    `train` call (test passes and checkpoints included), not the epochs' step times."""
+    bench = load("whole_run")
+    seen = []
+
+    def fake_train(config, out, progress=True):
+        seen.append(config.train)
+        time.sleep(0.05)
+        return SimpleNamespace(metrics=[{"seconds": 0.001}] * config.train.epochs)
+
+    monkeypatch.setattr(bench, "train", fake_train)
+    whole, epochs = bench.run_vaegen(None, 3)
+    (tc,) = seen
+    assert tc.device == "cpu" and tc.epochs == 3
+    assert epochs == [0.001] * 3 and whole >= 0.05
