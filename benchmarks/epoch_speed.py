@@ -56,30 +56,39 @@ class ArticleDataset(torch.utils.data.Dataset):
         return img.to(dtype=torch.float32).div(255), int(self.targets[i])
 
 
+def article_epoch(model: nn.Module, opt: torch.optim.Optimizer, loader) -> torch.Tensor:
+    """One epoch of the article's training loop: flatten, one-hot labels (which its model
+    ignores), the summed MSE loss, Adam; the running loss kept as a tensor
+    (`train_loss += loss.data`), which it returns."""
+    mse = nn.MSELoss(reduction="sum")
+    train_loss = torch.zeros(())
+    for img, label in loader:
+        img = img.view(img.size(0), -1)
+        _one_hot = torch.zeros(label.shape[0], 10).scatter_(1, label.view(-1, 1), 1)
+        opt.zero_grad()
+        out = model(img.view(-1, 1, 28, 28))
+        recon = out.recon.view(img.size(0), -1)
+        kld = -0.5 * torch.sum(1 + out.logvar - out.mu.pow(2) - out.logvar.exp())
+        loss = 0.5 * mse(recon, img) + kld
+        loss.backward()
+        train_loss += loss.data
+        opt.step()
+    return train_loss
+
+
+def article_loader(images: torch.Tensor, labels: torch.Tensor) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(ArticleDataset(images, labels), batch_size=128, shuffle=True)
+
+
 def epoch_article(images: torch.Tensor, labels: torch.Tensor) -> float:
-    """The article's training loop: flatten, one-hot labels (which its model ignores), the
-    summed MSE loss, Adam; the running loss kept as a tensor (`train_loss += loss.data`)."""
+    """The article's pipeline: its second epoch, timed (the first warms up)."""
     torch.manual_seed(0)
     model = VAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    mse = nn.MSELoss(reduction="sum")
-    loader = torch.utils.data.DataLoader(
-        ArticleDataset(images, labels), batch_size=128, shuffle=True
-    )
-    for _ in range(2):  # the first epoch warms up; the second is timed
+    loader = article_loader(images, labels)
+    for _ in range(2):
         t0 = time.perf_counter()
-        train_loss = torch.zeros(())
-        for img, label in loader:
-            img = img.view(img.size(0), -1)
-            _one_hot = torch.zeros(label.shape[0], 10).scatter_(1, label.view(-1, 1), 1)
-            opt.zero_grad()
-            out = model(img.view(-1, 1, 28, 28))
-            recon = out.recon.view(img.size(0), -1)
-            kld = -0.5 * torch.sum(1 + out.logvar - out.mu.pow(2) - out.logvar.exp())
-            loss = 0.5 * mse(recon, img) + kld
-            loss.backward()
-            train_loss += loss.data
-            opt.step()
+        article_epoch(model, opt, loader)
         seconds = time.perf_counter() - t0
     return seconds
 
@@ -94,6 +103,15 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor) -> torc
     return loss.detach()
 
 
+def plain_epoch(model: nn.Module, opt: torch.optim.Optimizer, x_all: torch.Tensor) -> torch.Tensor:
+    """One epoch of the plain loop: shuffled index batches of 128 of the in-memory floats."""
+    perm = torch.randperm(len(x_all))
+    total = torch.zeros(())
+    for i in range(0, len(x_all), 128):
+        total += _step(model, opt, x_all[perm[i : i + 128]])
+    return total
+
+
 def epoch_plain(images: torch.Tensor) -> float:
     torch.manual_seed(0)
     model = VAE()
@@ -101,10 +119,7 @@ def epoch_plain(images: torch.Tensor) -> float:
     x_all = images.float().div(255)
     for _ in range(2):
         t0 = time.perf_counter()
-        perm = torch.randperm(len(x_all))
-        total = torch.zeros(())
-        for i in range(0, len(x_all), 128):
-            total += _step(model, opt, x_all[perm[i : i + 128]])
+        plain_epoch(model, opt, x_all)
         seconds = time.perf_counter() - t0
     return seconds
 

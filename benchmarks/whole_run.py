@@ -26,21 +26,19 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from epoch_speed import ArticleDataset, _step
+from epoch_speed import article_epoch, article_loader, plain_epoch
 
 from vaegen import DataConfig, RunConfig, TrainConfig, load_dataset, train
-from vaegen.losses import GAUSSIAN
+from vaegen.losses import GAUSSIAN, evaluate_loss
 from vaegen.models import VAE
 from vaegen.train import default_threads
 
 Result = tuple[float, list[float]]  # (whole run in s, per-epoch s)
 
 
-@torch.no_grad()
 def test_loss(model: nn.Module, x_test: torch.Tensor) -> float:
-    out = model(x_test)
-    terms = GAUSSIAN.terms(out.recon, x_test, out.mu, out.logvar)
-    return float((terms.recon + terms.kl).mean())
+    """The test-set loss per image after an epoch (vaegen's own measure of it)."""
+    return evaluate_loss(model, x_test, None, GAUSSIAN.name, seed=0)["loss"]
 
 
 def run_article(
@@ -50,14 +48,11 @@ def run_article(
     torch.manual_seed(0)
     model = VAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(
-        ArticleDataset(images, labels), batch_size=128, shuffle=True
-    )
+    loader = article_loader(images, labels)
     epoch_times = []
     for _ in range(epochs):
         t0 = time.perf_counter()
-        for img, _label in loader:
-            _step(model, opt, img)
+        article_epoch(model, opt, loader)
         test_loss(model, x_test)
         epoch_times.append(time.perf_counter() - t0)
     return time.perf_counter() - t_start, epoch_times
@@ -72,9 +67,7 @@ def run_plain(images: torch.Tensor, x_test: torch.Tensor, epochs: int) -> Result
     epoch_times = []
     for _ in range(epochs):
         t0 = time.perf_counter()
-        perm = torch.randperm(len(x_all))
-        for i in range(0, len(x_all), 128):
-            _step(model, opt, x_all[perm[i : i + 128]])
+        plain_epoch(model, opt, x_all)
         test_loss(model, x_test)
         epoch_times.append(time.perf_counter() - t0)
     return time.perf_counter() - t_start, epoch_times
