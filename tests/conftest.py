@@ -60,9 +60,11 @@ def tiny_data(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads or writes the user's real cache or $VAEGEN_DATA."""
+    """No test reads or writes the user's real cache (named datasets, the folder cache) or
+    $VAEGEN_DATA, whatever the environment says."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("VAEGEN_DATA", raising=False)
+    for name in ("VAEGEN_DATA", "VAEGEN_CACHE_DIR", "VAEGEN_NO_CACHE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

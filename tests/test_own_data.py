@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -289,9 +290,9 @@ def test_data_config_checks_the_new_fields():
 def test_data_info_prints_what_would_be_loaded(tmp_path, capsys):
     folder = write_folder(tmp_path / "d", {"cat": [rgb() for _ in range(12)],
                                            "dog": [grey() for _ in range(8)]})  # fmt: skip
+    ds = load_dataset(folder, test_fraction=0)  # decodes and caches: info then reads the cache
     assert main(["data", "info", str(folder), "--test-fraction", "0.25"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    ds = load_dataset(folder, test_fraction=0)
     lo, hi = int(ds.images.min()), int(ds.images.max())
     assert lines == [
         f"source: {folder} (a folder of images, one sub-folder per class)",
@@ -306,6 +307,7 @@ def test_data_info_prints_what_would_be_loaded(tmp_path, capsys):
         "15 train, 5 test images",
         "note: 8 grey and 12 colour images: colour wins, the grey ones are repeated to 3 "
         "channels (--channels 1 or 3 chooses)",
+        "cache: hit, read from " + str(cache_files(tmp_path)[0]) + "; no image decoded",
     ]
     assert main(["data", "info", str(folder), "--channels", "1", "--image-size", "4"]) == 0
     out = capsys.readouterr().out
@@ -402,10 +404,10 @@ def test_bad_folders_are_named(tmp_path):
     (tmp_path / "none" / "a").mkdir(parents=True)
     with pytest.raises(DataError, match=f"{tmp_path / 'none'}: no images in its class"):
         load_dataset(tmp_path / "none")
-    (tmp_path / "flat").mkdir()
-    Image.fromarray(grey()).save(tmp_path / "flat" / "x.png")
-    with pytest.raises(DataError, match=r"flat: no class sub-folders \(1 images directly in it"):
-        load_dataset(tmp_path / "flat")
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=f"{tmp_path / 'nothing'}: no images \\(image files end"):
+        load_dataset(tmp_path / "nothing")
 
 
 def test_the_cli_reports_bad_data_in_one_line_and_writes_nothing(tmp_path, capsys):
@@ -417,3 +419,417 @@ def test_the_cli_reports_bad_data_in_one_line_and_writes_nothing(tmp_path, capsy
     assert not out.exists()
     assert main(["data", "info", str(folder)]) == 2
     assert str(folder / "b" / "000.png") in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the folder cache
+
+
+def cache_files(tmp_path: Path, pattern: str = "*") -> list[Path]:
+    """The files in the folder cache (conftest points XDG_CACHE_HOME at tmp_path / "cache")."""
+    return sorted((tmp_path / "cache" / "vaegen" / "folders").glob(pattern))
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[Path]:
+    """The files decoded from now on, in the order the pool took them (the real decoder runs)."""
+    seen: list[Path] = []
+    real = images_module._decode
+
+    def counting(path, mode, size):
+        seen.append(path)
+        return real(path, mode, size)
+
+    monkeypatch.setattr(images_module, "_decode", counting)
+    return seen
+
+
+def test_a_second_load_reads_the_cache_and_decodes_nothing(tmp_path, decodes):
+    folder = write_folder(tmp_path / "d", {"a": [rgb() for _ in range(4)], "b": [grey()] * 3})
+    first = load_dataset(folder, test_fraction=0)
+    assert len(decodes) == 7 and first.cache.startswith("miss, decoded 7 files")
+    second = load_dataset(folder, test_fraction=0)
+    assert len(decodes) == 7 and second.cache.startswith("hit, read from")  # nothing decoded
+    assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
+    assert (second.classes, second.notes) == (["a", "b"], first.notes) and first.notes
+    (entry,) = cache_files(tmp_path)
+    assert str(entry) in second.cache
+    # the file is what safetensors itself reads, and holds nothing else: 8 bytes of header
+    # length, a JSON header, then exactly the raw bytes of the images and the labels
+    from safetensors.numpy import load_file
+
+    stored = load_file(entry)
+    assert np.array_equal(stored["images"], first.images.numpy())
+    assert stored["labels"].tolist() == [0, 0, 0, 0, 1, 1, 1]
+    raw = entry.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    assert {k: v["dtype"] for k, v in header.items() if k != "__metadata__"} == {
+        "images": "U8", "labels": "I64"
+    }  # fmt: skip
+    want = first.images.numpy().tobytes() + first.labels.numpy().astype("<i8").tobytes()
+    assert raw[8 + n :] == want
+    assert json.loads(header["__metadata__"]["classes"]) == ["a", "b"]
+
+
+def test_vaegen_cache_dir_and_vaegen_no_cache(tmp_path, monkeypatch, decodes, capsys):
+    folder = write_folder(tmp_path / "d", {"a": [grey()] * 2, "b": [grey()]})
+    monkeypatch.setenv("VAEGEN_CACHE_DIR", str(tmp_path / "mine"))
+    load_dataset(folder, test_fraction=0)
+    assert len(list((tmp_path / "mine" / "folders").glob("*.safetensors"))) == 1
+    assert cache_files(tmp_path) == []
+    monkeypatch.setenv("VAEGEN_NO_CACHE", "1")
+    off = load_dataset(folder, test_fraction=0)
+    assert len(decodes) == 6 and off.cache.startswith("off (VAEGEN_NO_CACHE is set)")
+    assert main(["data", "info", str(folder)]) == 0
+    assert "cache: off (VAEGEN_NO_CACHE is set), decoded 3 files" in capsys.readouterr().out
+    assert len(decodes) == 9
+    monkeypatch.setenv("VAEGEN_NO_CACHE", "0")  # 0 is on
+    assert load_dataset(folder, test_fraction=0).cache.startswith("hit")
+
+
+def write_bmp(path: Path, a: np.ndarray) -> None:
+    """A BMP's size depends only on the image's, so rewriting one keeps its size in bytes."""
+    Image.fromarray(a).save(path, "BMP")
+
+
+def test_a_file_changed_in_place_with_the_same_size_misses(tmp_path, decodes):
+    folder = tmp_path / "d"
+    for k in range(2):
+        (folder / f"c{k}").mkdir(parents=True)
+        for i in range(3):
+            write_bmp(folder / f"c{k}" / f"{i}.bmp", grey())
+    before = load_dataset(folder, test_fraction=0)
+    target = folder / "c1" / "0.bmp"
+    old = target.stat()
+    new_pixels = 255 - before.images[3, 0].numpy()
+    write_bmp(target, new_pixels)
+    assert target.stat().st_size == old.st_size
+    if target.stat().st_mtime_ns == old.st_mtime_ns:  # the same clock tick: as a later write
+        os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns + 1_000_000))
+    after = load_dataset(folder, test_fraction=0)
+    assert len(decodes) == 12 and after.cache.startswith("miss")
+    assert np.array_equal(after.images[3, 0].numpy(), new_pixels)
+    assert torch.equal(after.images[:3], before.images[:3])
+    assert len(cache_files(tmp_path)) == 1  # the folder's old entry is gone
+
+
+def test_a_file_added_removed_or_moved_misses(tmp_path, decodes):
+    folder = write_folder(tmp_path / "d", {"a": [grey()] * 2, "b": [grey()] * 2})
+    load_dataset(folder, test_fraction=0)
+    Image.fromarray(grey()).save(folder / "b" / "new.png")
+    added = load_dataset(folder, test_fraction=0)
+    assert len(decodes) == 4 + 5 and len(added) == 5 and added.labels.tolist()[-1] == 1
+    (folder / "a" / "000.png").unlink()
+    removed = load_dataset(folder, test_fraction=0)
+    assert len(decodes) == 9 + 4 and removed.labels.tolist() == [0, 1, 1, 1]
+    assert load_dataset(folder, test_fraction=0).cache.startswith("hit") and len(decodes) == 13
+    # a file moved to another class, keeping its name, bytes and mtime, and the files' order
+    (folder / "a" / "001.png").rename(folder / "a" / "0.png")
+    (folder / "b" / "new.png").rename(folder / "b" / "9.png")
+    load_dataset(folder, test_fraction=0)  # a: 0.png; b: 000.png, 001.png, 9.png
+    decodes.clear()
+    (folder / "b" / "000.png").rename(folder / "a" / "000.png")
+    moved = load_dataset(folder, test_fraction=0)
+    assert len(decodes) == 4 and moved.labels.tolist() == [0, 0, 1, 1]
+
+
+def test_other_options_miss_and_a_folder_keeps_one_entry(tmp_path, decodes):
+    folder = write_folder(tmp_path / "d", {"a": [rgb(), rgb()], "b": [rgb()]})
+    plain = load_dataset(folder, test_fraction=0)
+    grey_ = load_dataset(folder, test_fraction=0, channels=1)
+    small = load_dataset(folder, test_fraction=0, channels=1, image_size=4)
+    skipping = load_dataset(folder, test_fraction=0, channels=1, image_size=4, skip_bad=True)
+    assert len(decodes) == 12  # each of the four decoded its three files
+    assert (plain.image_shape, grey_.image_shape, small.image_shape) == (
+        (3, 8, 8), (1, 8, 8), (1, 4, 4)
+    )  # fmt: skip
+    assert torch.equal(small.images, skipping.images)
+    assert len(cache_files(tmp_path, "*.safetensors")) == 1  # one entry per folder
+    other = write_folder(tmp_path / "e", {"a": [rgb()]})
+    load_dataset(other, test_fraction=0)
+    assert len(cache_files(tmp_path, "*.safetensors")) == 2  # another folder's is kept
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip a pixel", "garbage", "other key"])
+def test_a_corrupt_entry_is_a_miss_and_is_rewritten(tmp_path, decodes, caplog, damage):
+    folder = write_folder(tmp_path / "d", {"a": [rgb() for _ in range(3)], "b": [rgb()]})
+    want = load_dataset(folder, test_fraction=0)
+    (entry,) = cache_files(tmp_path)
+    raw = bytearray(entry.read_bytes())
+    if damage == "truncate":
+        raw = raw[: len(raw) - 10]
+    elif damage == "flip a pixel":  # the header still agrees: only the checksum sees it
+        raw[-4 * 8 - 5] ^= 0xFF
+    elif damage == "garbage":
+        raw = bytearray(b"\x80\x04not a safetensors file at all")
+    else:  # whole and valid, but written for other files or options
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8 : 8 + n])
+        header["__metadata__"]["key"] = "0" * 64
+        raw[8 : 8 + n] = json.dumps(header).encode().ljust(n)
+    entry.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING, logger="vaegen"):
+        again = load_dataset(folder, test_fraction=0)
+    assert torch.equal(again.images, want.images) and len(decodes) == 8
+    assert again.cache.startswith("miss") and "unreadable cache entry" in caplog.text
+    assert load_dataset(folder, test_fraction=0).cache.startswith("hit")  # rewritten whole
+    assert len(decodes) == 8
+
+
+class _FailingFile:
+    """A file whose second write fails as a full disk does (or as an interrupt would)."""
+
+    def __init__(self, f, error):
+        self.f, self.error, self.writes = f, error, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 2:
+            raise self.error
+        return self.f.write(data)
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_an_interrupted_write_leaves_no_entry(tmp_path, monkeypatch, decodes, error):
+    import contextlib
+
+    from vaegen import foldercache
+
+    real = foldercache.atomic_open
+
+    @contextlib.contextmanager
+    def failing(path):
+        with real(path) as f:
+            yield _FailingFile(f, error)
+
+    monkeypatch.setattr(foldercache, "atomic_open", failing)
+    folder = write_folder(tmp_path / "d", {"a": [grey()] * 2, "b": [grey()]})
+    if isinstance(error, OSError):  # a warning: the load goes on
+        ds = load_dataset(folder, test_fraction=0)
+        assert len(ds) == 3 and "not stored: cannot write" in ds.cache
+        assert "No space left on device" in ds.cache
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            load_dataset(folder, test_fraction=0)
+    assert cache_files(tmp_path, ".*") + cache_files(tmp_path) == []  # no temporary, no entry
+    monkeypatch.setattr(foldercache, "atomic_open", real)
+    assert load_dataset(folder, test_fraction=0).cache.startswith("miss")
+
+
+def test_storing_an_entry_removes_stale_temporaries_of_that_folder(tmp_path):
+    folder = write_folder(tmp_path / "d", {"a": [grey()]})
+    load_dataset(folder, test_fraction=0)
+    (entry,) = cache_files(tmp_path)
+    tag = entry.name.split("-")[0]
+    stale, fresh = (entry.parent / f".{tag}-{name}.safetensors.x.tmp" for name in "ab")
+    others = entry.parent / ".0123456789abcdef-c.safetensors.x.tmp"  # another folder's
+    for f in (stale, fresh, others):
+        f.write_bytes(b"half")
+    hours_ago = os.stat(stale).st_mtime - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    os.utime(others, (hours_ago, hours_ago))
+    Image.fromarray(grey()).save(folder / "a" / "more.png")
+    load_dataset(folder, test_fraction=0)
+    assert not stale.exists() and fresh.exists() and others.exists()
+
+
+# ------------------------------------------------------------ unlabelled (flat) folders
+
+
+def write_flat(folder: Path, arrays: list[np.ndarray]) -> Path:
+    folder.mkdir(parents=True)
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(folder / f"{i:04d}.png")
+    return folder
+
+
+def test_a_flat_folder_is_an_unlabelled_dataset(tmp_path, decodes):
+    x = numbered(40)
+    folder = write_flat(tmp_path / "flat", list(x))
+    ds = load_dataset(folder, test_fraction=0)
+    assert ds.labels is None and ds.classes == [] and ds.notes == []
+    assert np.array_equal(ds.images[:, 0].numpy(), x)  # in the files' sorted order
+    again = load_dataset(folder, test_fraction=0)  # the cache keeps "no labels"
+    assert again.labels is None and again.classes == [] and len(decodes) == 40
+    assert torch.equal(again.images, ds.images)
+
+
+def test_a_flat_folders_test_split_is_seeded_and_random(tmp_path, caplog):
+    folder = write_flat(tmp_path / "flat", list(numbered(200)))
+    with caplog.at_level(logging.INFO, logger="vaegen"):
+        train_ds, test_ds = load_splits(folder, test_fraction=0.25, split_seed=3)
+    a, b = indices_of(train_ds), indices_of(test_ds)
+    assert len(b) == 50 and sorted(a + b) == list(range(200)) and not set(a) & set(b)
+    assert b == holdout(None, 200, 0.25, 3)[1].tolist()
+    assert b != list(range(50)) and b != list(range(150, 200))  # not the first or last files
+    assert 10 < sum(i < 100 for i in b) < 40  # from the whole folder, not one end of it
+    assert indices_of(load_splits(folder, test_fraction=0.25, split_seed=3)[1]) == b
+    assert indices_of(load_splits(folder, test_fraction=0.25, split_seed=4)[1]) != b
+    assert "25 % held out for testing, at random (unlabelled, so not stratified)" in caplog.text
+
+
+def test_data_info_of_a_flat_folder_says_unlabelled(tmp_path):
+    folder = write_flat(tmp_path / "flat", [rgb() for _ in range(10)])
+    lines = info_lines(folder)
+    assert (
+        lines[0] == f"source: {folder} (a folder of images without class sub-folders: unlabelled)"
+    )
+    assert "classes: none (unlabelled)" in lines
+    assert (
+        "test split: 10 % held out for testing, at random (unlabelled, so not stratified) "
+        "(split seed 0): 9 train, 1 test images"
+    ) in lines
+
+
+def test_conditional_training_on_unlabelled_data_is_refused_before_reading(
+    tmp_path, capsys, decodes, monkeypatch
+):
+    from vaegen import data as data_module
+
+    folder = write_flat(tmp_path / "flat", [grey() for _ in range(20)])
+    out = tmp_path / "r"
+    argv = ["train", "--data", str(folder), "--conditional", "--out", str(out), "--epochs", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"vaegen: error: {folder}: --conditional")
+    assert "no class sub-folders" in err and decodes == [] and not out.exists()
+    # an .npz without y: refused before x is read
+    np.savez(tmp_path / "u.npz", x=numbered(20))
+    monkeypatch.setattr(data_module, "read_npz", lambda path: pytest.fail("read"))
+    argv[2] = str(tmp_path / "u.npz")
+    assert main(argv) == 2
+    assert "u.npz: --conditional needs labels (a class per image)" in capsys.readouterr().err
+
+
+def test_unconditional_training_on_a_flat_folder(tmp_path):
+    folder = write_flat(tmp_path / "flat", [grey(4, 4) for _ in range(30)])
+    argv = ["-q", "train", "--data", str(folder), "--hidden", "8", "--epochs", "1", "--out",
+            str(tmp_path / "r"), "--no-plots", "--prior-components", "0"]  # fmt: skip
+    assert main(argv) == 0
+    run = load_run(tmp_path / "r")
+    assert run.classes == [] and load_split(run, "test").labels is None
+    assert len(load_split(run, "test")) == 3
+
+
+def test_a_folder_with_loose_images_and_sub_folders_is_ambiguous(tmp_path, capsys):
+    folder = write_folder(tmp_path / "d", {"cat": [grey()], "dog": [grey()]})
+    Image.fromarray(grey()).save(folder / "stray.png")
+    with pytest.raises(DataError) as info:
+        load_dataset(folder)
+    msg = str(info.value)
+    assert msg.startswith(f"{folder}: both images directly in it (1, the first stray.png)")
+    assert "sub-folders (cat, dog)" in msg and "put every image in a class sub-folder" in msg
+    assert main(["data", "info", str(folder)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+# --------------------------------------------------------------- the memory estimate
+
+
+def gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.2g}"
+
+
+@pytest.fixture
+def memory_of(monkeypatch):
+    """Set the memory vaegen believes is available, in bytes."""
+    from vaegen import memory
+
+    def set_to(n_bytes):
+        monkeypatch.setattr(memory, "available_bytes", lambda: n_bytes)
+
+    return set_to
+
+
+def test_a_folder_too_large_for_memory_is_refused_before_decoding(tmp_path, memory_of, decodes):
+    folder = write_folder(tmp_path / "d", {"a": [grey(48, 64)] * 4, "b": [rgb(48, 64)] * 2})
+    need = 6 * 3 * 48 * 64 * 2  # uint8 N x C x H x W and one copy of it; colour wins: C = 3
+    memory_of(need - 1)
+    with pytest.raises(DataError) as info:
+        load_dataset(folder)
+    assert str(info.value) == (
+        f"{folder}: 6 images of 3 x 48 x 64 need about {gib(need)} GiB of memory, "
+        f"{gib(need - 1)} GiB is available; use --image-size or a subset"
+    )
+    assert decodes == []
+    memory_of(need)
+    assert len(load_dataset(folder)) == 5  # it fits
+    # --image-size and --channels shrink what is needed, before any decoding
+    decodes.clear()
+    memory_of(6 * 1 * 8 * 8 * 2)
+    with pytest.raises(DataError, match="6 images of 3 x 8 x 8 need about"):
+        load_dataset(folder, image_size=8)
+    assert decodes == []
+    assert load_dataset(folder, image_size=8, channels=1).image_shape == (1, 8, 8)
+
+
+def test_training_on_the_cpu_counts_its_float32_copies(tmp_path, memory_of, decodes):
+    folder = write_folder(tmp_path / "d", {"a": [grey(8, 8)] * 10})
+    per_image = 1 * 8 * 8
+    memory_of(10 * per_image * (2 + 4))  # the images, a copy, and a float32 copy of each split
+    load_splits(folder, float32_copy=True)
+    with pytest.raises(DataError, match=f"need about {gib(10 * per_image * (2 + 8))} GiB"):
+        load_splits(folder, float32_copy=True, test_fraction=0)  # train and test: all of them
+    load_splits(folder, test_fraction=0)  # without float copies it fits
+    assert len(decodes) == 10  # decoded once: the refusals and the rest read the cache
+
+
+def test_a_cached_folder_is_checked_too(tmp_path, memory_of, monkeypatch):
+    from vaegen import foldercache
+
+    folder = write_folder(tmp_path / "d", {"a": [grey(8, 8)] * 10})
+    load_dataset(folder)
+    memory_of(10 * 64 * 2 - 1)
+    monkeypatch.setattr(foldercache, "read_entry", lambda *a: pytest.fail("read"))
+    with pytest.raises(DataError, match="10 images of 1 x 8 x 8 need about"):
+        load_dataset(folder)
+
+
+def test_an_npz_too_large_is_refused_before_reading(tmp_path, memory_of, monkeypatch):
+    from vaegen import data as data_module
+
+    np.savez(tmp_path / "f.npz", x=RNG.random((10, 6, 6, 3)))  # float64, channels last
+    stored, uint8 = 10 * 6 * 6 * 3 * 8, 10 * 3 * 6 * 6
+    need = stored + uint8  # x as stored, then the uint8 images' copy (the split)
+    memory_of(need - 1)
+    real = data_module.read_npz
+    monkeypatch.setattr(data_module, "read_npz", lambda path: pytest.fail("read"))
+    with pytest.raises(DataError) as info:
+        load_dataset(tmp_path / "f.npz")
+    assert str(info.value) == (
+        f"{tmp_path / 'f.npz'}: 10 images of 3 x 6 x 6 need about {gib(need)} GiB of memory, "
+        f"{gib(need - 1)} GiB is available; use --image-size or a subset"
+    )
+    monkeypatch.setattr(data_module, "read_npz", real)
+    memory_of(need)
+    assert load_dataset(tmp_path / "f.npz", test_fraction=0).image_shape == (3, 6, 6)
+
+
+def test_available_memory_is_meminfo_capped_by_the_cgroup(tmp_path, monkeypatch):
+    from vaegen import memory
+
+    (tmp_path / "meminfo").write_text("MemTotal: 9000 kB\nMemAvailable:    1024 kB\n")
+    monkeypatch.setattr(memory, "_MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(memory, "_CGROUP", tmp_path / "none")
+    assert memory.available_bytes() == 1024 * 1024
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("500000\n")
+    (v2 / "memory.current").write_text("300000\n")
+    (v2 / "memory.stat").write_text("anon 200000\ninactive_file 100000\n")
+    monkeypatch.setattr(memory, "_CGROUP", v2)
+    assert memory.available_bytes() == 500000 - (300000 - 100000)
+    (v2 / "memory.max").write_text("max\n")
+    assert memory.available_bytes() == 1024 * 1024
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    monkeypatch.setattr(memory, "_CGROUP", v1.parent)
+    assert memory.available_bytes() == 1024 * 1024
+    (v1 / "memory.limit_in_bytes").write_text("700000\n")
+    (v1 / "memory.usage_in_bytes").write_text("600000\n")
+    (v1 / "memory.stat").write_text("cache 1\ntotal_inactive_file 400000\n")
+    assert memory.available_bytes() == 700000 - (600000 - 400000)
+    monkeypatch.setattr(memory, "_MEMINFO", tmp_path / "no-such-file")
+    monkeypatch.setattr(memory, "_CGROUP", tmp_path / "none")
+    assert memory.available_bytes() == os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ._version import __version__
-from .cli_data import add_data_command, add_data_flags, cmd_data
+from .cli_data import CACHE_HELP, add_data_command, add_data_flags, cmd_data
 from .config import (
     MODEL_KINDS,
     PRESET_HELP,
@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vaegen",
         description="Learn an image dataset's distribution with a VAE and generate simulated data.",
+        epilog=CACHE_HELP,
     )
     p.add_argument("--version", action="version", version=f"vaegen {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         help="train a VAE into a run directory",
         description="Train a VAE into a run directory. In several processes (DDP): "
         "torchrun --nproc-per-node N -m vaegen train --out RUN ...",
+        epilog=CACHE_HELP,
     )
     d, m, tr = DataConfig(), ModelConfig(), TrainConfig()
     t.add_argument(

@@ -7,6 +7,13 @@ import argparse
 
 from .splits import DEFAULT_TEST_FRACTION
 
+CACHE_HELP = (
+    "A decoded image folder is cached in $VAEGEN_CACHE_DIR/folders/ (default "
+    "$XDG_CACHE_HOME/vaegen/folders/ or ~/.cache/vaegen/folders/), one entry per folder, and read "
+    "from there while none of its files nor the options changed; VAEGEN_NO_CACHE=1 turns the "
+    "cache off."
+)
+
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     """--channels, --image-size, --test-fraction, --split-seed and --skip-bad (default None:
@@ -25,8 +32,9 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--test-fraction", type=float, metavar="F",
         help="for an .npz or image folder, which have no test split: hold out this fraction of "
-        f"each class for testing (default {DEFAULT_TEST_FRACTION:g}; 0: test on the training "
-        "images). Named datasets and IDX folders keep their own test split",
+        "each class (of all images, at random, when there are no labels) for testing (default "
+        f"{DEFAULT_TEST_FRACTION:g}; 0: test on the training images). Named datasets and IDX "
+        "folders keep their own test split",
     )  # fmt: skip
     p.add_argument(
         "--split-seed", type=int, metavar="N",
@@ -52,7 +60,9 @@ def add_data_command(sub: argparse._SubParsersAction) -> None:
     info = actions.add_parser(
         "info",
         help="what `vaegen train --data SOURCE` would load: kind, count, image shape, pixel "
-        "range, classes with their counts, the train and test split",
+        "range, classes with their counts, the train and test split, whether the folder cache "
+        "was hit",
+        epilog=CACHE_HELP,
     )
     info.add_argument("source", metavar="SOURCE", help="named dataset, IDX folder, .npz or folder")
     info.add_argument("--data-dir", help="folder to look in first for a named dataset")

@@ -3,9 +3,13 @@ named dataset (see `datasets`), a folder of IDX files (see `idx`), an .npz file 
 images (see `images`).
 
 Named datasets and IDX folders bring their own train and test split. An .npz file or an image
-folder has none: a class-stratified, seeded fraction of it is held out for testing
-(`splits.holdout`: 10 % unless test_fraction says otherwise; 0 tests on the training images).
+folder has none: a seeded fraction of it is held out for testing, stratified by class when it
+has labels, at random when it has none (`splits.holdout`: 10 % unless test_fraction says
+otherwise; 0 tests on the training images). An image folder without class sub-folders, or an
+.npz without y, is unlabelled: labels None, classes [].
 channels and image_size convert every image on purpose (see `images`), whatever the source.
+Before an image folder is decoded or an .npz read, a load that would need more memory than is
+available is a DataError (`memory`); a decoded image folder is cached (`foldercache`).
 
 Every file is checked before use; a bad file raises `DataError` naming the file and what is wrong.
 """
@@ -13,6 +17,7 @@ Every file is checked before use; a bad file raises `DataError` naming the file 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,8 +29,9 @@ import torch
 from . import datasets
 from .errors import DataError
 from .idx import read_idx
-from .images import MODES, convert, read_folder
-from .npz import read_npz
+from .images import MODES, convert, list_images, read_folder
+from .memory import BYTES_PER_VALUE, FLOAT32_BYTES, check_fits
+from .npz import npz_layout, read_npz
 from .splits import DEFAULT_TEST_FRACTION, check_fraction, holdout
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,8 @@ class ImageDataset:
     labels: int64 tensor of N class indices, or None for an unlabelled dataset.
     classes: class names; labels index into it.
     notes: what loading did that the user should know (grey images made colour, files skipped).
+    cache: for an image folder, how the folder cache served it, in words that start with "hit",
+    "miss" or "off" (see `foldercache`); "" for other sources.
     """
 
     images: torch.Tensor
@@ -46,6 +54,7 @@ class ImageDataset:
     classes: list[str]
     name: str = ""
     notes: list[str] = field(default_factory=list)
+    cache: str = ""
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -79,7 +88,9 @@ class ImageDataset:
         """The images (and labels) at `indices`, in that order."""
         idx = torch.from_numpy(np.asarray(indices, dtype=np.int64))
         labels = None if self.labels is None else self.labels[idx]
-        return ImageDataset(self.images[idx], labels, self.classes, self.name, self.notes)
+        return ImageDataset(
+            self.images[idx], labels, self.classes, self.name, self.notes, self.cache
+        )
 
 
 def safe_name(name: str) -> str:
@@ -101,6 +112,7 @@ KINDS = {
     "npz": "an .npz file",
     "images": "a folder of images, one sub-folder per class",
 }
+UNLABELLED_FOLDER = "a folder of images without class sub-folders: unlabelled"
 
 
 def source_kind(source: str | Path) -> str | None:
@@ -145,7 +157,9 @@ def effective_test_fraction(source: str | Path, test_fraction: float | None) -> 
     return DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
 
 
-def split_note(fraction: float | None, seed: int, n_train: int, n_test: int) -> str:
+def split_note(
+    fraction: float | None, seed: int, n_train: int, n_test: int, labelled: bool = True
+) -> str:
     """How the test split was made, with its size, in words (the log and `vaegen data info`)."""
     if fraction is None:
         return f"the source's own: {n_train} train, {n_test} test images"
@@ -154,9 +168,27 @@ def split_note(fraction: float | None, seed: int, n_train: int, n_test: int) -> 
             f"none (test fraction 0): train and test are the same {n_train} images, so test "
             "numbers are measured on training images"
         )
+    how = "stratified by class" if labelled else "at random (unlabelled, so not stratified)"
     return (
-        f"{fraction * 100:g} % held out for testing, stratified by class (split seed {seed}): "
+        f"{fraction * 100:g} % held out for testing, {how} (split seed {seed}): "
         f"{n_train} train, {n_test} test images"
+    )
+
+
+def check_labelled(source: str | Path) -> None:
+    """A DataError naming `source` when it is known to have no class labels before it is read:
+    a folder of images without class sub-folders, or an .npz without y (what --conditional
+    needs). Other sources are checked when they are loaded."""
+    kind = source_kind(source)
+    if kind == "images" and list_images(Path(source))[2] is None:
+        what = "its images lie directly in it, with no class sub-folders"
+    elif kind == "npz" and (layout := npz_layout(Path(source))) is not None and not layout[2]:
+        what = "it has no array y"
+    else:
+        return
+    raise DataError(
+        f"{source}: --conditional needs labels (a class per image), and it has none "
+        f"({what}); train without --conditional, or give it labels"
     )
 
 
@@ -214,16 +246,25 @@ def _load_idx_folder(folder: Path, split: str) -> ImageDataset:
 def _read(
     kind: str, source: str | Path, split: str | None, data_dir: str | Path | None,
     channels: int | None, image_size: int | None, skip_bad: bool,
+    bytes_per_value: int = BYTES_PER_VALUE,
 ) -> ImageDataset:  # fmt: skip
     """One split of a named dataset or IDX folder, or the whole of an .npz or image folder,
-    converted to `channels` and `image_size`."""
+    converted to `channels` and `image_size`; an image folder or .npz is first checked to fit
+    in memory, at bytes_per_value bytes per uint8 image value (see `memory`)."""
     if kind == "images":
-        got = read_folder(Path(source), channels, image_size, skip_bad)
-        return ImageDataset(
-            torch.from_numpy(got.images), torch.from_numpy(got.labels.astype(np.int64)),
-            got.classes, Path(source).name, got.notes,
-        )  # fmt: skip
+        got = read_folder(Path(source), channels, image_size, skip_bad,
+                          bytes_per_value=bytes_per_value)  # fmt: skip
+        labels = None if got.labels is None else torch.from_numpy(got.labels)
+        return ImageDataset(torch.from_numpy(got.images), labels, got.classes, Path(source).name,
+                            got.notes, got.cache)  # fmt: skip
     if kind == "npz":
+        layout = npz_layout(Path(source))
+        if layout is not None:  # else reading it says what is wrong
+            n, (c, h, w), _, stored = layout
+            shape = (channels or c, image_size or h, image_size or w)
+            # x is read whole as stored, then made uint8 (N x C x H x W, converted) and split
+            need = max(stored, n * c * h * w) + (bytes_per_value - 1) * n * math.prod(shape)
+            check_fits(str(source), n, shape, need)
         x, y, classes = read_npz(Path(source))
         ds = _from_arrays(x, y, classes, Path(source).stem, str(source))
     elif kind == "idx":
@@ -240,9 +281,11 @@ def _read(
 def _load(
     source: str | Path, splits: Sequence[str], data_dir: str | Path | None,
     channels: int | None, image_size: int | None, test_fraction: float | None,
-    split_seed: int, skip_bad: bool,
+    split_seed: int, skip_bad: bool, float32_copy: bool = False,
 ) -> tuple[list[ImageDataset], float | None]:  # fmt: skip
-    """The `splits` of `source`, and the fraction held out for testing (None: the source's own)."""
+    """The `splits` of `source`, and the fraction held out for testing (None: the source's own).
+    float32_copy: the memory check counts a float32 copy of each split (both the whole set with
+    fraction 0)."""
     for split in splits:
         datasets.check_split(split)
     check_options(channels, image_size, test_fraction, split_seed)
@@ -258,8 +301,10 @@ def _load(
         return read, None
     if kind == "npz" and not Path(source).is_file():
         raise DataError(f"{source}: file not found")
-    whole = _read(kind, source, None, data_dir, channels, image_size, skip_bad)
     assert fraction is not None  # not a source with its own split
+    copies = (2 if fraction == 0 else 1) if float32_copy else 0
+    need = BYTES_PER_VALUE + FLOAT32_BYTES * copies
+    whole = _read(kind, source, None, data_dir, channels, image_size, skip_bad, need)
     labels = None if whole.labels is None else whole.labels.numpy()
     if fraction == 0:
         return [whole for _ in splits], fraction
@@ -288,13 +333,15 @@ def load_dataset(
     source: a name (`fashion-mnist`, `mnist`), a folder of IDX files (train-/t10k- prefixes as in
     MNIST, optional classes.txt), an `.npz` (`x`: uint8 N x H x W, N x H x W x C or N x C x H x W
     with C = 1 or 3, or floats in [0, 1]; optional `y` and `classes`), or a folder of images
-    with one sub-folder per class. data_dir: where to look first for a named dataset.
+    (one sub-folder per class, or all directly in it: unlabelled, labels None). data_dir: where
+    to look first for a named dataset.
     channels: 1 or 3 converts every image (None: as they are; a folder of grey and colour images
     gives colour). image_size: resize every image to S x S (bilinear; None: keep).
     test_fraction: for an .npz or image folder, the fraction held out as the test split,
-    stratified by class and seeded by split_seed (None: 0.1; 0: both splits are every image);
-    an error for a source with its own test split. skip_bad: leave unreadable image files out
-    (with a warning) instead of raising.
+    stratified by class (unlabelled: at random) and seeded by split_seed (None: 0.1; 0: both
+    splits are every image); an error for a source with its own test split. skip_bad: leave
+    unreadable image files out (with a warning) instead of raising. An image folder or .npz too
+    large for the available memory is a DataError before it is read (see `memory`).
     """
     (ds,), _ = _load(
         source, (split,), data_dir, channels, image_size, test_fraction, split_seed, skip_bad
@@ -312,16 +359,19 @@ def load_splits(
     test_fraction: float | None = None,
     split_seed: int = 0,
     skip_bad: bool = False,
+    float32_copy: bool = False,
 ) -> tuple[ImageDataset, ImageDataset]:
     """(train, test) as `load_dataset` gives them, reading the source once, and logging how the
-    test split was made."""
+    test split was made. float32_copy: the caller will hold a float32 copy of both (training on
+    the CPU does), which the memory check counts."""
     (train, test), fraction = _load(
         source, ("train", "test"), data_dir, channels, image_size, test_fraction, split_seed,
-        skip_bad,
+        skip_bad, float32_copy,
     )  # fmt: skip
     _log_notes(train)
     if fraction is not None:
-        note = split_note(fraction, split_seed, len(train), len(test))
+        labelled = train.labels is not None
+        note = split_note(fraction, split_seed, len(train), len(test), labelled)
         level = logging.WARNING if fraction == 0 else logging.INFO
         log.log(level, "%s: no test split of its own; test split: %s (--test-fraction)", source,
                 note)  # fmt: skip

@@ -1,5 +1,6 @@
 """What a data source holds and what training on it would load, as `vaegen data info` prints it:
-one line per fact."""
+one line per fact. An image folder is read as training reads it, through the folder cache
+(`foldercache`), and the last line says whether the cache was hit."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import KINDS, check_options, effective_test_fraction, read_whole, split_note
+from .data import (
+    KINDS,
+    UNLABELLED_FOLDER,
+    check_options,
+    effective_test_fraction,
+    read_whole,
+    split_note,
+)
 from .splits import holdout
 
 
@@ -23,7 +31,8 @@ def info_lines(
 ) -> list[str]:
     """The facts of `source` loaded with these options (those of `data.load_dataset`): its kind,
     image count, image shape C x H x W, pixel range, classes with their counts, the train and
-    test split's sizes, and notes on what loading did (grey images made colour, files skipped)."""
+    test split's sizes, notes on what loading did (grey images made colour, files skipped), and
+    for an image folder whether the folder cache was hit."""
     check_options(channels, image_size, test_fraction, split_seed)
     fraction = effective_test_fraction(source, test_fraction)
     kind, parts = read_whole(
@@ -32,7 +41,9 @@ def info_lines(
     n = sum(len(p) for p in parts)
     c, h, w = parts[0].image_shape
     classes = parts[0].classes
-    lines = [f"source: {source} ({KINDS[kind]})"]
+    labelled = parts[0].labels is not None
+    what = UNLABELLED_FOLDER if kind == "images" and not labelled else KINDS[kind]
+    lines = [f"source: {source} ({what})"]
     if len(parts) == 2:
         lines.append(f"images: {n} (train {len(parts[0])}, test {len(parts[1])})")
     else:
@@ -46,7 +57,6 @@ def info_lines(
     lines.append(f"pixel values: min {lo}, max {hi} (uint8, 0..255)")
 
     # per class and split: how many images (a split is the source's own, or held out)
-    labelled = parts[0].labels is not None
     if len(parts) == 2:
         split_labels = [_labels(p.labels, len(p)) for p in parts]
     else:
@@ -64,8 +74,11 @@ def info_lines(
     else:
         lines.append("classes: none (unlabelled)")
     sizes = [len(y) for y in split_labels]
-    lines.append(f"test split: {split_note(fraction, split_seed, sizes[0], sizes[-1])}")
+    note = split_note(fraction, split_seed, sizes[0], sizes[-1], labelled)
+    lines.append(f"test split: {note}")
     lines += [f"note: {note}" for p in parts[:1] for note in p.notes]
+    if parts[0].cache:
+        lines.append(f"cache: {parts[0].cache}")
     return lines
 
 

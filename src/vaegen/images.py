@@ -10,6 +10,14 @@ What a folder's images become (`read_folder`), and an array's (`convert`):
 - size S resizes every image to S x S with Pillow's bilinear filter, on the uint8 image after
   the channel conversion (the aspect ratio is not kept); without it, a folder of images of
   different sizes is an error that names two of them.
+A folder is labelled, one sub-folder of images per class (the class names are the sub-folders'),
+or unlabelled, its images directly in it (no labels, no classes); a folder with both is an
+error, as is one with neither (`list_images`).
+Before anything is decoded, the images' shape comes from the files' headers (Pillow's lazy
+open, on up to 64 files spread over the folder; --channels and --image-size fix C and H x W),
+and a folder whose images would need more memory than is available is a DataError
+(`memory.check_fits`). A folder decoded once is read from the folder cache later, while none
+of its files, nor the options, changed (`foldercache`).
 A folder's files are decoded by a pool of threads (Pillow releases the GIL while it decodes);
 after that comes only stacking, no per-image Python work. An unreadable, truncated or oversized
 file (Pillow's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS) is a DataError naming it,
@@ -18,8 +26,11 @@ or with skip_bad=True is left out and counted.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import struct
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterable
@@ -31,24 +42,32 @@ from typing import Any
 
 import numpy as np
 
+from . import foldercache
 from .errors import DataError
+from .memory import BYTES_PER_VALUE, check_fits
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MODES = {1: "L", 3: "RGB"}  # channels -> the Pillow mode images are converted to
 _GREY_MODES = {"1", "L", "LA", "La", "F"}  # and the integer modes: I, I;16, ...
 # what Pillow raises for a corrupt or truncated file, besides its DecompressionBombError
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+_PEEKED = 64  # files whose headers give the shape the memory check assumes
 
 
 @dataclass
 class FolderImages:
-    """A folder's images, N x C x H x W uint8, their labels (class index per image), the class
-    names, and notes on what was done to them (mixed channels, skipped files)."""
+    """A folder's images, N x C x H x W uint8, their labels (int class index per image; None for
+    an unlabelled folder), the class names ([] unlabelled), notes on what was done to them (mixed
+    channels, skipped files), and how the folder cache served them, in words that start with
+    "hit", "miss" or "off"."""
 
     images: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None
     classes: list[str]
     notes: list[str]
+    cache: str = ""
 
 
 def _workers(n: int) -> int:
@@ -60,10 +79,6 @@ def _parallel(fn: Callable[[Any], Any], items: Iterable[Any], n: int) -> list[An
     """[fn(item) for item in items], in order, on a pool of threads."""
     with ThreadPoolExecutor(_workers(n)) as pool:
         return list(pool.map(fn, items))
-
-
-def _is_image(path: Path) -> bool:
-    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def _is_colour(im: Any) -> bool:
@@ -103,19 +118,27 @@ def _decode(path: Path, mode: str | None, size: int | None) -> tuple[np.ndarray 
         return None, f"not a readable image ({' '.join(str(e).split())})"
 
 
-def class_folders(folder: Path) -> tuple[list[str], list[Path], np.ndarray]:
+def list_images(folder: Path) -> tuple[list[str], list[Path], np.ndarray | None]:
     """(class names, image files, label of each file) of a folder with one sub-folder of images
-    per class, in sorted order. Names starting with '.' are skipped; other files are skipped
-    unless they end in one of IMAGE_SUFFIXES."""
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    class_dirs = [p for p in entries if p.is_dir()]
-    if not class_dirs:
-        loose = [p for p in entries if p.is_file() and _is_image(p)]
-        found = f"{len(loose)} images directly in it" if loose else "no images"
+    per class, in sorted order; ([], image files, None) of an unlabelled folder, its images
+    directly in it. Names starting with '.' are skipped; other files are skipped unless they end
+    in one of IMAGE_SUFFIXES. A DataError naming the folder when it has both or neither."""
+    class_dirs, loose = _scan(folder)
+    if class_dirs and loose:
+        dirs = ", ".join(d.name for d in class_dirs[:3]) + (", ..." if len(class_dirs) > 3 else "")
         raise DataError(
-            f"{folder}: no class sub-folders ({found}); put the images in one sub-folder per class"
+            f"{folder}: both images directly in it ({len(loose)}, the first {loose[0].name}) and "
+            f"sub-folders ({dirs}), so it is neither labelled nor unlabelled; put every image in "
+            "a class sub-folder, or move the sub-folders out"
         )
-    per_class = [sorted(p for p in d.iterdir() if p.is_file() and _is_image(p)) for d in class_dirs]
+    if loose:
+        return [], loose, None
+    if not class_dirs:
+        raise DataError(
+            f"{folder}: no images (image files end in {', '.join(IMAGE_SUFFIXES)}); put them "
+            "directly in it (unlabelled) or in one sub-folder per class"
+        )
+    per_class = [_scan(d)[1] for d in class_dirs]
     if not any(per_class):
         raise DataError(
             f"{folder}: no images in its class sub-folders (image files end in "
@@ -130,13 +153,105 @@ def class_folders(folder: Path) -> tuple[list[str], list[Path], np.ndarray]:
     return [d.name for d in class_dirs], [f for files in per_class for f in files], labels
 
 
+def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(sub-folders, image files) directly in `folder`, each sorted by name, names starting
+    with '.' left out. os.scandir tells files from folders without a stat call per file."""
+    dirs, files = [], []
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():
+                dirs.append(e.name)
+            elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
+                files.append(e.name)
+    return [folder / d for d in sorted(dirs)], [folder / f for f in sorted(files)]
+
+
 def read_folder(
-    folder: Path, channels: int | None = None, size: int | None = None, skip_bad: bool = False
+    folder: Path,
+    channels: int | None = None,
+    size: int | None = None,
+    skip_bad: bool = False,
+    *,
+    bytes_per_value: int = BYTES_PER_VALUE,
 ) -> FolderImages:
-    """Decode a folder with one sub-folder of images per class (see the module's doc)."""
+    """A folder's images (see the module's doc), read from the folder cache or decoded (and then
+    cached). Before either, a DataError when N x C x H x W x bytes_per_value bytes are more
+    memory than is available (`memory`: 2 for the images alone, more for a caller that makes a
+    float copy)."""
     from PIL import Image
 
-    classes, files, labels = class_folders(folder)
+    classes, files, labels = list_images(folder)
+    options = {"channels": channels, "size": size, "skip_bad": skip_bad,
+               "pillow": Image.__version__, "max_pixels": Image.MAX_IMAGE_PIXELS}  # fmt: skip
+    try:
+        key = foldercache.folder_key(folder, files, options)
+    except OSError:  # a file gone since the listing: decoding names it
+        key = ""
+    entry = foldercache.entry_path(folder, key) if key else None
+    if entry is not None and (found := foldercache.entry_shape(entry)) is not None:
+        n, shape = found
+        check_fits(str(folder), n, shape, bytes_per_value * n * math.prod(shape))
+        hit = foldercache.read_entry(entry, key)
+        if hit is not None:
+            log.info("%s: %d images read from the cache %s", folder, n, entry)
+            return FolderImages(*hit, cache=f"hit, read from {entry}; no image decoded")
+    shape = _header_shape(files, channels, size)
+    if shape is not None:
+        check_fits(str(folder), len(files), shape, bytes_per_value * len(files) * math.prod(shape))
+    t0 = time.perf_counter()
+    got = _decode_folder(folder, files, labels, classes, channels, size, skip_bad)
+    took = f"decoded {len(files)} files in {time.perf_counter() - t0:.1f} s"
+    if entry is None:
+        off = foldercache.cache_dir() is None
+        got.cache = f"off ({foldercache.ENV_OFF + ' is set' if off else 'a file vanished'}), {took}"
+        return got
+    why = foldercache.write_entry(entry, key, got.images, got.labels, got.classes, got.notes)
+    if why:
+        log.warning("%s: not cached: %s", folder, why)
+        got.cache = f"miss, {took}; not stored: {why}"
+    else:
+        log.info("%s: %s, cached in %s", folder, took, entry)
+        got.cache = f"miss, {took}; stored in {entry}"
+    return got
+
+
+def _header_shape(
+    files: list[Path], channels: int | None, size: int | None
+) -> tuple[int, int, int] | None:
+    """C x H x W the decoded images will have, as far as their headers tell (Pillow's lazy open
+    reads no pixels): channels, else 3 when any of up to _PEEKED files spread over `files` is
+    colour, else 1; size x size, else the first's (all must match it, or decoding refuses
+    them). None when none of those files opens."""
+    from PIL import Image
+
+    if channels is not None and size is not None:
+        return channels, size, size
+    picked = sorted({round(i * (len(files) - 1) / max(1, _PEEKED - 1)) for i in range(_PEEKED)})
+    colour, hw = False, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        for i in picked:
+            try:
+                with Image.open(files[i]) as im:
+                    colour |= _is_colour(im)
+                    hw = hw or (im.size[1], im.size[0])
+            except (Image.DecompressionBombError, *_DECODE_ERRORS):
+                continue  # decoding names the file
+    if hw is None:
+        return None
+    c = channels or (3 if colour else 1)
+    return (c, size, size) if size is not None else (c, *hw)
+
+
+def _decode_folder(
+    folder: Path, files: list[Path], labels: np.ndarray | None, classes: list[str],
+    channels: int | None, size: int | None, skip_bad: bool,
+) -> FolderImages:  # fmt: skip
+    """Decode the folder's `files` in parallel (see the module's doc)."""
+    from PIL import Image
+
     decode = partial(_decode, mode=None if channels is None else MODES[channels], size=size)
     with warnings.catch_warnings():  # Pillow's warning zone (1-2x the limit) refuses too
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -154,7 +269,8 @@ def read_folder(
             f"{len(files)} (--skip-bad); the first: {bad[0][0]}: {bad[0][1]}"
         )
         keep = np.array([pixels is not None for pixels, _ in results])
-        files, labels = [f for f, k in zip(files, keep, strict=True) if k], labels[keep]
+        files = [f for f, k in zip(files, keep, strict=True) if k]
+        labels = None if labels is None else labels[keep]
         results = [r for r in results if r[0] is not None]
     arrays = [pixels for pixels, _ in results]
     shapes = [a.shape[:2] for a in arrays]
@@ -166,6 +282,7 @@ def read_folder(
             "different sizes; --image-size S resizes them all to S x S"
         )
     images, note = _stack(arrays)
+    labels = None if labels is None else labels.astype(np.int64)
     return FolderImages(images, labels, classes, notes + note)
 
 

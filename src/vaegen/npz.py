@@ -38,6 +38,34 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     return x, None if y is None else _labels(y, len(x), classes, path), classes
 
 
+def npz_layout(path: Path) -> tuple[int, tuple[int, int, int], bool, int] | None:
+    """(N, (C, H, W), whether it has y, bytes x takes in memory as stored) from the .npz's zip
+    directory and x's .npy header alone (nothing else is read or decompressed); None when they
+    do not tell (no x, an odd layout or header: reading the file then says what is wrong)."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("x.npy") as f:
+            has_y = "y.npy" in zf.namelist()
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)  # fmt: skip
+            if read is None:
+                return None
+            shape, _, dtype = read(f)
+    except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile):
+        return None
+    if dtype.hasobject or len(shape) not in (3, 4):
+        return None
+    if len(shape) == 3:
+        chw = (1, *shape[1:])
+    elif shape[1] in (1, 3):
+        chw = shape[1:]
+    elif shape[3] in (1, 3):  # channels last
+        chw = (shape[3], shape[1], shape[2])
+    else:
+        return None
+    return shape[0], chw, has_y, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
 def _arrays(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     """(x, y and classes, those present; the names of all its arrays) of the archive; a
     DataError for anything unreadable."""

@@ -36,6 +36,7 @@ from .config import RunConfig, differences
 from .data import (
     OWN_SPLIT,
     ImageDataset,
+    check_labelled,
     effective_test_fraction,
     load_dataset,
     load_splits,
@@ -115,7 +116,10 @@ def _checked(run: Run, ds: ImageDataset) -> ImageDataset:
 def resolve_data(config: RunConfig) -> RunConfig:
     """`config` with the test fraction it trains with written out (the default for an .npz or
     image folder, None for a source with its own split: an error if one is asked for), so that
-    config.json records the split and every later reader of the run repeats it."""
+    config.json records the split and every later reader of the run repeats it. A conditional
+    model on a source known to have no labels is a DataError here, before anything is read."""
+    if config.model.conditional:
+        check_labelled(config.data.source)
     fraction = effective_test_fraction(config.data.source, config.data.test_fraction)
     return dataclasses.replace(
         config, data=dataclasses.replace(config.data, test_fraction=fraction)

@@ -128,7 +128,9 @@ class _Data:
 
 def _load_data(config: RunConfig, device: torch.device, procs: distributed.Processes) -> _Data:
     with distributed.main_process_first(procs):  # one download, which the others then find
-        train_ds, test_ds = load_splits(config.data.source, **config.data.load_options())
+        train_ds, test_ds = load_splits(  # training on the CPU holds a float32 copy in memory
+            config.data.source, float32_copy=device.type == "cpu", **config.data.load_options()
+        )
     if train_ds.image_shape != test_ds.image_shape:
         raise VaegenError(
             f"train images are {train_ds.image_shape} but test images are {test_ds.image_shape}"
