@@ -224,14 +224,26 @@ def test_unknown_format_and_existing_output(runs, tmp_path, capsys):
     assert out.read_bytes() != before
 
 
-def test_conv_model_rejects_shapes_it_cannot_take(tmp_path):
-    x = np.zeros((8, 10, 10), dtype=np.uint8)
+def test_the_conv_model_trains_and_generates_at_any_size(tmp_path, capsys):
+    """Colour images of 10 x 14 pixels (no multiple of 4): trained, reloaded from the run
+    directory, and generated at 3 x 10 x 14. An image of no pixels is a one-line error."""
+    x = np.random.default_rng(0).integers(0, 256, (40, 10, 14, 3), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", x=x)
-    cfg = RunConfig(
-        DataConfig(str(tmp_path / "d.npz")), ModelConfig(model="conv"), TrainConfig(epochs=1)
-    )
-    with pytest.raises(VaegenError, match="divisible by 4, got 10 x 10; use --model mlp"):
-        train(cfg, tmp_path / "r", progress=False)
+    argv = ["-q", "train", "--data", str(tmp_path / "d.npz"), "--model", "conv", "--epochs", "1",
+            "--hidden", "16", "--batch-size", "16", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 0
+    assert load_run(tmp_path / "r").image_shape == (3, 10, 14)
+    out = tmp_path / "g.npz"
+    assert main(["generate", str(tmp_path / "r"), "--n", "5", "--out", str(out)]) == 0
+    with np.load(out, allow_pickle=False) as got:
+        assert got["x"].shape == (5, 3, 10, 14)
+    np.savez(tmp_path / "empty.npz", x=np.zeros((8, 0, 5), dtype=np.uint8))
+    argv[3], argv[-1] = str(tmp_path / "empty.npz"), str(tmp_path / "e")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'empty.npz'}: images are 1 x 0 x 5 (channels x height" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "e").exists()
 
 
 @pytest.mark.slow

@@ -5,6 +5,10 @@ pixel inside the box where matplotlib drew the image, and compares with images c
 the model. The run's decoder gives dim images (about 0.1..0.8), so a figure that autoscales its
 images (no vmin/vmax) turns them darker and brighter, one drawn on a 0..255 scale turns white, and
 one built from other images (another seed, label, grid order or test image) differs somewhere.
+Every image test runs on a grey run, whose whole figure must stay grey (R = G = B in every PNG
+pixel), and on a colour run (3 x H x W) whose decoder and test images are red, whose figure must
+show each channel as computed (a figure that draws one channel in grey, or mixes the channels
+up, is off by 0.2 or more).
 """
 
 from __future__ import annotations
@@ -24,44 +28,66 @@ from vaegen.data import ImageDataset
 from vaegen.generate import generate
 from vaegen.run import Run, build_model
 
-SHAPE = (1, 12, 12)
+GREY = (1, 12, 12)
+COLOUR = (3, 12, 12)
 CLASSES = ["a", "b", "c"]
 # the grey colormap's 256 levels, 8 bits in the PNG and matplotlib's resampling: under 2/255 seen;
 # the wrong scales and wrong images this file guards against are off by 9/255 or more
 TOL = 3 / 255
 
 
-def dim_run(path: Path, conditional: bool) -> Run:
+def dim_run(path: Path, conditional: bool, shape: tuple[int, int, int] = GREY) -> Run:
     """An untrained MLP VAE whose decoder's means lie well inside (0, 1) and change with z: a
-    steep first decoder layer, a flat last one around 0.4; and a steep mean head, so that test
-    images of different brightness are encoded far apart."""
+    steep first decoder layer, a flat last one around 0.4 (colour: around red, 0.7, 0.25, 0.15,
+    and flatter); and a steep mean head, so that test images of different brightness are encoded
+    far apart."""
     config = RunConfig(
         DataConfig("unused"), ModelConfig(hidden=32, conditional=conditional), TrainConfig()
     )
     torch.manual_seed(0)
-    model = build_model(config, SHAPE, len(CLASSES))
+    model = build_model(config, shape, len(CLASSES))
     with torch.no_grad():
         model.fc3.weight.mul_(6.0)
-        model.fc4.weight.mul_(0.04)
-        model.fc4.bias.fill_(0.4)
+        if shape[0] == 1:
+            model.fc4.weight.mul_(0.04)
+            model.fc4.bias.fill_(0.4)
+        else:
+            model.fc4.weight.mul_(0.015)
+            model.fc4.bias.view(3, -1).copy_(torch.tensor([[0.7], [0.25], [0.15]]))
         model.fc_mu.weight.mul_(8.0)
-    return Run(path, config, model.eval(), CLASSES, SHAPE)
+    return Run(path, config, model.eval(), CLASSES, shape)
 
 
-def dim_test_split() -> ImageDataset:
+def dim_test_split(shape: tuple[int, int, int] = GREY) -> ImageDataset:
     """12 noisy flat images, each at its own level of 40..150 (pixel values 40..170, that is
-    0.16..0.67), labels 0, 1, 2, 0, 1, 2, ..."""
+    0.16..0.67; colour: red at that level, green and blue at 0.45 and 0.35 of it), labels 0, 1,
+    2, 0, 1, 2, ..."""
     gen = torch.Generator().manual_seed(1)
     level = torch.tensor([40, 150, 90, 140, 60, 110, 70, 130, 50, 120, 100, 80])
-    noise = torch.randint(0, 21, (12, *SHAPE), generator=gen)
-    images = (level.view(12, 1, 1, 1) + noise).to(torch.uint8)
+    noise = torch.randint(0, 21, (12, *shape), generator=gen)
+    tint = torch.tensor([1.0, 0.45, 0.35])[: shape[0]].view(1, -1, 1, 1)
+    images = ((level.view(12, 1, 1, 1) + noise) * tint).round().to(torch.uint8)
     return ImageDataset(images, torch.arange(12) % 3, CLASSES)
 
 
-def _dim(expected: np.ndarray) -> None:
+@pytest.fixture(params=[GREY, COLOUR], ids=["grey", "colour"])
+def shape(request: pytest.FixtureRequest) -> tuple[int, int, int]:
+    return request.param
+
+
+def _dim(expected: np.ndarray, shape: tuple[int, int, int]) -> None:
     """The test's premise: the images the figure should show are clear of 0 and 1, so that an
-    autoscaled figure (which stretches them to 0..1) or a 0..255 one differs from them."""
+    autoscaled figure (which stretches them to 0..1) or a 0..255 one differs from them; and, in
+    colour, red: red above 1.4 times green and blue in every pixel, so that a figure that shows
+    one channel, or the channels in another order, differs from them."""
     assert 0.05 < expected.min() and expected.max() < 0.9
+    if shape[0] == 3:
+        assert (expected[..., 0] > 1.4 * expected[..., 1:].max(-1)).all()
+
+
+def _images(mosaic: np.ndarray) -> np.ndarray:
+    """The pixels of a mosaic that are not its white gaps, n x 3."""
+    return mosaic[(mosaic < 1).any(-1)]
 
 
 # ------------------------------------------------------------------------- reading a figure
@@ -84,15 +110,19 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[Bbox, list[Bbox]]]
     return record
 
 
-def shown(path: Path, boxes: tuple[Bbox, list[Bbox]], shape: tuple[int, int]) -> list[np.ndarray]:
-    """The grey values in [0, 1] the PNG shows at the centre of each pixel of every image drawn
-    in it, each an array of `shape` (rows, cols), ordered top to bottom, then left to right."""
+def shown(
+    path: Path, boxes: tuple[Bbox, list[Bbox]], shape: tuple[int, ...], grey: bool
+) -> list[np.ndarray]:
+    """The RGB values in [0, 1] the PNG shows at the centre of each pixel of every image drawn
+    in it, each an array of `shape` (rows, cols, 3), ordered top to bottom, then left to right.
+    grey: the figure of a grey run, which must be grey all over (R = G = B in every PNG pixel)."""
     png = np.asarray(Image.open(path).convert("RGB")).astype(np.float64) / 255
-    assert (png[..., 0] == png[..., 1]).all() and (png[..., 0] == png[..., 2]).all()
+    if grey:
+        assert (png[..., 0] == png[..., 1]).all() and (png[..., 0] == png[..., 2]).all()
     height, width = png.shape[:2]
     figure, images = boxes
     sx, sy = width / figure.width, height / figure.height  # display units -> PNG pixels
-    rows, cols = shape
+    rows, cols = shape[:2]
     out = []
     for b in sorted(images, key=lambda b: (-round(b.y1), b.x0)):
         left, right, top, bottom = b.x0 * sx, b.x1 * sx, height - b.y1 * sy, height - b.y0 * sy
@@ -100,19 +130,26 @@ def shown(path: Path, boxes: tuple[Bbox, list[Bbox]], shape: tuple[int, int]) ->
         assert (right - left) / cols > 3 and (bottom - top) / rows > 3
         ys = np.floor(top + (np.arange(rows) + 0.5) * (bottom - top) / rows).astype(int)
         xs = np.floor(left + (np.arange(cols) + 0.5) * (right - left) / cols).astype(int)
-        out.append(png[ys[:, None], xs[None, :], 0])
+        out.append(png[ys[:, None], xs[None, :]])
     return out
 
 
+def rgb(image: torch.Tensor) -> np.ndarray:
+    """A C x H x W image in [0, 1] as the H x W x 3 RGB values it should be shown with: grey
+    (C = 1) as R = G = B."""
+    return image.expand(3, -1, -1).permute(1, 2, 0).double().numpy()
+
+
 def mosaic(tiles: torch.Tensor, gap: int) -> np.ndarray:
-    """rows x cols x 1 x H x W in [0, 1] -> one image, tiles `gap` white pixels apart."""
+    """rows x cols x C x H x W in [0, 1] -> one H x W x 3 RGB image, tiles `gap` white pixels
+    apart."""
     rows, cols, _, h, w = tiles.shape
-    out = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap))
+    out = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap, 3))
     for r in range(rows):
         for c in range(cols):
-            out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tiles[
-                r, c, 0
-            ]
+            out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = rgb(
+                tiles[r, c]
+            )
     return out
 
 
@@ -127,23 +164,23 @@ def assert_shows(got: np.ndarray, want: np.ndarray) -> None:
 
 @pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
 def test_samples_figure_shows_the_samples(
-    conditional: bool, tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
+    conditional: bool, shape, tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
 ) -> None:
-    run = dim_run(tmp_path, conditional)
+    run = dim_run(tmp_path, conditional, shape)
     path = plots.samples(run, tmp_path / "samples.png", per_class=10, seed=3)
     rows = len(CLASSES) if conditional else 10
     images, _ = generate(run, rows * 10, seed=3)  # one row per class when conditional
-    want = mosaic(images.double().div(255).view(rows, 10, *SHAPE), gap=1)
-    _dim(want[want < 1])
-    (got,) = shown(path, drawn[path.name], want.shape)
+    want = mosaic(images.double().div(255).view(rows, 10, *shape), gap=1)
+    _dim(_images(want), shape)
+    (got,) = shown(path, drawn[path.name], want.shape, grey=shape[0] == 1)
     assert_shows(got, want)
 
 
 @pytest.mark.parametrize("label", [None, 2], ids=["unconditional", "class-2"])
 def test_manifold_figure_shows_the_decoded_grid(
-    label: int | None, tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
+    label: int | None, shape, tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
 ) -> None:
-    run = dim_run(tmp_path, conditional=label is not None)
+    run = dim_run(tmp_path, conditional=label is not None, shape=shape)
     n = 7
     path = plots.manifold(run, tmp_path / "manifold.png", label=label, n=n)
     g = torch.tensor([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)])
@@ -151,17 +188,17 @@ def test_manifold_figure_shows_the_decoded_grid(
     z = torch.stack([g.repeat(n), g.flip(0).repeat_interleave(n)], 1)
     y = None if label is None else torch.full((n * n,), label)
     with torch.no_grad():
-        tiles = run.likelihood.mean(run.model.decode(z, y)).double().view(n, n, *SHAPE)
+        tiles = run.likelihood.mean(run.model.decode(z, y)).double().view(n, n, *shape)
     want = mosaic(tiles, gap=0)
-    _dim(want)
-    (got,) = shown(path, drawn[path.name], want.shape)
+    _dim(want, shape)
+    (got,) = shown(path, drawn[path.name], want.shape, grey=shape[0] == 1)
     assert_shows(got, want)
 
 
 def test_reconstructions_figure_shows_the_images_and_their_reconstructions(
-    tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
+    shape, tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
 ) -> None:
-    run, test = dim_run(tmp_path, conditional=True), dim_test_split()
+    run, test = dim_run(tmp_path, conditional=True, shape=shape), dim_test_split(shape)
     path = plots.reconstructions(run, test, tmp_path / "r.png", n=6)
     # the first image of each class, then the next ones: with labels 0, 1, 2, 0, ... the first 6
     x = test.images[:6].double().div(255)
@@ -169,18 +206,18 @@ def test_reconstructions_figure_shows_the_images_and_their_reconstructions(
     with torch.no_grad():
         mu, _ = run.model.encode(x.float(), y)
         recon = run.likelihood.mean(run.model.decode(mu, y)).double()
-    want = [*x[:, 0].numpy(), *recon[:, 0].numpy()]  # the top row, then the bottom row
-    _dim(np.stack(want))
-    got = shown(path, drawn[path.name], SHAPE[1:])
+    want = [rgb(image) for image in [*x, *recon]]  # the top row, then the bottom row
+    _dim(np.stack(want), shape)
+    got = shown(path, drawn[path.name], shape[1:], grey=shape[0] == 1)
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
         assert_shows(g, w)
 
 
 def test_interpolation_figure_shows_the_decoded_line(
-    tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
+    shape, tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
 ) -> None:
-    run, test = dim_run(tmp_path, conditional=True), dim_test_split()
+    run, test = dim_run(tmp_path, conditional=True, shape=shape), dim_test_split(shape)
     steps = 6
     path = plots.interpolation(run, test, tmp_path / "i.png", steps=steps)
     # conditional: from test image 0 to the next one of its class (image 3), label 0 throughout
@@ -192,8 +229,8 @@ def test_interpolation_figure_shows_the_decoded_line(
         line = run.model.decode((1 - t) * mu[0] + t * mu[1], y[:1].expand(steps))
         line = run.likelihood.mean(line).double()
     want = mosaic(torch.cat([x[:1], line, x[1:]])[None], gap=1)
-    _dim(want[want < 1])
-    (got,) = shown(path, drawn[path.name], want.shape)
+    _dim(_images(want), shape)
+    (got,) = shown(path, drawn[path.name], want.shape, grey=shape[0] == 1)
     assert_shows(got, want)
 
 

@@ -11,6 +11,7 @@ import ast
 import base64
 import io
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -27,11 +29,12 @@ from PIL import Image
 import vaegen
 from vaegen import RunConfig, plots, train
 from vaegen.config import DataConfig, ModelConfig, TrainConfig
+from vaegen.idx import write_idx
 from vaegen.models import MODELS
 from vaegen.report import build_report, render_value, report_data, script_json, write_report
 from vaegen.run import Run
 
-from .conftest import IN_CI, write_idx_dataset
+from .conftest import IN_CI, make_images, write_idx_dataset
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -46,16 +49,51 @@ EVAL = {
 
 # ------------------------------------------------------------------------------------ runs
 
+RED = (1.0, 0.45, 0.15)  # the colour datasets' tint: red, with three distinct channels
+OWN_FIGURES = ("plain", "colour")  # the runs whose reports draw their own figures
+
+
+def write_colour_dataset(folder: Path, shape: tuple[int, int, int]) -> Path:
+    """conftest's shapes cropped to H x W and tinted RED, as 4-D IDX files (N x 3 x H x W)."""
+    folder.mkdir(parents=True)
+    _, h, w = shape
+    for prefix, n, seed in (("train", 192, 0), ("t10k", 64, 1)):
+        grey, y = make_images(n, size=max(h, w), seed=seed)
+        tint = np.array(RED).reshape(1, 3, 1, 1)
+        x = (grey[:, None, :h, :w] * tint).round().astype(np.uint8)
+        write_idx(folder / f"{prefix}-images-idx4-ubyte.gz", x)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return folder
+
+
+@torch.no_grad()
+def tint_decoder(run: Run) -> None:
+    """Make every image the decoder draws red, in three distinct channels, whatever z: its last
+    layer's weights shrunk, its bias 0.7 RED per channel. (Three epochs on tiny data leave a
+    decoder whose images are coloured noise, no known colour to test the page against.)"""
+    last = run.model.fc4 if run.config.model.model == "mlp" else run.model.deconv2
+    last.weight.mul_(0.2)
+    last.bias.view(3, -1).copy_(0.7 * torch.tensor(RED).view(3, 1))
+
 
 @pytest.fixture(scope="module")
 def make_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Run]:
-    """Train (once per module) a tiny run with a written report, by name."""
+    """Train (once per module) a tiny run with a written report, by name. shape: colour images
+    of that size (3 x H x W) instead of grey 12 x 12 ones, and a decoder tinted red."""
     cache: dict[str, Run] = {}
     root = tmp_path_factory.mktemp("report")
 
-    def make(name: str, classes: list[str] | None = None, **model_kw: Any) -> Run:
+    def make(
+        name: str,
+        classes: list[str] | None = None,
+        shape: tuple[int, int, int] | None = None,
+        **model_kw: Any,
+    ) -> Run:
         if name not in cache:
-            data = write_idx_dataset(root / f"{name}-data", n_train=192, n_test=64)
+            if shape is None:
+                data = write_idx_dataset(root / f"{name}-data", n_train=192, n_test=64)
+            else:
+                data = write_colour_dataset(root / f"{name}-data", shape)
             if classes:
                 (data / "classes.txt").write_text("\n".join(classes) + "\n")
             loss = model_kw.pop("loss", "gaussian")
@@ -65,9 +103,13 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Run]:
                 TrainConfig(epochs=3, batch_size=32, lr=3e-3, loss=loss),
             )
             run = train(config, root / name, progress=False)
-            if name == "plain":  # its report draws the figures (matplotlib: seconds per run)
+            if shape is not None:
+                tint_decoder(run)
+            if name == "plain":
                 (run.path / "eval.json").write_text(json.dumps(EVAL))
-            else:  # the others borrow them: these tests are about the explorer
+            # drawing figures takes matplotlib seconds per run: the others borrow plain's, as
+            # their tests are about the explorer
+            if name not in OWN_FIGURES:
                 figures = shutil.copytree(make("plain").path / "figures", run.path / "figures")
                 for missing in plots.missing_figures(run):  # a manifold per class: conditional
                     shutil.copy(figures / "manifold.png", figures / missing)
@@ -87,6 +129,18 @@ def plain(make_run: Callable[..., Run]) -> Run:
 def cond3(make_run: Callable[..., Run]) -> Run:
     """Conditional, 3-D latent, Bernoulli decoder (sigmoid output)."""
     return make_run("cond3", conditional=True, latent_dim=3, loss="bernoulli")
+
+
+@pytest.fixture
+def colour(make_run: Callable[..., Run]) -> Run:
+    """3 x 12 x 12 red images: the page's decoder writes three channels."""
+    return make_run("colour", shape=(3, 12, 12))
+
+
+@pytest.fixture
+def colour_conv(make_run: Callable[..., Run]) -> Run:
+    """Conditional conv, 3 x 10 x 14 red images (neither a multiple of 4): a lookup explorer."""
+    return make_run("colour_conv", shape=(3, 10, 14), model="conv", conditional=True)
 
 
 @pytest.fixture
@@ -128,6 +182,33 @@ def test_report_without_the_test_data(plain: Run, tmp_path: Path) -> None:
     page = write_report(gone).read_text()
     assert "The test set could not be loaded" in page and "no-such-data" in page
     assert '"n":0' in page
+
+
+IMAGE_FIGURES = ("reconstructions", "manifold", "samples", "interpolation")
+
+
+def _page_images(page: str) -> dict[str, np.ndarray]:
+    """{alt text: the RGB pixels, H x W x 3 uint8} of every <img> of the page."""
+    out = {}
+    for uri, alt in re.findall(r"<img src='data:image/png;base64,([^']*)' alt='([^']*)'>", page):
+        with Image.open(io.BytesIO(base64.b64decode(uri))) as im:
+            out[alt] = np.asarray(im.convert("RGB"))
+    return out
+
+
+def test_a_colour_runs_figures_are_in_colour_and_a_grey_runs_grey(plain: Run, colour: Run) -> None:
+    """The page's image figures of a run of red images show red (the red channel well above
+    green, green above blue, as in the data); those of a grey run are grey in every pixel."""
+    grey = _page_images((plain.path / "report.html").read_text())
+    red = _page_images((colour.path / "report.html").read_text())
+    assert set(IMAGE_FIGURES) <= set(grey) and set(IMAGE_FIGURES) <= set(red)
+    for name in IMAGE_FIGURES:
+        g = grey[name].astype(int)
+        assert (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all(), name
+        r, gr, b = red[name].astype(int).transpose(2, 0, 1)
+        reddish = (r > gr + 60) & (gr > b + 20)
+        assert reddish.sum() > 200, name  # the bars of the shapes, at the least
+        assert not ((gr > r + 20) | (b > r + 20)).any(), name  # nothing green or blue
 
 
 def test_script_json_cannot_close_the_script() -> None:
@@ -406,7 +487,7 @@ def _torch_decode(run: Run, z: list[float], label: int) -> torch.Tensor:
 POINTS = [([0.0, 0.0, 0.0], 0), ([1.3, -0.7, 0.5], 1), ([-2.2, 1.9, -1.0], 2)]
 
 
-@pytest.mark.parametrize("name", ["plain", "cond3", "sigma"])
+@pytest.mark.parametrize("name", ["plain", "cond3", "sigma", "colour"])
 def test_browser_decoder_matches_pytorch(name: str, request, open_report) -> None:
     run = request.getfixturevalue(name)
     o = open_report(run)
@@ -419,9 +500,22 @@ def test_browser_decoder_matches_pytorch(name: str, request, open_report) -> Non
     assert not o.errors
 
 
-@pytest.mark.parametrize("kind", sorted(set(MODELS) - {"mlp"}))
-def test_other_models_show_the_nearest_precomputed_image(kind: str, make_run, open_report) -> None:
-    run = make_run(kind, model=kind, conditional=True)
+def _lookup_point(info: dict[str, Any], z: list[float]) -> list[float]:
+    """The grid point of a lookup explorer nearest to z (z[0], z[1]): the one it shows."""
+    grid = torch.linspace(-info["extent"], info["extent"], info["lookup"]["size"])
+    return [grid[(grid - v).abs().argmin()].item() for v in z[:2]]
+
+
+@pytest.mark.parametrize(("kind", "shape"), [
+    *(pytest.param(kind, None, id=kind) for kind in sorted(set(MODELS) - {"mlp"})),
+    # colour, and no multiple of 4: the padded model's crop, a mosaic of H != W tiles
+    pytest.param("conv", (3, 10, 14), id="conv-3x10x14"),
+])  # fmt: skip
+def test_other_models_show_the_nearest_precomputed_image(
+    kind: str, shape: tuple[int, int, int] | None, make_run, open_report
+) -> None:
+    name = kind if shape is None else f"colour_{kind}"
+    run = make_run(name, shape=shape, model=kind, conditional=True)
     o = open_report(run)
     assert "is a lookup" in o.page.inner_text("#explorer")
     info = o.page.evaluate("JSON.parse(document.getElementById('vaegen-data').textContent)")
@@ -432,7 +526,38 @@ def test_other_models_show_the_nearest_precomputed_image(kind: str, make_run, op
         z = [grid[i].item() + 0.3 * step, grid[j].item() - 0.3 * step]
         got = torch.tensor(o.page.evaluate("([z, y]) => window.vaegenDecode(z, y)", [z, label]))
         want = _torch_decode(run, [grid[i].item(), grid[j].item()], label)
+        assert _lookup_point(info, z) == [grid[i].item(), grid[j].item()]
+        assert got.shape == want.shape == (math.prod(run.image_shape),)
         assert (got - want).abs().max().item() <= 0.5 / 255 + 1e-6  # 8-bit PNG mosaic
+    assert not o.errors
+
+
+@pytest.mark.parametrize("name", ["plain", "colour", "colour_conv"])
+def test_the_decoded_image_is_drawn_in_its_colours(name: str, request, open_report) -> None:
+    """The explorer's canvas shows the PyTorch decoder's image of the point under the mouse:
+    each channel of a colour image in its own colour, a grey image in grey. A lookup explorer
+    shows the image of the nearest grid point."""
+    run = request.getfixturevalue(name)
+    o = open_report(run)
+    info = o.page.evaluate("JSON.parse(document.getElementById('vaegen-data').textContent)")
+    c, h, w = run.image_shape
+    for fx, fy in [(0.3, 0.25), (0.7, 0.6)]:
+        o.move(fx, fy)
+        state = o.page.evaluate("window.vaegenState()")
+        z = state["z"] if info["mode"] == "mlp" else _lookup_point(info, state["z"])
+        want = _torch_decode(run, z, state["label"]).view(c, h, w).expand(3, h, w)
+        canvas = o.page.evaluate(
+            "(() => { const c = document.getElementById('decoded');"
+            " return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);"
+            " })()"
+        )
+        rgba = torch.tensor(canvas, dtype=torch.float64).view(h, w, 4)
+        assert (rgba[..., 3] == 255).all()
+        err = (rgba[..., :3].permute(2, 0, 1) - 255 * want).abs().max().item()
+        assert err <= 0.5 + 0.05, err  # rounding to 8 bits
+        if c == 3:  # the premise: a red image whose three channels differ
+            r, g, b = want.mean((1, 2)).tolist()
+            assert r > g + 0.05 and g > b + 0.05, (r, g, b)
     assert not o.errors
 
 

@@ -205,6 +205,12 @@ def _from_arrays(
             f"{where}: images must be uint8 N x H x W (or N x C x H x W), "
             f"got {images.dtype} {images.shape}"
         )
+    if 0 in images.shape[1:]:
+        c, h, w = images.shape[1:]
+        raise DataError(
+            f"{where}: images are {c} x {h} x {w} (channels x height x width); every image "
+            "needs at least 1 channel and 1 x 1 pixels"
+        )
     y = None
     if labels is not None:
         if labels.ndim != 1 or len(labels) != len(images):

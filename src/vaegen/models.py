@@ -46,6 +46,11 @@ class _VAEBase(nn.Module):
         self, image_shape: tuple[int, int, int], latent_dim: int, num_classes: int, scale: str
     ) -> None:
         super().__init__()
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(
+                f"image_shape must be C x H x W with every size at least 1, got "
+                f"{tuple(image_shape)}; check the dataset's images"
+            )
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
         self.num_classes = num_classes
@@ -161,9 +166,13 @@ class VAE(_VAEBase):
 class ConvVAE(_VAEBase):
     """A small convolutional VAE for sharper samples, optionally conditional like `VAE`.
 
-    Encoder: two stride-2 4x4 convolutions (32, 64 channels) + ReLU, Linear(64*H/4*W/4, hidden)
+    Encoder: two stride-2 4x4 convolutions (32, 64 channels) + ReLU, Linear(64*H'/4*W'/4, hidden)
     + ReLU, [label embedding], heads. Decoder: the mirror image with transposed convolutions.
-    H and W must be multiples of 4.
+    Any C x H x W works: H' and W' are H and W rounded up to multiples of 4; the encoder pads each
+    image with zeros at the bottom and right to H' x W', and the decoder's H' x W' output is
+    cropped back to its top-left H x W, so nothing outside the image reaches the likelihood.
+    When H and W are multiples of 4 there is no padding and no crop: the layers and the
+    arithmetic are exactly those of a model that never pads.
     """
 
     def __init__(
@@ -176,12 +185,10 @@ class ConvVAE(_VAEBase):
     ) -> None:
         super().__init__(image_shape, latent_dim, num_classes, scale)
         c, h, w = image_shape
-        if h % 4 or w % 4:
-            raise ValueError(
-                f"the conv model needs image height and width divisible by 4, got {h} x {w}; "
-                "use --model mlp"
-            )
-        self.feature_shape = (64, h // 4, w // 4)
+        # rows and columns of zeros added at the bottom and right: each stride-2 layer halves
+        # the size exactly, and the transposed ones double it back to the padded size
+        self.pad = (-h % 4, -w % 4)
+        self.feature_shape = (64, (h + self.pad[0]) // 4, (w + self.pad[1]) // 4)
         features = math.prod(self.feature_shape)
         self.conv1 = nn.Conv2d(c, 32, 4, stride=2, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 4, stride=2, padding=1)
@@ -195,6 +202,8 @@ class ConvVAE(_VAEBase):
         self, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x: N x C x H x W in [0, 1] -> (mu, logvar), each N x latent_dim."""
+        if any(self.pad):  # F.pad's order: (left, right, top, bottom) of the last two dims
+            x = F.pad(x, (0, self.pad[1], 0, self.pad[0]))
         h = F.relu(self.conv2(F.relu(self.conv1(x))))
         h = F.relu(self.fc1(h.flatten(1)))
         return self._heads(h, y)
@@ -204,7 +213,11 @@ class ConvVAE(_VAEBase):
         the likelihood reads them), or N x 2C x H x W ([mean, log sigma]) with a learned scale."""
         z = self._with_label(z, y)
         h = F.relu(self.fc4(F.relu(self.fc3(z)))).view(-1, *self.feature_shape)
-        return self._with_scale(self.deconv2(F.relu(self.deconv1(h))))
+        out = self.deconv2(F.relu(self.deconv1(h)))  # N x C x H' x W'
+        if any(self.pad):
+            # contiguous, as the uncropped output is: callers .view() it
+            out = out[:, :, : self.image_shape[1], : self.image_shape[2]].contiguous()
+        return self._with_scale(out)
 
 
 MODELS: dict[str, type[_VAEBase]] = {"mlp": VAE, "conv": ConvVAE}

@@ -7,6 +7,8 @@ manifold.png         decoded images on a 15 x 15 grid of the latent plane at Gau
 samples.png          simulated images: 10 prior samples per class (conditional) or 10 x 10
 interpolation.png    a straight line through latent space between two test images, decoded
 loss_curve.png       train and test loss per epoch, and the test loss's two terms
+
+Images of one channel are drawn in grey, images of three in colour (RGB).
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ FIGURES = (
 )
 
 
-def _grey(ax: plt.Axes, image: np.ndarray) -> None:
-    """Show a C x H x W image in [0, 1] with a fixed 0..1 scale (no auto-contrast)."""
+def _show(ax: plt.Axes, image: np.ndarray) -> None:
+    """Show a C x H x W image in [0, 1] with a fixed 0..1 scale (no auto-contrast): one channel
+    in grey, three as RGB (matplotlib ignores the colour map and the scale of RGB arrays and
+    shows their values as they are)."""
     img = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
     ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
@@ -76,8 +80,8 @@ def reconstructions(run: Run, test: ImageDataset, path: Path, n: int = 10) -> Pa
     recon = run.likelihood.mean(run.model.decode(mu, _labels_arg(run, y))).cpu()
     fig, axes = plt.subplots(2, len(idx), figsize=(1.3 * len(idx), 3.2), squeeze=False)
     for j in range(len(idx)):
-        _grey(axes[0, j], x[j].cpu().numpy())
-        _grey(axes[1, j], recon[j].numpy())
+        _show(axes[0, j], x[j].cpu().numpy())
+        _show(axes[1, j], recon[j].numpy())
         if y is not None:
             axes[0, j].set_title(run.classes[int(y[j])], fontsize=8)
     axes[0, 0].set_ylabel("original")
