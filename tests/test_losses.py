@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal
 from torch.distributions import kl_divergence as torch_kl
 
-from vaegen.losses import BERNOULLI, GAUSSIAN, kl_divergence
+from vaegen.losses import BERNOULLI, GAUSSIAN, kl_divergence, likelihood
 from vaegen.models import reparameterize
 
 
@@ -210,3 +211,67 @@ def test_a_learned_sigma_run_learns_the_spread_of_its_errors(tiny_data, tmp_path
     assert sigma.max() < 0.5  # it left 1
     # encoder means, not sampled z: their errors are a little smaller than training's
     torch.testing.assert_close(sigma.pow(2).mean(), mse.mean(), rtol=0.5, atol=0)
+
+
+# ------------------------------------------------------------------ closed-form sigma
+
+
+def test_optimal_sigma_is_the_batch_root_mean_squared_error_and_minimises_the_loss():
+    """A training forward pass sets sigma^2 to the batch's mean squared error, which is where
+    the Gaussian negative log-likelihood of the batch is smallest: nudging sigma either way
+    raises it. The loss is then Normal(mean, sigma)'s negative log-prob, and sigma is a buffer
+    saved with the weights, which no optimiser moves and an evaluation pass leaves alone."""
+    from vaegen.models import VAE
+
+    torch.manual_seed(0)
+    model = VAE((1, 6, 6), latent_dim=3, hidden=16, scale="optimal").double()
+    assert "log_sigma" not in dict(model.named_parameters())
+    assert "log_sigma" in model.state_dict()
+    x = torch.rand(20, 1, 6, 6, dtype=torch.float64)
+    out = model(x)
+    mean = out.recon[:, :1]
+    mse = (mean - x).pow(2).mean()
+    torch.testing.assert_close(model.log_sigma.squeeze(), 0.5 * mse.log())
+    lk = likelihood("gaussian-optimal-sigma")
+    loss = lk.recon(out.recon, x).sum()
+    want = -Normal(mean, mse.sqrt()).log_prob(x).sum()
+    torch.testing.assert_close(loss, want)
+    for factor in (0.9, 1.1):
+        nudged = _scaled_output(mean, model.log_sigma + math.log(factor))
+        assert lk.recon(nudged, x).sum() > loss
+    model.eval()
+    before = model.log_sigma.clone()
+    model(x + 0.3)
+    assert torch.equal(model.log_sigma, before)
+
+
+def test_own_images_by_default_train_with_the_closed_form_sigma(tmp_path, capsys):
+    """Without --loss or --preset, images other than FashionMNIST and MNIST train with
+    gaussian-optimal-sigma, and the command says so; a named dataset, --preset article or
+    --loss keeps what they ask for."""
+    import numpy as np
+
+    from vaegen.cli import main
+    from vaegen.config import default_loss
+
+    assert default_loss("fashion-mnist") == default_loss("mnist") == "gaussian"
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "own.npz"
+    np.savez(npz, x=rng.integers(0, 256, (64, 6, 6), dtype=np.uint8), y=np.arange(64) % 2)
+    common = ["--epochs", "1", "--hidden", "8", "--no-plots"]
+
+    def loss_of(*flags: str) -> str:
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        assert main(["train", "--data", str(npz), "--out", str(out), *common, *flags]) == 0
+        return json.loads((out / "config.json").read_text())["train"]["loss"]
+
+    assert loss_of() == "gaussian-optimal-sigma"
+    assert "gaussian-optimal-sigma" in capsys.readouterr().err
+    assert loss_of("--preset", "article") == "gaussian"
+    assert loss_of("--loss", "bernoulli") == "bernoulli"
+    out = tmp_path / "resumed"
+    main(["train", "--data", str(npz), "--out", str(out), "--loss", "gaussian", *common])
+    main(
+        ["train", "--data", str(npz), "--out", str(out), "--epochs", "2", "--resume", "--no-plots"]
+    )
+    assert json.loads((out / "config.json").read_text())["train"]["loss"] == "gaussian"

@@ -17,6 +17,7 @@ from ._version import __version__
 from .cli_data import CACHE_HELP, add_data_command, add_data_flags, cmd_data
 from .config import (
     MODEL_KINDS,
+    OWN_IMAGES_LOSS,
     PRESET_HELP,
     PRESETS,
     STEPS,
@@ -24,11 +25,14 @@ from .config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
+    default_loss,
     preset,
 )
 from .errors import VaegenError
 from .losses import ALIASES, LIKELIHOODS, LOSS_CHOICES
 from .priors import DEFAULT_COMPONENTS, PRIOR_CHOICES
+
+log = logging.getLogger(__name__)
 
 # flag -> (section, field); defaults live in the dataclasses, not here
 _TRAIN_FLAGS = {
@@ -94,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     aliases = ", ".join(f"{a} = {b}" for a, b in ALIASES.items())
     t.add_argument(
         "--loss", choices=LOSS_CHOICES, metavar="LOSS",
-        help=f"decoder likelihood: {losses} ({aliases}; default {tr.loss})",
+        help=f"decoder likelihood: {losses} ({aliases}; default {tr.loss} for FashionMNIST and "
+        f"MNIST, {OWN_IMAGES_LOSS} for other images)",
     )  # fmt: skip
     t.add_argument("--beta", type=float, help=f"weight of the KL term (default {tr.beta:g})")
     t.add_argument("--epochs", type=int, help=f"epochs (default {tr.epochs})")
@@ -232,11 +237,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise VaegenError("training in several processes (torchrun) needs --out")
     out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     base = preset(args.preset or "article")
-    if args.resume and not args.preset and (out / rundir.CONFIG).exists():
+    resumed = args.resume and not args.preset and (out / rundir.CONFIG).exists()
+    if resumed:
         # unspecified flags keep the saved run's values; with --preset they are the preset's
         # (the same command with --resume added continues the run it started)
         base, _ = rundir.load_config(out)
     config = _train_config(args, base)
+    loss = default_loss(config.data.source)
+    if not (resumed or args.preset or args.loss) and loss != config.train.loss:
+        config = replace(config, train=replace(config.train, loss=loss))
+        log.info("loss %s: vaegen's default for images other than FashionMNIST and MNIST "
+                 "(--loss gaussian gives the article's)", loss)  # fmt: skip
     run = train(
         config, out, resume=args.resume, progress=not args.quiet,
         checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,

@@ -38,10 +38,15 @@ def warn(config: RunConfig, kl_per_dim: list[float]) -> None:
     remedies = [
         f"a smaller --beta (now {t.beta:g}; try {t.beta / 4:g}), which makes the KL cheaper"
     ]
-    if not likelihood(t.loss).binary_data:
+    lk = likelihood(t.loss)
+    if lk.scale != "optimal" and not lk.binary_data:
         # 0.5 * squared error of pixels in [0, 1] is the likelihood of a Gaussian with variance 1:
-        # so noisy that on small images what z could explain is worth less than its KL
-        remedies.append("--loss bernoulli, which values each pixel's error far more")
+        # so noisy that on small images what z could explain is worth less than its KL; a sigma
+        # fitted to the errors weighs them as they deserve
+        remedies.append(
+            "--loss gaussian-optimal-sigma, which sets the decoder's sigma from its errors, or "
+            "--loss bernoulli, which values each pixel's error far more"
+        )
     remedies.append("more training images")
     message = (
         f"posterior collapse: the KL term of every latent dimension is below {COLLAPSED_KL} nats "

@@ -249,8 +249,21 @@ GAUSSIAN_PIXEL_SIGMA = replace(
     scale="pixel",
 )
 
+# sigma in closed form: each training batch's root mean squared error (vaegen.models
+# `_calibrate`); the last batch's is kept with the weights for the test loss and the IWAE bound
+GAUSSIAN_OPTIMAL_SIGMA = replace(
+    GAUSSIAN_SIGMA,
+    name="gaussian-optimal-sigma",
+    description="Gaussian with one standard deviation set to each training batch's root mean "
+    "squared error",
+    recon_definition="Gaussian negative log-density with sigma = the batch's root mean squared "
+    "error, summed over pixels (nats)",
+    scale="optimal",
+)
+
 LIKELIHOODS: dict[str, Likelihood] = {
-    lk.name: lk for lk in (GAUSSIAN, BERNOULLI, GAUSSIAN_SIGMA, GAUSSIAN_PIXEL_SIGMA)
+    lk.name: lk
+    for lk in (GAUSSIAN, BERNOULLI, GAUSSIAN_SIGMA, GAUSSIAN_PIXEL_SIGMA, GAUSSIAN_OPTIMAL_SIGMA)
 }
 # Names kept working forever, so that old runs and commands do: `seed` was the article's loss.
 ALIASES: dict[str, str] = {"seed": "gaussian"}

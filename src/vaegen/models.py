@@ -16,8 +16,9 @@ from torch import nn
 # a runaway log-variance then gives a large loss instead of inf/NaN.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 # What a model learns of the decoder's spread besides its mean (vaegen.losses: a likelihood's
-# `scale`): nothing, one log standard deviation for every pixel, or one per pixel.
-SCALES = ("none", "global", "pixel")
+# `scale`): nothing, one log standard deviation for every pixel, or one per pixel, each learned
+# by gradient; or "optimal": one, set in closed form from each training batch.
+SCALES = ("none", "global", "pixel", "optimal")
 
 
 class VAEOutput(NamedTuple):
@@ -57,13 +58,14 @@ class _VAEBase(nn.Module):
         if scale not in SCALES:
             raise ValueError(f"scale = {scale!r} is not one of {', '.join(SCALES)}")
         self.scale = scale
-        # log sigma of a Gaussian decoder, learned with the weights (starts at sigma = 1, the
-        # article's fixed variance): 1 x 1 x 1 x 1 for "global", 1 x C x H x W for "pixel"
-        self.log_sigma = (
-            None
-            if scale == "none"
-            else nn.Parameter(torch.zeros(1, *(image_shape if scale == "pixel" else (1, 1, 1))))
-        )
+        # log sigma of a Gaussian decoder (starts at sigma = 1, the article's fixed variance):
+        # 1 x 1 x 1 x 1, or 1 x C x H x W for "pixel"; a buffer for "optimal", which no
+        # gradient moves (see `_calibrated`), saved with the weights all the same
+        shape = (1, *(image_shape if scale == "pixel" else (1, 1, 1)))
+        if scale == "optimal":
+            self.register_buffer("log_sigma", torch.zeros(shape))
+        else:
+            self.log_sigma = None if scale == "none" else nn.Parameter(torch.zeros(shape))
 
     def _add_heads(self, hidden: int) -> None:
         """The layers between the encoder's features and the decoder's hidden layer: the label
@@ -111,6 +113,16 @@ class _VAEBase(nn.Module):
             return mean
         return torch.cat([mean, self.log_sigma.expand_as(mean)], dim=1)
 
+    @torch.no_grad()
+    def _calibrate(self, out: torch.Tensor, x: torch.Tensor) -> None:
+        """Set sigma to the one that maximises the batch's Gaussian likelihood, given the means:
+        sigma^2 = the mean squared error over the batch's images and pixels (Rybkin, Daniilidis &
+        Levine 2021, "optimal sigma-VAE"). sigma then follows the decoder from the first step,
+        where a learned sigma moves by about the learning rate per step: on a small dataset, too
+        slowly to keep the latent from collapsing first."""
+        mean = out[:, : x.shape[1]]
+        self.log_sigma.fill_(0.5 * torch.log((mean - x).pow(2).mean()).item())  # type: ignore[union-attr]
+
     def forward(
         self,
         x: torch.Tensor,
@@ -122,7 +134,11 @@ class _VAEBase(nn.Module):
         the reparameterisation when the caller draws it (several processes sharing a batch)."""
         mu, logvar = self.encode(x, y)
         z = reparameterize(mu, logvar, generator, eps)
-        return VAEOutput(self.decode(z, y), mu, logvar, z)
+        out = self.decode(z, y)
+        if self.scale == "optimal" and self.training:
+            self._calibrate(out, x)
+            out = self._with_scale(out[:, : x.shape[1]])
+        return VAEOutput(out, mu, logvar, z)
 
 
 class VAE(_VAEBase):
