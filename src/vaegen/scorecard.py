@@ -72,7 +72,7 @@ def format_table(result: dict[str, Any]) -> str:
         add(
             "feature network",
             f"trained on this data, id {net['id']} (test accuracy "
-            f"{_value(net, 'test_accuracy'):.2%}, {net['epochs']} epochs): Frechet, precision / "
+            f"{_value(net, 'test_accuracy'):.2%}, {net['epochs']} epochs); Frechet, precision / "
             "recall and agreement compare only with runs measured with this id",
         )
     fr = result["frechet"]
