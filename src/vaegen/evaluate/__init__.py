@@ -43,7 +43,8 @@ from .synthetic import class_agreement, tstr
 
 __all__ = ["FULL", "QUICK", "evaluate", "loss_units"]
 
-FULL = {"classifier_epochs": 5}  # the TSTR classifier's training, measured: see synthetic.py
+# the TSTR classifier's training, measured: see classifier.CLASSIFIER_LR
+FULL = {"classifier_epochs": 5}
 QUICK = {"iw_samples": 100, "n_generated": 2000, "classifier_epochs": 2}  # caps, not floors
 
 
