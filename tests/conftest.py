@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,3 +78,14 @@ def fashion_dir() -> Path:
             pytest.fail(msg + "; .ci/run must install it")
         pytest.skip(msg)
     return folder
+
+
+def as_fashion_mnist_run(run_dir: Path, fashion_dir: Path) -> None:
+    """Make a run trained on FashionMNIST images of its own (an IDX folder of some of them, with
+    FashionMNIST's class names) a run of the named dataset "fashion-mnist" found in
+    `fashion_dir`: evaluate then reads the whole named dataset and measures the run with the
+    reference classifier. For tests in which the model's quality does not matter, to spare a
+    training on all 60,000 images."""
+    config = json.loads((run_dir / "config.json").read_text())
+    config["data"].update(source="fashion-mnist", data_dir=str(fashion_dir), test_fraction=None)
+    (run_dir / "config.json").write_text(json.dumps(config))

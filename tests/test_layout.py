@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "train": 7,
     "metrics": 8, "classifier": 8,
     "priors": 9,
-    "generate": 10,
+    "generate": 10, "evaluate.features": 10,
     "plots": 11, "evaluate.context": 11,
     "evaluate.likelihood": 12, "evaluate.latent": 12, "evaluate.samples": 12,
     "evaluate.synthetic": 12, "evaluate": 13,

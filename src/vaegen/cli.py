@@ -195,6 +195,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--quick", action="store_true", help="smaller K, N and classifier epochs")
     ev.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ev.add_argument("--device", default="cpu", help="device (default cpu)")
+    ev.add_argument(
+        "--feature-net", type=Path, default=None, metavar="DIR",
+        help="data other than FashionMNIST: the folder of the classifier that Frechet, precision/"
+        "recall and agreement are measured with (default RUN/feature_net, trained there on "
+        "first use); point runs on the same data at one folder to compare their numbers",
+    )  # fmt: skip
+    ev.add_argument(
+        "--feature-epochs", type=int, default=None, metavar="E",
+        help="epochs of that classifier (default: the saved one's, or scaled to the data's size)",
+    )  # fmt: skip
     _prior_flag(ev)
 
     pl = sub.add_parser("plot", help="draw a run's figures into RUN/figures/")
@@ -305,6 +315,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
         prior=args.prior,
+        feature_net=args.feature_net,
+        feature_epochs=args.feature_epochs,
     )
     print(format_table(result))
     return 0

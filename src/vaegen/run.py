@@ -7,6 +7,8 @@
     runs/NAME/figures/             the figures (vaegen.plots)
     runs/NAME/prior/               a latent prior fitted after training (vaegen.priors)
     runs/NAME/eval.json            what `vaegen evaluate` measured
+    runs/NAME/feature_net/         the feature network evaluate trained on the run's data (data
+                                   other than FashionMNIST; safetensors + JSON)
     runs/NAME/report.html          the self-contained report
     runs/NAME/tensorboard/         TensorBoard events (--tensorboard)
     runs/NAME/.lock                held by the process that writes the run (vaegen.checkpoint.lock)
@@ -53,6 +55,7 @@ STATE = "state"
 FIGURES = "figures"
 PRIOR = "prior"
 EVAL = "eval.json"
+FEATURE_NET = "feature_net"
 REPORT = "report.html"
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"

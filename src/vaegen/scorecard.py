@@ -14,6 +14,7 @@ from .metrics import KNN_K
 
 # eval.json's timed parts, as the time line names them
 _PARTS = {
+    "feature_network": "feature network",
     "likelihood": "likelihood",
     "knn": "kNN",
     "frechet": "Frechet",
@@ -66,6 +67,14 @@ def format_table(result: dict[str, Any]) -> str:
         )
     else:
         add(f"latent {KNN_K}-NN accuracy", f"not applicable: {knn['not_applicable']}")
+    net = result.get("feature_network", {})  # absent from the eval.json of vaegen 0.1
+    if "id" in net:  # trained on this run's data: its numbers compare only with its own
+        add(
+            "feature network",
+            f"trained on this data, id {net['id']} (test accuracy "
+            f"{_value(net, 'test_accuracy'):.2%}, {net['epochs']} epochs); Frechet, precision / "
+            "recall and agreement compare only with runs measured with this id",
+        )
     fr = result["frechet"]
     if "skipped" in fr:
         add("Frechet distance", f"skipped: {fr['skipped']}")

@@ -5,13 +5,15 @@ Four questions, each answered with its units stated, each in its own module:
    tighter importance-weighted bound on the negative log-likelihood (IWAE, Burda et al. 2016).
 2. Is the latent space useful? (latent) k-nearest-neighbour accuracy of test latent means
    against training latent means.
-3. Do samples look like the data? (samples) In the feature space of vaegen's shipped FashionMNIST
-   classifier: the Frechet distance between generated and test images (as FID does with
-   Inception) and the improved precision and recall (Kynkaenniemi et al. 2019), each beside the
-   same numbers for real training images, what a perfect generator would reach; and the Frechet
-   distance of the test set's reconstructions, what the decoder alone costs.
+3. Do samples look like the data? (samples) In the feature space of a classifier (features:
+   vaegen's shipped FashionMNIST classifier for FashionMNIST runs, else the same architecture
+   trained on the run's own training split, saved and reused): the Frechet distance between
+   generated and test images (as FID does with Inception) and the improved precision and recall
+   (Kynkaenniemi et al. 2019), each beside the same numbers for real training images, what a
+   perfect generator would reach; and the Frechet distance of the test set's reconstructions,
+   what the decoder alone costs.
 4. Is the simulated data useful? (synthetic; conditional runs only) Is each image of the class it
-   was asked for, by the reference classifier; train on synthetic, test on real (TSTR).
+   was asked for, by that classifier; train on synthetic, test on real (TSTR).
 
 context holds what the parts share; vaegen.scorecard formats the result as the printed table.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +30,7 @@ import torch
 from .. import run as rundir
 from .._io import atomic_write_text
 from .._version import __version__
+from ..classifier import CLASSIFIER_LR
 from ..errors import VaegenError
 from ..metrics import KNN_K, PR_K
 from ..priors import load_prior
@@ -35,11 +39,12 @@ from .context import SECONDS, Context, loss_units, q
 from .latent import latent_knn
 from .likelihood import likelihood
 from .samples import frechet, precision_and_recall
-from .synthetic import CLASSIFIER_LR, class_agreement, tstr
+from .synthetic import class_agreement, tstr
 
 __all__ = ["FULL", "QUICK", "evaluate", "loss_units"]
 
-FULL = {"classifier_epochs": 5}  # the TSTR classifier's training, measured: see synthetic.py
+# the TSTR classifier's training, measured: see classifier.CLASSIFIER_LR
+FULL = {"classifier_epochs": 5}
 QUICK = {"iw_samples": 100, "n_generated": 2000, "classifier_epochs": 2}  # caps, not floors
 
 
@@ -52,6 +57,8 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     prior: str = "fitted",
+    feature_net: str | Path | None = None,
+    feature_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Measure a run (see the module docstring), write RUN/eval.json atomically and return it.
 
@@ -60,12 +67,19 @@ def evaluate(
     references). binarize: evaluate the likelihood on stochastically binarised test images (runs
     with a likelihood of binary pixels only). quick: cap K, N and the classifier epochs at QUICK.
     prior: where generated images' z come from (vaegen.priors: the run's fitted prior, or N(0, I)
-    for "standard" and for a run without one). The same arguments give the same numbers on the
-    same device.
+    for "standard" and for a run without one). feature_net: the folder of the feature network of
+    a run whose data is not FashionMNIST (default RUN/feature_net; one folder shared by runs on
+    the same data makes their numbers comparable; see vaegen.evaluate.features). feature_epochs:
+    its training epochs (None: the saved network's, or a default scaled to the training set;
+    quick does not change it, so quick and full evaluations share one network). The same
+    arguments give the same numbers on the same device.
     The run directory is locked meanwhile: a trainer cannot rewrite the weights being measured.
     """
     with rundir.lock_for_writing(run.path, "evaluation"):
-        return _evaluate(run, iw_samples, n_generated, binarize, quick, seed, progress, prior)
+        return _evaluate(
+            run, iw_samples, n_generated, binarize, quick, seed, progress, prior,
+            None if feature_net is None else Path(feature_net), feature_epochs,
+        )  # fmt: skip
 
 
 def _evaluate(
@@ -77,6 +91,8 @@ def _evaluate(
     seed: int,
     progress: bool,
     prior: str,
+    feature_net: Path | None,
+    feature_epochs: int | None,
 ) -> dict[str, Any]:
     if iw_samples < 1:
         raise VaegenError(f"iw_samples = {iw_samples} is not valid: use an integer >= 1")
@@ -113,6 +129,8 @@ def _evaluate(
         "prior": {"requested": prior, "used": load_prior(run, prior).kind},
         "requested": {"iw_samples": iw_samples, "n_generated": n_generated},
         "quick_caps": QUICK if quick else None,
+        "feature_net": None if feature_net is None else str(feature_net),
+        "feature_epochs": feature_epochs,
     }  # fmt: skip
     notes = []
     if n < n_req:
@@ -120,8 +138,12 @@ def _evaluate(
             f"n_generated lowered to {n}: the training set has only {len(train_ds)} images"
         )
 
-    ctx = Context(run, train_ds, test_ds, n, real_idx, seed, progress, prior)
+    ctx = Context(
+        run, train_ds, test_ds, n, real_idx, seed, progress, prior, feature_net, feature_epochs
+    )
     parts = {
+        # found, loaded or trained first, so that its training is not timed as Frechet's
+        "feature_network": lambda: ctx.feature_net().label,
         "likelihood": lambda: likelihood(ctx, k, binarize),
         "knn": lambda: latent_knn(ctx),
         "frechet": lambda: frechet(ctx),
@@ -145,6 +167,7 @@ def _evaluate(
             "epochs_trained": len(run.metrics),
         },
         "settings": settings,
+        "feature_network": measured["feature_network"] or {"skipped": ctx.feature_skip()},
         "likelihood": measured["likelihood"],
         "latent_knn": measured["knn"],
         "frechet": measured["frechet"],

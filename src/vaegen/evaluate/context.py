@@ -1,18 +1,20 @@
-"""What every part of `vaegen evaluate` reads: the run, its data, N, the seed, and the images and
-reference-classifier features that several parts share, each made once."""
+"""What every part of `vaegen evaluate` reads: the run, its data, N, the seed, and the images,
+feature network and features that several parts share, each made once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..classifier import REFERENCE_SHAPE, Classifier, extract_features, load_reference_classifier
+from ..classifier import Classifier, extract_features
 from ..data import ImageDataset
 from ..generate import generate, reconstruct
 from ..losses import Likelihood
 from ..run import Run
+from .features import FeatureNet, feature_network
 
 NATS = "nats per image"
 FRACTION = "fraction of test images"
@@ -43,8 +45,10 @@ class Context:
     seed: int
     progress: bool
     prior: str = "fitted"  # or "standard" (vaegen.priors)
+    feature_dir: Path | None = None  # --feature-net (None: RUN/feature_net); see .features
+    feature_epochs: int | None = None  # --feature-epochs (None: the saved network's, or default)
     _generated: tuple[torch.Tensor, torch.Tensor | None] | None = None
-    _classifier: Classifier | None = None
+    _feature_net: FeatureNet | None = None
     _features: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def generated(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -53,25 +57,28 @@ class Context:
             self._generated = generate(self.run, self.n, seed=self.seed + 4, prior=self.prior)
         return self._generated
 
-    def reference_skip(self) -> str | None:
-        """Why the reference classifier cannot read this run's images, or None when it can."""
-        shape = tuple(self.run.image_shape)
-        if shape == REFERENCE_SHAPE:
-            return None
-        return (
-            f"the reference classifier reads {REFERENCE_SHAPE} FashionMNIST images and this "
-            f"run's images are {shape}; a feature network trained on the fly would make the "
-            "numbers incomparable between runs"
-        )
+    def feature_net(self) -> FeatureNet:
+        """The network images are compared through (vaegen.evaluate.features), found, loaded or
+        trained once."""
+        if self._feature_net is None:
+            self._feature_net = feature_network(
+                self.run, self.train, self.test, self.feature_dir, self.feature_epochs,
+                self.progress,
+            )  # fmt: skip
+        return self._feature_net
+
+    def feature_skip(self) -> str | None:
+        """Why no feature network can read this run's images, or None when one can."""
+        return self.feature_net().skip
 
     def classifier(self) -> Classifier:
-        """The shipped reference classifier, loaded once."""
-        if self._classifier is None:
-            self._classifier = load_reference_classifier(self.run.device)
-        return self._classifier
+        """The feature network's model (only when feature_skip() is None)."""
+        model = self.feature_net().model
+        assert model is not None, "classifier() of a run whose features are skipped"
+        return model
 
     def features(self, name: str) -> torch.Tensor:
-        """The reference classifier's features (float32 count x 128, CPU) of one image set, made
+        """The feature network's features (float32 count x 128, CPU) of one image set, made
         once: "test", "generated" (N), "train" (the N real training images) or "reconstructions"
         (of the test set)."""
         if name not in self._features:

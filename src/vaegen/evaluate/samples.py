@@ -1,4 +1,6 @@
-"""Do samples look like the data? Distances and manifolds in the reference classifier's features.
+"""Do samples look like the data? Distances and manifolds in the features of the run's feature
+network (vaegen.evaluate.features: the reference classifier for FashionMNIST, else one trained on
+the run's data), which each result names.
 
 frechet: the Frechet distance of N generated images to the test set, beside that of N real
 training images (the floor a perfect generator would reach) and that of the test set's own
@@ -11,36 +13,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..classifier import reference_info
 from ..metrics import PR_K, frechet_distance_features, precision_recall
 from .context import Context, q
-
-
-def _feature_network() -> dict[str, Any]:
-    return {
-        "name": "vaegen reference FashionMNIST classifier, penultimate layer",
-        "test_accuracy": reference_info().get("test_accuracy"),
-    }
-
-
-def _foreign_data_note(ctx: Context) -> list[str]:
-    source = ctx.run.config.data.source
-    if source == "fashion-mnist":
-        return []
-    return [
-        f"the data is {source!r}, not FashionMNIST: the features are those of a FashionMNIST "
-        "classifier, so the numbers are only a rough guide"
-    ]
 
 
 def frechet(ctx: Context) -> dict[str, Any]:
     """Frechet distances to the test set of the generated images, of N real training images and
     of the test set's reconstructions, in squared feature units."""
-    skip = ctx.reference_skip()
+    skip = ctx.feature_skip()
     if skip is not None:
         return {"skipped": skip}
+    net = ctx.feature_net()
     test = ctx.features("test")
-    fu = f"squared units of the reference classifier's {test.shape[1]}-d features"
+    fu = f"squared units of {net.what}'s {test.shape[1]}-d features"
     samples = frechet_distance_features(ctx.features("generated"), test)
     recon = frechet_distance_features(ctx.features("reconstructions"), test)
     cond = " with its label" if ctx.run.config.model.conditional else ""
@@ -53,7 +38,7 @@ def frechet(ctx: Context) -> dict[str, Any]:
         ),
         "n": ctx.n,
         "n_test": len(ctx.test),
-        "feature_network": _feature_network(),
+        "feature_network": ctx.feature_net().label,
         "notes": [
             f"N = {ctx.n} generated (seed {ctx.seed + 4}) and N random real training images, "
             "each against all test images; the distance depends on N, so compare numbers of "
@@ -65,15 +50,14 @@ def frechet(ctx: Context) -> dict[str, Any]:
             "decoder's best renderings of real images. Near 1, the decoder limits the samples "
             "and a sharper decoder is what would help; well above 1, the prior adds its own "
             "error (samples from regions of the latent space the encoder does not use)",
-            *_foreign_data_note(ctx),
         ],
     }
 
 
 def precision_and_recall(ctx: Context) -> dict[str, Any]:
     """Improved precision and recall of the generated images, and of N real training images, both
-    against the test set, in the reference classifier's features."""
-    skip = ctx.reference_skip()
+    against the test set, in the feature network's features."""
+    skip = ctx.feature_skip()
     if skip is not None:
         return {"skipped": skip}
     test = ctx.features("test")
@@ -92,7 +76,7 @@ def precision_and_recall(ctx: Context) -> dict[str, Any]:
         "k": PR_K,
         "n": ctx.n,
         "n_test": len(ctx.test),
-        "feature_network": _feature_network(),
+        "feature_network": ctx.feature_net().label,
         "notes": [
             "Kynkaenniemi et al. 2019: a set's manifold is the union of balls around its "
             f"feature vectors, each of radius the distance to its k-th nearest neighbour in the "
@@ -103,6 +87,5 @@ def precision_and_recall(ctx: Context) -> dict[str, Any]:
             "train_vs_test_reference: the same with N real training images in place of the "
             "generated ones, what a perfect generator would reach; both depend on N and on the "
             "test set's size, so compare numbers of equal N",
-            *_foreign_data_note(ctx),
         ],
     }
