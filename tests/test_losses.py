@@ -266,7 +266,7 @@ def test_own_images_by_default_train_with_the_closed_form_sigma(tmp_path, capsys
         return json.loads((out / "config.json").read_text())["train"]["loss"]
 
     assert loss_of() == "gaussian-optimal-sigma"
-    assert "gaussian-optimal-sigma" in capsys.readouterr().err
+    assert "gaussian-optimal-sigma is vaegen's default" in capsys.readouterr().out
     assert loss_of("--preset", "article") == "gaussian"
     assert loss_of("--loss", "bernoulli") == "bernoulli"
     out = tmp_path / "resumed"

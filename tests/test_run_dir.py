@@ -81,7 +81,7 @@ def test_a_full_disk_is_a_one_line_error_and_the_run_resumes(
     monkeypatch.setattr(_io, "_atomic_write", disk_full_at_epoch_2)
     out = tmp_path / "r"
     argv = ["-q", "train", "--data", str(tiny_data), "--hidden", "32", "--batch-size", "32",
-            "--epochs", "3", "--out", str(out), "--no-plots"]  # fmt: skip
+            "--epochs", "3", "--out", str(out), "--no-plots", "--loss", "gaussian"]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err

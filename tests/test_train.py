@@ -43,7 +43,7 @@ def test_cli_train_writes_the_run_directory(tiny_data, tmp_path, capsys):
     argv = ["-q", "train", "--data", str(tiny_data), "--epochs", "3", "--hidden", "32",
             "--batch-size", "32", "--lr", "3e-3", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
-    assert "3 epochs, test gaussian loss" in capsys.readouterr().out
+    assert "3 epochs, test gaussian-optimal-sigma loss" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["hidden"] == 32 and config["train"]["epochs"] == 3
     assert config["dataset"]["image_shape"] == [1, 12, 12]
@@ -83,10 +83,13 @@ def test_same_seed_gives_bitwise_identical_weights(tiny_data, tmp_path):
     )
 
 
-def test_resume_2_plus_2_equals_4_bitwise(tiny_data, tmp_path):
-    train(tiny_config(tiny_data, epochs=4), tmp_path / "full", progress=False)
-    train(tiny_config(tiny_data, epochs=2), tmp_path / "split", progress=False)
-    run = train(tiny_config(tiny_data, epochs=4), tmp_path / "split", resume=True, progress=False)
+@pytest.mark.parametrize("loss", ["gaussian", "gaussian-optimal-sigma"])  # the sigma a buffer
+def test_resume_2_plus_2_equals_4_bitwise(tiny_data, tmp_path, loss):
+    train(tiny_config(tiny_data, epochs=4, loss=loss), tmp_path / "full", progress=False)
+    train(tiny_config(tiny_data, epochs=2, loss=loss), tmp_path / "split", progress=False)
+    run = train(
+        tiny_config(tiny_data, epochs=4, loss=loss), tmp_path / "split", resume=True, progress=False
+    )
     assert [r["epoch"] for r in run.metrics] == [1, 2, 3, 4]
     assert_same_weights(tmp_path / "full", tmp_path / "split")
     assert timeless_metrics(tmp_path / "full") == timeless_metrics(tmp_path / "split")

@@ -1,8 +1,10 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one. And .npy
-arrays in an .npz written piece by piece, for outputs larger than memory."""
+arrays in an .npz written piece by piece, for outputs larger than memory; and the command line's
+log lines on stderr."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -140,3 +142,27 @@ class NpyWriter:
     def close(self) -> None:
         if self._left != 0:
             raise ValueError(f"the .npy header promised {self._left} more items than were written")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests and notebooks replace it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def configure_logging(level: int) -> None:
+    """Log vaegen's messages at `level` and above to stderr, as bare lines (once, however
+    often it is called)."""
+    logger = logging.getLogger("vaegen")
+    for h in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(h)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)

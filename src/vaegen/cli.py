@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from ._io import configure_logging
 from ._version import __version__
 from .cli_data import CACHE_HELP, add_data_command, add_data_flags, cmd_data
 from .config import (
@@ -31,8 +32,6 @@ from .config import (
 from .errors import VaegenError
 from .losses import ALIASES, LIKELIHOODS, LOSS_CHOICES
 from .priors import DEFAULT_COMPONENTS, PRIOR_CHOICES
-
-log = logging.getLogger(__name__)
 
 # flag -> (section, field); defaults live in the dataclasses, not here
 _TRAIN_FLAGS = {
@@ -254,10 +253,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         base, _ = rundir.load_config(out)
     config = _train_config(args, base)
     loss = default_loss(config.data.source)
-    if not (resumed or args.preset or args.loss) and loss != config.train.loss:
+    defaulted = not (resumed or args.preset or args.loss) and loss != config.train.loss
+    if defaulted:
         config = replace(config, train=replace(config.train, loss=loss))
-        log.info("loss %s: vaegen's default for images other than FashionMNIST and MNIST "
-                 "(--loss gaussian gives the article's)", loss)  # fmt: skip
     run = train(
         config, out, resume=args.resume, progress=not args.quiet,
         checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,
@@ -278,7 +276,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{run.path}: {last['epoch']} epochs, test {config.train.loss} loss "
             f"{last['test_loss']:.3f} per image (recon {last['test_recon']:.3f} + "
             f"KL {last['test_kl']:.3f})"
-        )
+            + (f"; {loss} is vaegen's default for images other than FashionMNIST and MNIST "
+               "(--loss gaussian gives the article's)" if defaulted else "")
+        )  # fmt: skip
     return 0
 
 
@@ -358,28 +358,6 @@ def _cmd_fit_prior(args: argparse.Namespace) -> int:
     return 0
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time (tests and notebooks replace it)."""
-
-    @property  # type: ignore[override]
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: object) -> None:
-        pass
-
-
-def _configure_logging(level: int) -> None:
-    logger = logging.getLogger("vaegen")
-    for h in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
-        logger.removeHandler(h)
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(level)
-
-
 _COMMANDS = {
     "train": _cmd_train,
     "generate": _cmd_generate,
@@ -394,7 +372,7 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a user error)."""
     args = _parser().parse_args(argv)
-    _configure_logging(logging.WARNING if args.quiet else logging.INFO)
+    configure_logging(logging.WARNING if args.quiet else logging.INFO)
     try:
         return _COMMANDS[args.command](args)
     except VaegenError as e:

@@ -32,7 +32,7 @@ from .idx import read_idx
 from .images import MODES, convert, list_images, read_folder
 from .memory import BYTES_PER_VALUE, FLOAT32_BYTES, check_fits
 from .npz import npz_layout, read_npz
-from .splits import DEFAULT_TEST_FRACTION, check_fraction, holdout
+from .splits import DEFAULT_TEST_FRACTION, check_fraction, holdout, split_note
 
 log = logging.getLogger(__name__)
 
@@ -155,24 +155,6 @@ def effective_test_fraction(source: str | Path, test_fraction: float | None) -> 
             )
         return None
     return DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
-
-
-def split_note(
-    fraction: float | None, seed: int, n_train: int, n_test: int, labelled: bool = True
-) -> str:
-    """How the test split was made, with its size, in words (the log and `vaegen data info`)."""
-    if fraction is None:
-        return f"the source's own: {n_train} train, {n_test} test images"
-    if fraction == 0:
-        return (
-            f"none (test fraction 0): train and test are the same {n_train} images, so test "
-            "numbers are measured on training images"
-        )
-    how = "stratified by class" if labelled else "at random (unlabelled, so not stratified)"
-    return (
-        f"{fraction * 100:g} % held out for testing, {how} (split seed {seed}): "
-        f"{n_train} train, {n_test} test images"
-    )
 
 
 def check_labelled(source: str | Path) -> None:

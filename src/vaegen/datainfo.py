@@ -14,9 +14,8 @@ from .data import (
     check_options,
     effective_test_fraction,
     read_whole,
-    split_note,
 )
-from .splits import holdout
+from .splits import holdout, split_note
 
 
 def info_lines(

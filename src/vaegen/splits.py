@@ -85,3 +85,21 @@ def holdout(
     test = np.zeros(n, dtype=bool)
     test[order[rank < take[strata[order]]]] = True
     return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def split_note(
+    fraction: float | None, seed: int, n_train: int, n_test: int, labelled: bool = True
+) -> str:
+    """How the test split was made, with its size, in words (the log and `vaegen data info`)."""
+    if fraction is None:
+        return f"the source's own: {n_train} train, {n_test} test images"
+    if fraction == 0:
+        return (
+            f"none (test fraction 0): train and test are the same {n_train} images, so test "
+            "numbers are measured on training images"
+        )
+    how = "stratified by class" if labelled else "at random (unlabelled, so not stratified)"
+    return (
+        f"{fraction * 100:g} % held out for testing, {how} (split seed {seed}): "
+        f"{n_train} train, {n_test} test images"
+    )
