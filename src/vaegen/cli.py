@@ -19,6 +19,7 @@ from .cli_data import CACHE_HELP, add_data_command, add_data_flags, cmd_data
 from .config import (
     MODEL_KINDS,
     OWN_IMAGES_LOSS,
+    PRECISIONS,
     PRESET_HELP,
     PRESETS,
     STEPS,
@@ -51,6 +52,7 @@ _TRAIN_FLAGS = {
     "threads": ("train", "threads"),
     "deterministic": ("train", "deterministic"),
     "step": ("train", "step"),
+    "precision": ("train", "precision"),
     "channels": ("data", "channels"),
     "image_size": ("data", "image_size"),
     "test_fraction": ("data", "test_fraction"),
@@ -115,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
         "--step", choices=STEPS,
         help="training step: fast (hand-derived, MLP on a CPU), autograd, or auto: fast where it "
         "applies and matches autograd on the first batch (default auto)",
+    )  # fmt: skip
+    t.add_argument(
+        "--precision", choices=PRECISIONS,
+        help="matrix products of training: float32 (default, the article's math) or bf16 "
+        "(bfloat16 products, float32 weights; needs a CPU with AVX512-BF16 or AMX, or a GPU)",
     )  # fmt: skip
     t.add_argument("--out", type=Path, help="run directory (default runs/run-DATE-TIME)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")

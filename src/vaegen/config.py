@@ -20,6 +20,7 @@ from .models import MODELS
 
 MODEL_KINDS = tuple(MODELS)
 STEPS = ("auto", "autograd", "fast")
+PRECISIONS = ("float32", "bf16")  # of the training step's matrix products
 
 # the JSON types each annotation accepts (bool is an int to Python, but never a count here)
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -111,12 +112,14 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch; 0 picks vaegen's measured default
     deterministic: bool = False  # torch.use_deterministic_algorithms: repeatable on GPUs too
     step: str = "auto"  # auto: the hand-derived step where it applies (checked), else autograd
+    precision: str = "float32"  # bf16: autocast's bfloat16 products, float32 weights (vaegen.step)
 
     def __post_init__(self) -> None:
         _check_types(self)
         # stored by its registry name, so that a run saved with an alias resumes under the name
         object.__setattr__(self, "loss", canonical_loss(self.loss))
         _require(self.step in STEPS, "step", self.step, f"one of {', '.join(STEPS)}")
+        _require(self.precision in PRECISIONS, "precision", self.precision, " or ".join(PRECISIONS))
         _require(self.beta >= 0, "beta", self.beta, "a number >= 0")
         _require(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")

@@ -105,9 +105,16 @@ def objective(
     yb: torch.Tensor | None,
     generator: torch.Generator | None = None,
     eps: torch.Tensor | None = None,
+    bf16: bool = False,
 ) -> torch.Tensor:
-    """The readable math: (loss, recon, kl) summed over the batch, loss = recon + beta * kl."""
-    out = model(xb, yb, generator=generator, eps=eps)
+    """The readable math: (loss, recon, kl) summed over the batch, loss = recon + beta * kl.
+
+    bf16: the model's matrix products in bfloat16 (torch.autocast: float32 weights, products
+    accumulated in float32, results rounded to bfloat16); the loss terms in float32."""
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(xb, yb, generator=generator, eps=eps)
+    if bf16:
+        out = type(out)(*(t.float() for t in out))
     terms = lk.terms(out.recon, xb, out.mu, out.logvar)
     recon, kl = terms.recon.sum(), terms.kl.sum()
     return torch.stack([recon + beta * kl, recon, kl])
@@ -120,8 +127,10 @@ def autograd_step(
     beta: float,
     optimizer: torch.optim.Optimizer,
     procs: distributed.Processes,
+    bf16: bool = False,
 ) -> StepFn:
-    """The step through autograd. `net` is the model or its DistributedDataParallel wrapper."""
+    """The step through autograd. `net` is the model or its DistributedDataParallel wrapper;
+    bf16: its products in bfloat16 (see `objective`)."""
 
     def forward_backward(
         xb: torch.Tensor, yb: torch.Tensor | None, generator: torch.Generator
@@ -131,9 +140,9 @@ def autograd_step(
             eps = torch.randn((len(xb), model.latent_dim), generator=generator, device=xb.device)
             part = procs.shard(len(xb))
             xb, yb, eps = xb[part], None if yb is None else yb[part], eps[part]
-            sums = objective(net, lk, beta, xb, yb, eps=eps)
+            sums = objective(net, lk, beta, xb, yb, eps=eps, bf16=bf16)
         else:
-            sums = objective(net, lk, beta, xb, yb, generator=generator)
+            sums = objective(net, lk, beta, xb, yb, generator=generator, bf16=bf16)
         optimizer.zero_grad(set_to_none=True)
         # DDP averages the processes' gradients, and the objective is their sum
         (sums[0] * procs.world_size if procs.several else sums[0]).backward()
@@ -174,6 +183,18 @@ def parity_error(
     return "; ".join(problems) or None
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 matrices in hardware: a CUDA GPU that PyTorch says
+    supports it, or a CPU with AVX512-BF16 or AMX instructions. Elsewhere PyTorch emulates them,
+    far slower than float32 (65x for 1024 x 1024 products on an AVX2-only AMD EPYC)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
 def make_step(
     model: nn.Module,
     lk: Likelihood,
@@ -185,18 +206,29 @@ def make_step(
     batch_size: int,
     check_batch: tuple[torch.Tensor, torch.Tensor | None],
     seed: int,
+    precision: str = "float32",
 ) -> Step:
     """The step `wanted` asks for ("auto", "fast" or "autograd") with its optimizer.
 
     "auto" uses the hand-derived step where it applies (the MLP on a CPU in one process, with a
-    likelihood that has a fast form) once it matches autograd on `check_batch` (images, labels),
-    and autograd otherwise. Call after loading a checkpoint's weights, before its optimizer state.
+    likelihood that has a fast form, in float32) once it matches autograd on `check_batch`
+    (images, labels), and autograd otherwise. precision "bf16" trains with autograd under
+    autocast, where the device has bfloat16 instructions (an error elsewhere). Call after loading
+    a checkpoint's weights, before its optimizer state.
     """
-    applies = not procs.several and fast_step.supports(model, lk, device)
+    bf16 = precision == "bf16"
+    if bf16 and not bf16_supported(device):
+        raise VaegenError(
+            f"precision = 'bf16' needs bfloat16 instructions, and this {device.type} has none "
+            "(a CPU needs AVX512-BF16 or AMX, a GPU bfloat16 support): PyTorch would emulate "
+            "them, many times slower than float32; train with the default --precision float32"
+        )
+    applies = not procs.several and not bf16 and fast_step.supports(model, lk, device)
     if wanted == "fast" and not applies:
         raise VaegenError(
             "step = 'fast' is not available here: the hand-derived step trains the MLP model on "
-            "a CPU in one process, with a likelihood that has a fast form; use --step auto"
+            "a CPU in one process, with a likelihood that has a fast form, in float32; use "
+            "--step auto"
         )
     if wanted != "autograd" and applies:
         fast = fast_step.FastStep(model, lk, beta, batch_size)
@@ -220,4 +252,4 @@ def make_step(
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    return Step(autograd_step(model, net, lk, beta, optimizer, procs), optimizer, "autograd")
+    return Step(autograd_step(model, net, lk, beta, optimizer, procs, bf16), optimizer, "autograd")

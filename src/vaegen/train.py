@@ -208,7 +208,7 @@ def _train(
         None if data.y_train is None else data.y_train[:batch_size],
     )
     step = make_step(model, likelihood(tc.loss), tc.beta, tc.lr, tc.step, device, procs,
-                     batch_size, check_batch, seed=tc.seed + 4)  # fmt: skip
+                     batch_size, check_batch, seed=tc.seed + 4, precision=tc.precision)  # fmt: skip
     run = Run(run_dir, config, model, data.classes, data.image_shape)
     loop = _Loop(
         config, run_dir, run, data, step, shuffle_gen, noise_gen,
