@@ -9,8 +9,9 @@ A `Likelihood` owns everything that depends on what the decoder's output means: 
 reconstruction term, its log-density (for the IWAE bound), the mean image shown to people, the
 report's decoder activation and its units. No other module branches on a loss name: it asks
 `likelihood(name)`. Entries: `gaussian` (the article's unit-variance Gaussian, 0.5 * squared
-error; `seed` is its permanent alias), `bernoulli`, and `gaussian-sigma` /
-`gaussian-pixel-sigma` (a Gaussian whose standard deviation is learned: one, or one per pixel).
+error; `seed` is its permanent alias), `bernoulli`, `gaussian-sigma` / `gaussian-pixel-sigma` (a
+Gaussian whose standard deviation is learned: one, or one per pixel) and `gaussian-optimal-sigma`
+(one standard deviation, set in closed form from each training batch's errors).
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ class Likelihood:
     the fast step cannot train this likelihood.
     scale: what the model learns of the decoder's spread (vaegen.models.SCALES): "none", or
     "global" / "pixel" for a Gaussian whose sigma is a parameter, one for every pixel or one
-    per pixel; the decoder's output is then [mean, log sigma] along the channels.
+    per pixel, or "optimal" for one sigma set from each training batch's mean squared error;
+    the decoder's output is then [mean, log sigma] along the channels.
     """
 
     name: str

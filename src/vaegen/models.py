@@ -120,8 +120,8 @@ class _VAEBase(nn.Module):
         Levine 2021, "optimal sigma-VAE"). sigma then follows the decoder from the first step,
         where a learned sigma moves by about the learning rate per step: on a small dataset, too
         slowly to keep the latent from collapsing first."""
-        mean = out[:, : x.shape[1]]
-        self.log_sigma.fill_(0.5 * torch.log((mean - x).pow(2).mean()).item())  # type: ignore[union-attr]
+        mse = (out[:, : x.shape[1]] - x).pow(2).mean().clamp_min(1e-12)  # a finite log sigma
+        self.log_sigma.fill_(0.5 * mse.log())  # type: ignore[union-attr]  (no host sync)
 
     def forward(
         self,
