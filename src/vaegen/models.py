@@ -120,8 +120,9 @@ class _VAEBase(nn.Module):
         Levine 2021, "optimal sigma-VAE"). sigma then follows the decoder from the first step,
         where a learned sigma moves by about the learning rate per step: on a small dataset, too
         slowly to keep the latent from collapsing first."""
-        mse = (out[:, : x.shape[1]] - x).pow(2).mean().clamp_min(1e-12)  # a finite log sigma
-        self.log_sigma.fill_(0.5 * mse.log())  # type: ignore[union-attr]  (no host sync)
+        # a tensor, not a Python number: no host synchronisation; clamped: a finite log sigma
+        mse = (out[:, : x.shape[1]] - x).pow(2).mean().clamp_min(1e-12)
+        self.log_sigma.fill_(0.5 * mse.log())  # type: ignore[union-attr]
 
     def forward(
         self,
