@@ -6,7 +6,8 @@ Rows (each adds one thing to the row before it, all conditional, seed 0, device 
   + fitted prior the 10-component Gaussian mixture per class (vaegen.priors)
   + 16-D latent
   + likelihood   --loss bernoulli (also scored: gaussian-sigma, gaussian-pixel-sigma, beta 0.01)
-  + hidden 1024
+  + hidden 1024  (also scored: gaussian-optimal-sigma)
+  + beta 0.1     (also scored: beta 0.03)
   + 50 epochs    the `--preset synth` recipe
 
 Scores, on N generated images (labels spread evenly) in the reference classifier's features:
@@ -59,6 +60,7 @@ def rows(epochs: int) -> list[Row]:
     synth = PRESETS["synth"]
     likelihood = with_(d16, loss=synth.train.loss)
     wide = with_(likelihood, hidden=synth.model.hidden)
+    low_beta = with_(wide, beta=synth.train.beta)
     return [
         Row("article CVAE, N(0, I)", article, "standard"),
         Row("+ fitted prior", article, "fitted"),
@@ -70,6 +72,13 @@ def rows(epochs: int) -> list[Row]:
         ),
         Row(f"+ likelihood: {synth.train.loss}", likelihood, "fitted"),
         Row(f"+ hidden {synth.model.hidden}", wide, "fitted"),
+        Row(
+            "  likelihood: gaussian-optimal-sigma",
+            with_(wide, loss="gaussian-optimal-sigma"),
+            "fitted",
+        ),
+        Row(f"+ beta {synth.train.beta:g}", low_beta, "fitted"),
+        Row("  beta 0.03", with_(wide, beta=0.03), "fitted"),
         Row(
             f"+ {synth.train.epochs} epochs (--preset synth)", with_(synth, device="cpu"), "fitted"
         ),
