@@ -88,7 +88,8 @@ dist.destroy_process_group()
 """
 
 # batch 30 over 256 images: a last batch of 16, and shards of 15 and 15, then 8 and 8
-FLAGS = ["--epochs", "2", "--hidden", "32", "--batch-size", "30", "--lr", "3e-3", "--conditional"]
+FLAGS = ["--epochs", "2", "--hidden", "32", "--batch-size", "30", "--lr", "3e-3", "--conditional",
+         "--loss", "gaussian"]  # fmt: skip
 
 
 def config(data: Path, epochs: int = 2) -> RunConfig:
@@ -178,14 +179,15 @@ def test_one_download_and_every_file_written_when_train_returns(fashion_dir, tmp
 
 
 def test_a_batch_smaller_than_the_processes(tiny_data, tmp_path):
-    """Batches of one image: process 1 gets none, and the math is still one process's."""
+    """Batches of one image: process 1 gets none, and the math is still one process's, the
+    closed-form sigma of own images' default loss included (the whole batch's, from both)."""
     out = tmp_path / "ones"
     flags = ["--epochs", "1", "--hidden", "8", "--batch-size", "1", "--lr", "1e-3"]
     torchrun(["-q", "train", "--data", str(tiny_data), *flags, "--out", str(out), "--no-plots"])
     config = RunConfig(
         DataConfig(str(tiny_data)),
         ModelConfig(hidden=8),
-        TrainConfig(epochs=1, batch_size=1, step="autograd"),
+        TrainConfig(epochs=1, batch_size=1, step="autograd", loss="gaussian-optimal-sigma"),
     )
     one = train(config, tmp_path / "one", progress=False)
     assert_close_runs(out, one.path)

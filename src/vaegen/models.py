@@ -120,8 +120,12 @@ class _VAEBase(nn.Module):
         Levine 2021, "optimal sigma-VAE"). sigma then follows the decoder from the first step,
         where a learned sigma moves by about the learning rate per step: on a small dataset, too
         slowly to keep the latent from collapsing first."""
-        # a tensor, not a Python number: no host synchronisation; clamped: a finite log sigma
-        mse = (out[:, : x.shape[1]] - x).pow(2).mean().clamp_min(1e-12)
+        # tensors, not Python numbers: no host synchronisation
+        sums = torch.stack([(out[:, : x.shape[1]] - x).pow(2).sum(), x.new_tensor(x.numel())])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # the whole batch's sigma, as in one process (a process may hold no image at all)
+            torch.distributed.all_reduce(sums)
+        mse = (sums[0] / sums[1]).clamp_min(1e-12)  # clamped: a finite log sigma
         self.log_sigma.fill_(0.5 * mse.log())  # type: ignore[union-attr]
 
     def forward(
