@@ -8,6 +8,7 @@ Rows (each adds one thing to the row before it, all conditional, seed 0, device 
   + likelihood   --loss bernoulli (also scored: gaussian-sigma, gaussian-pixel-sigma, beta 0.01)
   + hidden 1024  (also scored: gaussian-optimal-sigma)
   + beta 0.1     (also scored: beta 0.03)
+  + 32-D latent
   + 50 epochs    the `--preset synth` recipe
 
 Scores, on N generated images (labels spread evenly) in the reference classifier's features:
@@ -61,6 +62,7 @@ def rows(epochs: int) -> list[Row]:
     likelihood = with_(d16, loss=synth.train.loss)
     wide = with_(likelihood, hidden=synth.model.hidden)
     low_beta = with_(wide, beta=synth.train.beta)
+    wide_latent = with_(low_beta, latent_dim=synth.model.latent_dim)
     return [
         Row("article CVAE, N(0, I)", article, "standard"),
         Row("+ fitted prior", article, "fitted"),
@@ -79,6 +81,7 @@ def rows(epochs: int) -> list[Row]:
         ),
         Row(f"+ beta {synth.train.beta:g}", low_beta, "fitted"),
         Row("  beta 0.03", with_(wide, beta=0.03), "fitted"),
+        Row(f"+ {synth.model.latent_dim}-D latent", wide_latent, "fitted"),
         Row(
             f"+ {synth.train.epochs} epochs (--preset synth)", with_(synth, device="cpu"), "fitted"
         ),
