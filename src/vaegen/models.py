@@ -60,7 +60,7 @@ class _VAEBase(nn.Module):
         self.scale = scale
         # log sigma of a Gaussian decoder (starts at sigma = 1, the article's fixed variance):
         # 1 x 1 x 1 x 1, or 1 x C x H x W for "pixel"; a buffer for "optimal", which no
-        # gradient moves (see `_calibrated`), saved with the weights all the same
+        # gradient moves (see `_calibrate`), saved with the weights all the same
         shape = (1, *(image_shape if scale == "pixel" else (1, 1, 1)))
         if scale == "optimal":
             self.register_buffer("log_sigma", torch.zeros(shape))
