@@ -41,36 +41,42 @@ def test_loss(model: nn.Module, x_test: torch.Tensor) -> float:
     return evaluate_loss(model, x_test, None, GAUSSIAN.name, seed=0)["loss"]
 
 
+EpochFn = Callable[[nn.Module, torch.optim.Optimizer], object]
+
+
+def _timed_run(prepare: Callable[[], EpochFn], x_test: torch.Tensor, epochs: int) -> Result:
+    """A fresh seed model and Adam, `prepare()` (the pipeline's data, timed with the run), then
+    `epochs` of the epoch it returns, each followed by a test-loss pass as the article does."""
+    t_start = time.perf_counter()
+    torch.manual_seed(0)
+    model = VAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    epoch = prepare()
+    epoch_times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        epoch(model, opt)
+        test_loss(model, x_test)
+        epoch_times.append(time.perf_counter() - t0)
+    return time.perf_counter() - t_start, epoch_times
+
+
 def run_article(
     images: torch.Tensor, labels: torch.Tensor, x_test: torch.Tensor, epochs: int
 ) -> Result:
-    t_start = time.perf_counter()
-    torch.manual_seed(0)
-    model = VAE()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = article_loader(images, labels)
-    epoch_times = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        article_epoch(model, opt, loader)
-        test_loss(model, x_test)
-        epoch_times.append(time.perf_counter() - t0)
-    return time.perf_counter() - t_start, epoch_times
+    def prepare() -> EpochFn:
+        loader = article_loader(images, labels)
+        return lambda model, opt: article_epoch(model, opt, loader)
+
+    return _timed_run(prepare, x_test, epochs)
 
 
 def run_plain(images: torch.Tensor, x_test: torch.Tensor, epochs: int) -> Result:
-    t_start = time.perf_counter()
-    torch.manual_seed(0)
-    model = VAE()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x_all = images.float().div(255)
-    epoch_times = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        plain_epoch(model, opt, x_all)
-        test_loss(model, x_test)
-        epoch_times.append(time.perf_counter() - t0)
-    return time.perf_counter() - t_start, epoch_times
+    def prepare() -> EpochFn:
+        x_all = images.float().div(255)
+        return lambda model, opt: plain_epoch(model, opt, x_all)
+
+    return _timed_run(prepare, x_test, epochs)
 
 
 def run_vaegen(data_dir: str | None, epochs: int) -> Result:
