@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,39 @@ def test_resume_on_another_device_type_is_refused(tiny_data, tmp_path):
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(RunError, match=r"was trained on cuda.*resume it with --device cuda"):
         train(tiny_config(tiny_data, epochs=2), out, resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("nan_at", "where", "saved"),
+    [(4, "step 4-5", 3), (6, "step 6", 3), (7, "step 7-8", 6)],
+)
+def test_a_nan_checked_every_few_steps_is_caught_before_any_checkpoint(
+    tiny_data, tmp_path, monkeypatch, nan_at, where, saved
+):
+    """On a GPU the loss is checked every few steps, not every step (a check waits for the
+    device). Checked every 5 steps here, with a checkpoint every 3 and 8 steps an epoch: a NaN
+    from global step `nan_at` on is caught at the next check, the next checkpoint or the epoch's
+    end, whichever comes first; the checkpoints on disk hold the last finite weights."""
+    from vaegen.step import Step
+
+    trainer = sys.modules["vaegen.train"]  # the module, which vaegen.train (the function) hides
+    monkeypatch.setattr(trainer, "check_every", lambda device: 5)
+    real = Step.train_step
+
+    def poisoned(self, xb, yb, generator, global_step):
+        sums = real(self, xb, yb, generator, global_step)
+        if global_step >= nan_at:  # as a diverging step would leave them
+            with torch.no_grad():
+                for p in self.optimizer.param_groups[0]["params"]:
+                    p.fill_(float("nan"))
+            return sums * float("nan")
+        return sums
+
+    monkeypatch.setattr(Step, "train_step", poisoned)
+    cfg = tiny_config(tiny_data, epochs=2, step="autograd")
+    with pytest.raises(Exception, match=rf"the loss became nan at epoch 1, {where}: try"):
+        train(cfg, tmp_path / "r", progress=False, checkpoint_every=3)
+    state = load_state(tmp_path / "r" / "state")
+    assert state is not None and state.progress.global_step == saved
+    assert all(bool(torch.isfinite(t).all()) for t in state.model.values())
+    assert not (tmp_path / "r" / "model.safetensors").exists()  # no epoch was finished

@@ -261,3 +261,15 @@ def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> bool:
             "(saved -> requested):\n  " + "\n  ".join(diff)
         )
     return True
+
+
+def tensorboard_writer(run_dir: Path, first_epoch: int) -> Any:
+    """A SummaryWriter for RUN/tensorboard. purge_step drops events a killed run wrote after its
+    last checkpoint, so that a resumed run's curves have no duplicate epochs."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise VaegenError(
+            "--tensorboard needs the tensorboard package: pip install 'vaegen[tensorboard]'"
+        ) from None
+    return SummaryWriter(str(run_dir / TENSORBOARD), purge_step=first_epoch)

@@ -2,8 +2,8 @@
 
 A step takes a batch and a noise generator, leaves the gradient of the batch's objective
 (sum over images of recon + beta * kl) in every parameter's `.grad`, and returns the 3-vector
-(loss, recon, kl) summed over the batch (and over processes). `Step.update()` then
-updates the weights.
+(loss, recon, kl) summed over the batch (and over processes). `Step.train_step()` runs it and
+then updates the weights.
 
 The hand-derived step (vaegen.fast_step) is a second copy of the model's math. So that an edit of
 `models.py` or `losses.py` cannot leave it silently training different math, `make_step` checks
@@ -67,12 +67,22 @@ class Step:
     optimizer: Any  # torch.optim.Optimizer or fast_step.FlatAdam: step / state_dict / load
     name: str  # "fast" or "autograd"
 
-    def update(self, global_step: int) -> None:
-        """The optimizer step numbered `global_step` (from 1, over the whole run, so a resumed run
-        flushes at the same steps), then every FLUSH_EVERY steps the flush of tiny moments."""
+    def train_step(
+        self,
+        xb: torch.Tensor,
+        yb: torch.Tensor | None,
+        generator: torch.Generator,
+        global_step: int,
+    ) -> torch.Tensor:
+        """forward_backward on a batch, then the optimizer step numbered `global_step` (from 1,
+        over the whole run, so a resumed run flushes at the same steps), then every FLUSH_EVERY
+        steps the flush of tiny moments. Returns the (loss, recon, kl) sums, which the caller
+        checks for NaN (not necessarily every step: a check waits for the device)."""
+        sums = self.forward_backward(xb, yb, generator)
         self.optimizer.step()
         if global_step % FLUSH_EVERY == 0:
             flush_tiny_moments(self.optimizer)
+        return sums
 
 
 @torch.no_grad()

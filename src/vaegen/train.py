@@ -38,6 +38,12 @@ class NonFiniteLossError(VaegenError):
     """Training produced NaN or infinity."""
 
 
+def check_every(device: torch.device) -> int:
+    """Steps between checks of the loss for NaN: each step on a CPU, 20 on a GPU, which a check (a
+    read from the device) idles until the host queues more work. No checkpoint skips a check."""
+    return 1 if device.type == "cpu" else 20
+
+
 def default_threads() -> int:
     """CPU threads for training: PyTorch's default, one per physical core. Measured
     (benchmarks/epoch_speed.py): on 2 cores, 2 threads train the seed model about 1.6x faster
@@ -109,9 +115,6 @@ def _torch_settings(device: torch.device, threads: int, deterministic: bool) -> 
         torch.use_deterministic_algorithms(old_deterministic)
 
 
-# ------------------------------------------------------------------------------- set-up
-
-
 @dataclass
 class _Data:
     """The training and test sets as tensors on the device: x float N x C x H x W in [0, 1],
@@ -172,6 +175,7 @@ class _Loop:
     procs: distributed.Processes
     x_epoch: torch.Tensor  # this epoch's shuffled copy of x_train (allocated once)
     y_epoch: torch.Tensor | None
+    check_every: int  # steps between checks of the loss for NaN (and at every save)
 
 
 def _train(
@@ -215,6 +219,7 @@ def _train(
         ckpt.Progress(device_type=device.type), torch.zeros(3, dtype=torch.float64, device=device),
         shuffle_gen.get_state(), procs, torch.empty_like(data.x_train),
         None if data.y_train is None else torch.empty_like(data.y_train),
+        check_every(device),
     )  # fmt: skip
     if state is not None:
         step.optimizer.load_state_dict(state.optimizer)
@@ -235,7 +240,7 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
         _write(run_dir / rundir.CONFIG, rundir.save_config, run_dir, config, data.facts)
         if tensorboard:
-            writer = _tensorboard_writer(run_dir, first_epoch=loop.progress.epoch + 1)
+            writer = rundir.tensorboard_writer(run_dir, first_epoch=loop.progress.epoch + 1)
     try:
         model.train()
         steps_left = max_steps
@@ -249,9 +254,6 @@ def _train(
         if writer is not None:
             writer.close()
     return run
-
-
-# ------------------------------------------------------------------------------ an epoch
 
 
 def _train_epoch(
@@ -282,29 +284,34 @@ def _train_epoch(
         total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{tc.epochs}",
         unit="batch", disable=not (show_progress(progress) and loop.procs.is_main), leave=False,
     )  # fmt: skip
+    unchecked = first  # the first step whose loss is not yet checked for NaN
     with bar:
         for step in range(first, steps_per_epoch):
             batch = slice(step * tc.batch_size, (step + 1) * tc.batch_size)
             yb = None if y_epoch is None else y_epoch[batch]
-            sums = loop.step.forward_backward(x_epoch[batch], yb, loop.noise_gen)
-            if not torch.isfinite(sums[0]):
-                raise NonFiniteLossError(
-                    f"the loss became {sums[0].item()} at epoch {epoch + 1}, step {step + 1}: "
-                    f"try a smaller learning rate (--lr, now {tc.lr}) and check that the data "
-                    "is scaled to [0, 1]; the last good checkpoint is kept in "
-                    f"{loop.run_dir / rundir.STATE}"
-                )
             p.global_step += 1
-            loop.step.update(p.global_step)
-            loop.running += sums.double()
-            if not bar.disable and (step % 20 == 0 or step == steps_per_epoch - 1):
-                seen = min((step + 1) * tc.batch_size, n)
-                seconds = p.elapsed_in_epoch + time.perf_counter() - t0
-                bar.set_postfix(loss=f"{loop.running[0].item() / seen:.2f}",
-                                img_s=f"{seen / max(seconds, 1e-9):.0f}", refresh=False)  # fmt: skip
+            sums = loop.step.train_step(x_epoch[batch], yb, loop.noise_gen, p.global_step)
+            loop.running += sums.double()  # a NaN or infinite loss stays in the sums
             bar.update(1)
             last = step == steps_per_epoch - 1
-            if checkpoint_every and p.global_step % checkpoint_every == 0 and not last:
+            save = checkpoint_every and p.global_step % checkpoint_every == 0 and not last
+            if last or save or (step + 1) % loop.check_every == 0:  # always before a save
+                total = loop.running[0].item()  # waits for the device
+                if not math.isfinite(total):
+                    since = f"{unchecked + 1}-" if unchecked < step else ""  # a range of steps
+                    raise NonFiniteLossError(
+                        f"the loss became {total} at epoch {epoch + 1}, step {since}{step + 1}: "
+                        f"try a smaller learning rate (--lr, now {tc.lr}) and check that the data "
+                        f"is scaled to [0, 1]; the last good checkpoint is kept in "
+                        f"{loop.run_dir / rundir.STATE}"
+                    )
+                unchecked = step + 1
+                if not bar.disable and ((step + 1) % 20 == 0 or last):
+                    seen = min((step + 1) * tc.batch_size, n)
+                    seconds = p.elapsed_in_epoch + time.perf_counter() - t0
+                    bar.set_postfix(loss=f"{total / seen:.2f}",
+                                    img_s=f"{seen / max(seconds, 1e-9):.0f}", refresh=False)  # fmt: skip
+            if save:
                 p.epoch, p.step = epoch, step + 1
                 p.elapsed_in_epoch += time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -386,15 +393,3 @@ def _write(what: Path, fn: Any, *args: Any) -> None:
             f"{e}; training stopped while writing {what}. The last complete checkpoint is kept: "
             "free space and continue with --resume"
         ) from None
-
-
-def _tensorboard_writer(run_dir: Path, first_epoch: int) -> Any:
-    """A SummaryWriter for RUN/tensorboard. purge_step drops events a killed run wrote after its
-    last checkpoint, so that a resumed run's curves have no duplicate epochs."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise VaegenError(
-            "--tensorboard needs the tensorboard package: pip install 'vaegen[tensorboard]'"
-        ) from None
-    return SummaryWriter(str(run_dir / rundir.TENSORBOARD), purge_step=first_epoch)
