@@ -115,8 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     t.add_argument(
         "--step", choices=STEPS,
-        help="training step: fast (hand-derived, MLP on a CPU), autograd, or auto: fast where it "
-        "applies and matches autograd on the first batch (default auto)",
+        help="training step: fast (hand-derived, MLP on a CPU), autograd, cuda-graph (autograd's "
+        "step recorded once and replayed; a CUDA GPU, one process), or auto: fast where it applies "
+        "and matches autograd on the first batch, cuda-graph on a GPU (default auto)",
     )  # fmt: skip
     t.add_argument(
         "--precision", choices=PRECISIONS,

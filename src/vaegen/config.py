@@ -19,7 +19,7 @@ from .losses import canonical_loss
 from .models import MODELS
 
 MODEL_KINDS = tuple(MODELS)
-STEPS = ("auto", "autograd", "fast")
+STEPS = ("auto", "autograd", "fast", "cuda-graph")
 PRECISIONS = ("float32", "bf16")  # of the training step's matrix products
 
 # the JSON types each annotation accepts (bool is an int to Python, but never a count here)
@@ -111,7 +111,8 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # CPU threads for torch; 0 picks vaegen's measured default
     deterministic: bool = False  # torch.use_deterministic_algorithms: repeatable on GPUs too
-    step: str = "auto"  # auto: the hand-derived step where it applies (checked), else autograd
+    step: str = "auto"  # auto: the hand-derived step where it applies (checked), cuda-graph on
+    # a GPU, else autograd (vaegen.step)
     precision: str = "float32"  # bf16: autocast's bfloat16 products, float32 weights (vaegen.step)
 
     def __post_init__(self) -> None:

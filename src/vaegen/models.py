@@ -120,8 +120,8 @@ class _VAEBase(nn.Module):
         Levine 2021, "optimal sigma-VAE"). sigma then follows the decoder from the first step,
         where a learned sigma moves by about the learning rate per step: on a small dataset, too
         slowly to keep the latent from collapsing first."""
-        # tensors, not Python numbers: no host synchronisation
-        sums = torch.stack([(out[:, : x.shape[1]] - x).pow(2).sum(), x.new_tensor(x.numel())])
+        # tensors, not Python numbers: no host synchronisation, and a CUDA graph can record it
+        sums = torch.stack([(out[:, : x.shape[1]] - x).pow(2).sum(), x.new_full((), x.numel())])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # the whole batch's sigma, as in one process (a process may hold no image at all)
             torch.distributed.all_reduce(sums)

@@ -3,7 +3,8 @@
 A step takes a batch and a noise generator, leaves the gradient of the batch's objective
 (sum over images of recon + beta * kl) in every parameter's `.grad`, and returns the 3-vector
 (loss, recon, kl) summed over the batch (and over processes). `Step.train_step()` runs it and
-then updates the weights.
+then updates the weights; on a CUDA GPU in one process both are captured in a CUDA graph
+(vaegen.cuda_graph), the same math launched at once.
 
 The hand-derived step (vaegen.fast_step) is a second copy of the model's math. So that an edit of
 `models.py` or `losses.py` cannot leave it silently training different math, `make_step` checks
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from . import distributed, fast_step
+from .cuda_graph import GraphedStep
 from .errors import VaegenError
 from .losses import Likelihood
 
@@ -65,7 +67,8 @@ class Step:
 
     forward_backward: StepFn
     optimizer: Any  # torch.optim.Optimizer or fast_step.FlatAdam: step / state_dict / load
-    name: str  # "fast" or "autograd"
+    name: str  # "fast", "autograd" or "cuda-graph"
+    graphed: GraphedStep | None = None  # "cuda-graph": forward, backward and update in a graph
 
     def train_step(
         self,
@@ -78,8 +81,11 @@ class Step:
         over the whole run, so a resumed run flushes at the same steps), then every FLUSH_EVERY
         steps the flush of tiny moments. Returns the (loss, recon, kl) sums, which the caller
         checks for NaN (not necessarily every step: a check waits for the device)."""
-        sums = self.forward_backward(xb, yb, generator)
-        self.optimizer.step()
+        if self.graphed is not None:
+            sums = self.graphed(xb, yb, generator)
+        else:
+            sums = self.forward_backward(xb, yb, generator)
+            self.optimizer.step()
         if global_step % FLUSH_EVERY == 0:
             flush_tiny_moments(self.optimizer)
         return sums
@@ -95,16 +101,19 @@ def flush_tiny_moments(optimizer: Any) -> None:
                 moment.masked_fill_(moment.abs() < MOMENT_FLOOR, 0.0)
 
 
-def make_optimizer(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[nn.Parameter], lr: float, capturable: bool = False
+) -> torch.optim.Optimizer:
     """Adam with its fused kernel where this PyTorch has one for the device (CPU: torch >= 2.4).
 
     The same update as the stock Adam, in one kernel instead of a dozen per step: measured
-    (benchmarks/epoch_speed.py) the largest single gain for the small seed model."""
+    (benchmarks/epoch_speed.py) the largest single gain for the small seed model.
+    capturable: safe to record in a CUDA graph (its step count stays on the GPU)."""
     params = list(params)
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
     except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device or version
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, capturable=capturable)
 
 
 def objective(
@@ -218,13 +227,14 @@ def make_step(
     seed: int,
     precision: str = "float32",
 ) -> Step:
-    """The step `wanted` asks for ("auto", "fast" or "autograd") with its optimizer.
+    """The step `wanted` asks for ("auto", "fast", "autograd" or "cuda-graph") with its optimizer.
 
     "auto" uses the hand-derived step where it applies (the MLP on a CPU in one process, with a
     likelihood that has a fast form, in float32) once it matches autograd on `check_batch`
-    (images, labels), and autograd otherwise. precision "bf16" trains with autograd under
-    autocast, where the device has bfloat16 instructions (an error elsewhere). Call after loading
-    a checkpoint's weights, before its optimizer state.
+    (images, labels); on a CUDA GPU in one process, autograd's step captured in a CUDA graph;
+    autograd otherwise. precision "bf16" trains with autograd under autocast, where the device
+    has bfloat16 instructions (an error elsewhere). Call after loading a checkpoint's weights,
+    before its optimizer state.
     """
     bf16 = precision == "bf16"
     if bf16 and not bf16_supported(device):
@@ -240,6 +250,24 @@ def make_step(
             "a CPU in one process, with a likelihood that has a fast form, in float32; use "
             "--step auto"
         )
+    graphable = device.type == "cuda" and not procs.several
+    if wanted == "cuda-graph" and not graphable:
+        raise VaegenError(
+            "step = 'cuda-graph' needs a CUDA GPU and one process (DistributedDataParallel "
+            "steps are not captured); use --step auto"
+        )
+    if wanted in ("auto", "cuda-graph") and graphable:
+        optimizer = make_optimizer(model.parameters(), lr, capturable=True)
+
+        def objective_with(xb: torch.Tensor, yb: torch.Tensor | None, eps: torch.Tensor) -> Any:
+            return objective(model, lk, beta, xb, yb, eps=eps, bf16=bf16)
+
+        noise_dtype = torch.bfloat16 if bf16 else torch.float32  # mu's under autocast
+        graphed = GraphedStep(
+            objective_with, optimizer, batch_size, model.latent_dim, noise_dtype, device
+        )
+        fb = autograd_step(model, model, lk, beta, optimizer, procs, bf16)
+        return Step(fb, optimizer, "cuda-graph", graphed)
     if wanted != "autograd" and applies:
         fast = fast_step.FastStep(model, lk, beta, batch_size)
         problem = parity_error(model, fast, lk, beta, *check_batch, seed=seed)
