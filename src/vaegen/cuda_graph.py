@@ -9,11 +9,11 @@ kernels of one step once and launches them all again with a single call (PyTorch
 The math is autograd_step's, to the bit where the GPU's kernels allow: the step reads the batch
 and the reparameterisation's noise from buffers filled before each replay, and the noise is drawn
 from the training's noise generator outside the graph, exactly as the model would draw it (same
-generator, shape and dtype), so a run trains the same numbers whichever step it uses and a
-checkpoint resumes under either. The first WARMUP_STEPS full batches of a call run eagerly on a
-side stream (PyTorch's recipe: lazy initialisation such as Adam's state and cuBLAS's workspace
-must not happen during capture); a batch of another size (an epoch's last, shorter one) always
-runs eagerly, through the same weights, gradients and optimizer state the graph uses.
+generator, shape and dtype), so a run trains the same numbers whichever step it uses. The first
+WARMUP_STEPS full batches of a call run eagerly on a side stream (PyTorch's recipe: lazy
+initialisation such as Adam's state and cuBLAS's workspace must not happen during capture); a
+batch of another size (an epoch's last, shorter one) always runs eagerly, through the same
+weights, gradients and optimizer state the graph uses.
 """
 
 from __future__ import annotations
