@@ -9,6 +9,8 @@ Rows (each adds one thing to the row before it, all conditional, seed 0, device 
   + hidden 1024  (also scored: gaussian-optimal-sigma)
   + beta 0.1     (also scored: beta 0.03)
   + 32-D latent
+  + 64-D latent
+  + hidden 2048
   + 50 epochs    the `--preset synth` recipe
 
 Scores, on N generated images (labels spread evenly) in the reference classifier's features:
@@ -60,9 +62,11 @@ def rows(epochs: int) -> list[Row]:
     d16 = with_(article, latent_dim=16)
     synth = PRESETS["synth"]
     likelihood = with_(d16, loss=synth.train.loss)
-    wide = with_(likelihood, hidden=synth.model.hidden)
+    wide = with_(likelihood, hidden=1024)
     low_beta = with_(wide, beta=synth.train.beta)
-    wide_latent = with_(low_beta, latent_dim=synth.model.latent_dim)
+    d32 = with_(low_beta, latent_dim=32)
+    d64 = with_(d32, latent_dim=synth.model.latent_dim)
+    wider = with_(d64, hidden=synth.model.hidden)
     return [
         Row("article CVAE, N(0, I)", article, "standard"),
         Row("+ fitted prior", article, "fitted"),
@@ -73,7 +77,7 @@ def rows(epochs: int) -> list[Row]:
             "  likelihood: gaussian-pixel-sigma", with_(d16, loss="gaussian-pixel-sigma"), "fitted"
         ),
         Row(f"+ likelihood: {synth.train.loss}", likelihood, "fitted"),
-        Row(f"+ hidden {synth.model.hidden}", wide, "fitted"),
+        Row("+ hidden 1024", wide, "fitted"),
         Row(
             "  likelihood: gaussian-optimal-sigma",
             with_(wide, loss="gaussian-optimal-sigma"),
@@ -81,7 +85,9 @@ def rows(epochs: int) -> list[Row]:
         ),
         Row(f"+ beta {synth.train.beta:g}", low_beta, "fitted"),
         Row("  beta 0.03", with_(wide, beta=0.03), "fitted"),
-        Row(f"+ {synth.model.latent_dim}-D latent", wide_latent, "fitted"),
+        Row("+ 32-D latent", d32, "fitted"),
+        Row(f"+ {synth.model.latent_dim}-D latent", d64, "fitted"),
+        Row(f"+ hidden {synth.model.hidden}", wider, "fitted"),
         Row(
             f"+ {synth.train.epochs} epochs (--preset synth)", with_(synth, device="cpu"), "fitted"
         ),
