@@ -38,7 +38,7 @@ def frechet(ctx: Context) -> dict[str, Any]:
         ),
         "n": ctx.n,
         "n_test": len(ctx.test),
-        "feature_network": ctx.feature_net().label,
+        "feature_network": net.label,
         "notes": [
             f"N = {ctx.n} generated (seed {ctx.seed + 4}) and N random real training images, "
             "each against all test images; the distance depends on N, so compare numbers of "
