@@ -189,6 +189,14 @@ def test_named_dataset_downloads_into_the_cache_and_verifies(fake_named, tmp_pat
     assert len(datasets.verify("fake")) == 4
 
 
+def test_vaegen_cache_dir_holds_downloads_too(fake_named, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAEGEN_CACHE_DIR", str(tmp_path / "mine"))
+    assert len(load_dataset("fake", "test")) == 10
+    assert (tmp_path / "mine" / "fake" / "t10k-labels-idx1-ubyte.gz").is_file()
+    assert not (tmp_path / "cache" / "vaegen").exists()
+    assert datasets.locate("fake") == tmp_path / "mine" / "fake"
+
+
 def test_missing_named_dataset_says_the_three_ways(fake_named, monkeypatch):
     ds, _ = fake_named
     monkeypatch.setitem(

@@ -19,6 +19,14 @@ import numpy as np
 from .errors import WriteError
 
 
+def cache_root() -> Path:
+    """vaegen's user cache: $VAEGEN_CACHE_DIR when set, else $XDG_CACHE_HOME/vaegen, else
+    ~/.cache/vaegen. Downloaded datasets go to its NAME/ folders, decoded image folders to folders/."""
+    if os.environ.get("VAEGEN_CACHE_DIR"):
+        return Path(os.environ["VAEGEN_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaegen"
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to a temporary name beside `path`, fsync it, rename it over `path`, and fsync
     the folder so that the rename itself survives a power loss."""

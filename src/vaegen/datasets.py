@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_bytes
+from ._io import atomic_write_bytes, cache_root
 from .errors import DataError
 from .idx import decompress, parse_idx, read_raw
 
@@ -222,9 +222,9 @@ def _candidate_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
 
 
 def cache_dir(name: str) -> Path:
-    """The user cache for a named dataset: $XDG_CACHE_HOME/vaegen/NAME or ~/.cache/vaegen/NAME."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "vaegen" / name
+    """The user cache for a named dataset: NAME/ in vaegen's cache (`_io.cache_root`:
+    $VAEGEN_CACHE_DIR, else $XDG_CACHE_HOME/vaegen, else ~/.cache/vaegen)."""
+    return cache_root() / name
 
 
 def _find_file(dirs: Sequence[Path], filename: str) -> Path | None:

@@ -41,11 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_open
+from ._io import atomic_open, cache_root
 
 log = logging.getLogger(__name__)
 
-ENV_DIR = "VAEGEN_CACHE_DIR"
 ENV_OFF = "VAEGEN_NO_CACHE"
 FORMAT = "vaegen folder cache 1"  # a change of layout or meaning changes every key
 _STALE_S = 3600  # a temporary file this old is no write in progress but a killed one's
@@ -57,10 +56,7 @@ def cache_dir() -> Path | None:
     """The folder of the cache's entries (see the module's doc), or None when it is off."""
     if os.environ.get(ENV_OFF, "").strip().lower() not in ("", "0", "false", "no", "off"):
         return None
-    if os.environ.get(ENV_DIR):
-        return Path(os.environ[ENV_DIR]) / "folders"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "vaegen" / "folders"
+    return cache_root() / "folders"
 
 
 def folder_key(folder: Path, files: Sequence[Path], options: Mapping[str, object]) -> str:
