@@ -20,6 +20,7 @@ from vaegen.metrics import (
     iwae_log_likelihood,
     knn_accuracy,
     knn_predict,
+    kth_nearest_sq,
     manifold_radii,
     precision_recall,
 )
@@ -295,6 +296,11 @@ def test_the_fast_screen_gives_the_answer_of_exact_distances_everywhere():
     far_points, far_queries = points + 3000.0, queries + 3000.0
     assert torch.equal(manifold_radii(far_points, 3, chunk=37), radii)
     assert torch.equal(inside_manifold(far_queries, far_points, radii, chunk=37), inside)
+    # the nearest and the 5th nearest point of each query, ties and all, near and far
+    for kth in (1, 5):
+        want = to_points.square().kthvalue(kth, dim=1).values
+        assert torch.equal(kth_nearest_sq(queries, points, kth, chunk=37), want)
+        assert torch.equal(kth_nearest_sq(far_queries, far_points, kth, chunk=37), want)
 
 
 def test_manifold_radii_needs_more_points_than_k():

@@ -94,17 +94,27 @@ def iwae_log_likelihood(
 
 
 @torch.no_grad()
+def latent_posteriors(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images N x C x H x W (and labels for a conditional model) -> the encoder's mu and
+    logvar, each N x latent_dim float32 on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    mus, logvars = [], []
+    for i in range(0, len(images), batch_size):
+        yb = None if labels is None else labels[i : i + batch_size].to(device)
+        mu, logvar = model.encode(to_float(images[i : i + batch_size], device), yb)
+        mus.append(mu.cpu())
+        logvars.append(logvar.cpu())
+    return torch.cat(mus), torch.cat(logvars)
+
+
 def latent_means(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 4096
 ) -> torch.Tensor:
     """uint8 images N x C x H x W (and labels for a conditional model) -> mu, N x latent_dim (CPU)."""
-    model.eval()
-    device = next(model.parameters()).device
-    parts = []
-    for i in range(0, len(images), batch_size):
-        yb = None if labels is None else labels[i : i + batch_size].to(device)
-        parts.append(model.encode(to_float(images[i : i + batch_size], device), yb)[0].cpu())
-    return torch.cat(parts)
+    return latent_posteriors(model, images, labels, batch_size)[0]
 
 
 def knn_predict(
@@ -229,37 +239,50 @@ def _fast_sq(
     return d2, err
 
 
+def kth_nearest_sq(
+    queries: torch.Tensor, points: torch.Tensor, kth: int, chunk: int = 512
+) -> torch.Tensor:
+    """Squared distance of each query to its kth nearest point (kth = 1: the nearest).
+    queries: N x F, points: M x F (M >= kth) -> N values, squared feature units.
+
+    The candidates come from fast distances; their exact distances decide, and a row whose bound
+    leaves doubt is measured exactly in full, so the result is that of exact distances
+    throughout. At most `chunk` x M distances at once.
+    """
+    m_all = len(points)
+    sq = points.pow(2).sum(1)
+    norm = sq.sqrt()
+    m = min(m_all, kth + 8)  # a few spare candidates, so that rounding rarely leaves doubt
+    out = torch.empty(len(queries), dtype=points.dtype)
+    for i in range(0, len(queries), chunk):
+        a = queries[i : i + chunk]
+        d2, err = _fast_sq(a, points, sq, norm)
+        cand_d2, cand = d2.topk(m, dim=1, largest=False, sorted=True)
+        exact = _exact_sq(a[:, None, :], points[cand]).squeeze(1)  # c x m
+        value = exact.kthvalue(kth, dim=1).values
+        if m < m_all:
+            # every point left out is at least this far: if that is beyond value, value is exact
+            floor = cand_d2[:, -1] - err.max(1).values
+            doubt = (floor < value).nonzero().squeeze(1)
+            if len(doubt):
+                full = _exact_sq(a[doubt], points)
+                value[doubt] = full.kthvalue(kth, dim=1).values
+        out[i : i + len(a)] = value
+    return out
+
+
 def manifold_radii(points: torch.Tensor, k: int = PR_K, chunk: int = 512) -> torch.Tensor:
     """Squared distance of each point to its k-th nearest other point (the radius of its ball in
     the k-NN manifold estimate). points: M x F (M > k) -> M values, squared feature units.
 
     A point's own distance (0) is counted as its first neighbour, as in the paper's code, so a
-    duplicate point counts as a neighbour at distance 0. The candidates come from fast distances;
-    their exact distances decide, and a row whose bound leaves doubt is measured exactly in full,
-    so the result is that of exact distances throughout. At most `chunk` x M distances at once.
+    duplicate point counts as a neighbour at distance 0. Exact distances (kth_nearest_sq).
     """
-    m_all = len(points)
-    if m_all <= k:
-        raise VaegenError(f"a k-NN manifold with k = {k} needs more than {k} points, got {m_all}")
-    sq = points.pow(2).sum(1)
-    norm = sq.sqrt()
-    m = min(m_all, k + 1 + 8)  # a few spare candidates, so that rounding rarely leaves doubt
-    out = torch.empty(m_all, dtype=points.dtype)
-    for i in range(0, m_all, chunk):
-        a = points[i : i + chunk]
-        d2, err = _fast_sq(a, points, sq, norm)
-        cand_d2, cand = d2.topk(m, dim=1, largest=False, sorted=True)
-        exact = _exact_sq(a[:, None, :], points[cand]).squeeze(1)  # c x m
-        kth = exact.kthvalue(k + 1, dim=1).values
-        if m < m_all:
-            # every point left out is at least this far: if that is beyond kth, kth is exact
-            floor = cand_d2[:, -1] - err.max(1).values
-            doubt = (floor < kth).nonzero().squeeze(1)
-            if len(doubt):
-                full = _exact_sq(a[doubt], points)
-                kth[doubt] = full.kthvalue(k + 1, dim=1).values
-        out[i : i + len(a)] = kth
-    return out
+    if len(points) <= k:
+        raise VaegenError(
+            f"a k-NN manifold with k = {k} needs more than {k} points, got {len(points)}"
+        )
+    return kth_nearest_sq(points, points, k + 1, chunk)
 
 
 def inside_manifold(
