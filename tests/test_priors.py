@@ -14,8 +14,10 @@ from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.errors import RunError, VaegenError
 from vaegen.priors import (
+    AggregatePosterior,
     GaussianMixturePrior,
     StandardNormal,
+    aggregate_posterior,
     fit_gaussian_mixture,
     fit_prior,
     load_prior,
@@ -178,7 +180,7 @@ def test_cli_training_fits_the_prior_at_the_end(tiny_data, tmp_path):
     assert math.isfinite(load_run(none).metrics[-1]["test_loss"])
 
 
-def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monkeypatch):
+def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monkeypatch, capsys):
     import importlib
     import shutil
 
@@ -194,13 +196,18 @@ def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monke
 
     monkeypatch.setattr(context, "generate", spy)
     kw = {"quick": True, "iw_samples": 5, "n_generated": 60, "progress": False}
-    for flag, used in (("fitted", "gmm"), ("standard", "standard")):
+    for flag, used, named in (
+        ("fitted", "gmm", "fitted Gaussian mixture"),
+        ("posterior", "posterior", "aggregate posterior"),
+        ("standard", "standard", "N(0, I)"),
+    ):
         argv = ["-q", "evaluate", str(out), "--quick", "--iw-samples", "5", "--n-generated", "60",
                 "--prior", flag]  # fmt: skip
         assert main(argv) == 0
         saved = json.loads((out / "eval.json").read_text())["settings"]["prior"]
         assert saved == {"requested": flag, "used": used}
-    assert asked == ["fitted", "standard"]
+        assert f"samples from the {named} prior" in capsys.readouterr().out
+    assert asked == ["fitted", "posterior", "standard"]
     from vaegen import evaluate
 
     shutil.rmtree(out / "prior")  # a run without a fitted prior: N(0, I), and it says so
@@ -232,3 +239,75 @@ def test_the_fit_is_seeded_and_takes_one_component_but_not_zero():
     assert torch.allclose(one.means[0, 0], z.double().mean(0))
     with pytest.raises(VaegenError, match="components = 0 is not valid"):
         fit_gaussian_mixture(z, None, num_classes=2, components=0)
+
+
+# ------------------------------------------------------------------ the aggregate posterior
+
+
+def test_the_aggregate_posterior_draws_each_classs_own_codes_uniformly():
+    # 9 codes: class 0 holds codes 0, 3, 6, class 1 codes 1, 4, 7, class 2 codes 2, 5, 8
+    mu = torch.arange(9, dtype=torch.float32)[:, None].repeat(1, 2) * 10
+    labels = torch.arange(9) % 3
+    post = aggregate_posterior(mu, torch.full((9, 2), -60.0), labels, 3)  # sigma ~ 1e-13
+    want = torch.tensor([1, 2, 0, 2] * 3000)
+    z = post.sample(want, len(want), torch.Generator().manual_seed(0))
+    index = (z[:, 0] / 10).round().long()
+    assert torch.allclose(z[:, 0], z[:, 1], atol=1e-9) and torch.equal(index % 3, want)
+    counts = index.bincount(minlength=9)
+    # class 2 asked 6,000 times, 1 and 0 3,000: each of a class's three codes a third of its draws
+    assert counts[[2, 5, 8]].tolist() == pytest.approx([2000] * 3, rel=0.1)
+    assert counts[[1, 4, 7]].tolist() == pytest.approx([1000] * 3, rel=0.1)
+    again = post.sample(want, len(want), torch.Generator().manual_seed(0))
+    assert torch.equal(z, again)
+    assert not torch.equal(z, post.sample(want, len(want), torch.Generator().manual_seed(1)))
+    with pytest.raises(VaegenError, match="pass the labels"):
+        post.sample(None, 4, torch.Generator())
+    with pytest.raises(VaegenError, match=r"no training image of class \[3\]"):
+        post.sample(torch.tensor([0, 3]), 2, torch.Generator())
+
+
+def test_each_draw_comes_from_its_own_images_posterior_at_the_temperature():
+    mu = torch.tensor([[0.0, 100.0], [50.0, -50.0]])
+    sigma = torch.tensor([[1.0, 0.5], [2.0, 0.1]])
+    post = AggregatePosterior(mu, sigma, None, {"kind": "posterior"})
+    z = post.sample(None, 40000, torch.Generator().manual_seed(2), temperature=1.5)
+    first = z[:, 0] < 25  # the two posteriors never overlap
+    assert first.double().mean().item() == pytest.approx(0.5, abs=0.02)
+    for rows, i in ((first, 0), (~first, 1)):
+        assert z[rows].mean(0).tolist() == pytest.approx(mu[i].tolist(), abs=0.05)
+        assert z[rows].std(0).tolist() == pytest.approx((1.5 * sigma[i]).tolist(), rel=0.03)
+
+
+def test_the_aggregate_posterior_round_trips_and_generate_decodes_it(runs, tmp_path):
+    import shutil
+
+    from vaegen.data import to_float
+    from vaegen.run import load_split
+
+    run = load_run(shutil.copytree(runs["cond"], tmp_path / "cond"))
+    with pytest.raises(VaegenError, match=r"holds no aggregate posterior.*vaegen fit-prior"):
+        load_prior(run, "posterior")
+    fit_prior(run, components=2)
+    post = load_prior(run, "posterior")
+    assert isinstance(post, AggregatePosterior)
+    train_ds = load_split(run, "train")
+    with torch.no_grad():
+        mu, logvar = run.model.encode(to_float(train_ds.images, "cpu"), train_ds.labels)
+    assert torch.allclose(post.mu, mu, atol=1e-6)
+    assert torch.allclose(post.sigma, (0.5 * logvar).exp(), rtol=1e-5)
+    assert torch.equal(post.labels, train_ds.labels)
+    info = json.loads((run.path / "prior" / "posterior.json").read_text())
+    assert info["kind"] == "posterior" and info["conditional"]
+
+    images, labels = generate(run, 40, seed=7, prior="posterior")
+    z = post.sample(labels, 40, torch.Generator().manual_seed(7))
+    decoded = run.likelihood.mean(run.model.decode(z, labels))
+    assert torch.equal(images, (decoded * 255).round().to(torch.uint8))
+    assert not torch.equal(images, generate(run, 40, seed=7)[0])  # the mixture draws others
+
+    plain = load_run(shutil.copytree(runs["plain"], tmp_path / "plain"))
+    fit_prior(plain, components=2)
+    shutil.copy(plain.path / "prior" / "posterior.safetensors", run.path / "prior")
+    shutil.copy(plain.path / "prior" / "posterior.json", run.path / "prior")
+    with pytest.raises(RunError, match="does not fit this run"):
+        load_prior(run, "posterior")

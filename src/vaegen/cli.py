@@ -154,8 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument(
         "--temperature", type=float, default=1.0,
-        help="spread of the prior's samples: N(0, T^2 I), or each fitted component's spread "
-        "times T (default 1)",
+        help="spread of the prior's samples: N(0, T^2 I), or each fitted component's or "
+        "posterior's spread times T (default 1)",
     )  # fmt: skip
     g.add_argument(
         "--out", type=Path, required=True,
@@ -175,7 +175,8 @@ def _parser() -> argparse.ArgumentParser:
         help="fit a run's latent prior: a Gaussian mixture per class on its training codes",
         description="Fit a Gaussian mixture (scikit-learn, full covariances; one per class for a "
         "conditional run) to the latent means of the run's training images and store it in "
-        "RUN/prior/, where generate, evaluate and the report find it.",
+        "RUN/prior/, where generate, evaluate and the report find it, beside the training "
+        "images' aggregate posterior (their encoder's mu and sigma, for --prior posterior).",
     )
     fp.add_argument("run", type=Path)
     fp.add_argument(
@@ -227,8 +228,10 @@ def _parser() -> argparse.ArgumentParser:
 def _prior_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prior", choices=PRIOR_CHOICES, default="fitted",
-        help="where z comes from: the run's fitted prior (vaegen fit-prior; N(0, I) for a run "
-        "without one) or the standard normal N(0, I) (default fitted)",
+        help="where z comes from: the run's fitted Gaussian mixture (vaegen fit-prior; N(0, I) "
+        "for a run without one), the training images' aggregate posterior (a random training "
+        "image's code, drawn from q(z|x): samples near particular training images), or the "
+        "standard normal N(0, I) (default fitted)",
     )  # fmt: skip
 
 

@@ -155,7 +155,8 @@ def generate(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decode n samples z of the prior at `temperature`: N(0, T^2 I) for prior="standard", the
     run's fitted prior (vaegen.priors, each component's spread scaled by T) for "fitted" when the
-    run has one, N(0, T^2 I) when it has none.
+    run has one, N(0, T^2 I) when it has none; for "posterior", the codes of random training
+    images of each class drawn from their posteriors (each posterior's spread scaled by T).
 
     labels: classes to draw (names or indices), spread evenly over n; None means every class for a
     conditional model and the unconditional prior otherwise.

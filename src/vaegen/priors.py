@@ -10,6 +10,13 @@ and Enhancing VAE Models": a second VAE on them).
 `GaussianMixturePrior` is that fit: scikit-learn's `GaussianMixture` (full covariances) on the
 latent means of the training images, one mixture per class for a conditional model. It is stored
 in RUN/prior/ as safetensors (the parameters) and JSON (how it was fitted); nothing is unpickled.
+
+`AggregatePosterior` ("posterior") is the encoder's own distribution of codes over the training
+set, (1/N) sum_i q(z | x_i): the prior that maximises the ELBO for a trained encoder (Hoffman &
+Johnson 2016; Tomczak & Welling 2018's VampPrior with every training image as a pseudo-input).
+A sample is a random training image's code, drawn from its posterior. Stored beside the mixture
+(every training image's mu and sigma), and only used when asked for: its samples are new images
+near particular training images, not draws from a density that generalises beyond them.
 """
 
 from __future__ import annotations
@@ -29,13 +36,15 @@ from ._io import atomic_write_bytes, atomic_write_text
 from ._version import __version__
 from .data import ImageDataset
 from .errors import RunError, VaegenError
-from .metrics import latent_means
+from .metrics import latent_posteriors
 
 log = logging.getLogger(__name__)
 
-PRIOR_CHOICES = ("fitted", "standard")
+PRIOR_CHOICES = ("fitted", "posterior", "standard")
 PARAMS = "prior.safetensors"
 INFO = "prior.json"
+POSTERIOR_PARAMS = "posterior.safetensors"
+POSTERIOR_INFO = "posterior.json"
 DEFAULT_COMPONENTS = 10
 
 
@@ -122,6 +131,60 @@ class GaussianMixturePrior:
         return z.float()
 
 
+@dataclass
+class AggregatePosterior:
+    """The training images' posteriors q(z | x_i) = N(mu_i, diag(sigma_i^2)), as one mixture per
+    class (one "class" for an unconditional model) with equal weights.
+
+    mu, sigma: N x D float32; labels: N class indices, or None (unconditional). Sampling picks a
+    training image of the requested class uniformly, then z = mu_i + T * sigma_i * eps: at
+    temperature T each posterior's spread is scaled."""
+
+    mu: torch.Tensor
+    sigma: torch.Tensor
+    labels: torch.Tensor | None
+    info: dict[str, Any]
+    kind: str = "posterior"
+
+    def __post_init__(self) -> None:
+        n = len(self.mu)
+        if self.mu.ndim != 2 or self.sigma.shape != self.mu.shape or n == 0:
+            raise RunError(
+                f"an aggregate posterior needs mu and sigma N x D, N >= 1; got "
+                f"{tuple(self.mu.shape)} and {tuple(self.sigma.shape)}"
+            )
+        if self.labels is not None and self.labels.shape != (n,):
+            raise RunError(f"an aggregate posterior of {n} codes needs {n} labels")
+        labels = torch.zeros(n, dtype=torch.int64) if self.labels is None else self.labels.long()
+        # the images of class c are _order[_start[c] : _start[c] + _count[c]]
+        self._order = torch.argsort(labels, stable=True)
+        self._count = labels.bincount()
+        self._start = self._count.cumsum(0) - self._count
+
+    @property
+    def conditional(self) -> bool:
+        return self.labels is not None
+
+    def sample(
+        self,
+        labels: torch.Tensor | None,
+        n: int,
+        generator: torch.Generator,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        if self.conditional and labels is None:
+            raise VaegenError("this prior holds each class's codes: pass the labels to sample")
+        rows = torch.zeros(n, dtype=torch.int64) if labels is None else labels.cpu().long()
+        empty = [c for c in rows.unique().tolist() if c >= len(self._count) or not self._count[c]]
+        if empty:
+            raise VaegenError(f"the aggregate posterior holds no training image of class {empty}")
+        count = self._count[rows]
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        pick = self._order[self._start[rows] + (u * count).long().clamp_(max=count - 1)]
+        eps = torch.randn(n, self.mu.shape[1], generator=generator)
+        return self.mu[pick] + temperature * self.sigma[pick] * eps
+
+
 def fit_gaussian_mixture(
     z: torch.Tensor,
     labels: torch.Tensor | None,
@@ -179,8 +242,9 @@ def fit_prior(
     components: int = DEFAULT_COMPONENTS,
     seed: int = 0,
 ) -> GaussianMixturePrior:
-    """Fit the run's prior to its training images' latent means, save it in RUN/prior/ and
-    return it. train: the training set (loaded from the run's config when None)."""
+    """Fit the run's prior to its training images' latent means, save it in RUN/prior/ beside the
+    training images' aggregate posterior, and return the mixture. train: the training set
+    (loaded from the run's config when None)."""
     if train is None:
         train = rundir.load_split(run, "train")
     elif tuple(train.image_shape) != tuple(run.image_shape):
@@ -190,13 +254,32 @@ def fit_prior(
         )
     conditional = run.config.model.conditional
     labels = train.labels if conditional else None
-    z = latent_means(run.model, train.images, labels)
-    prior = fit_gaussian_mixture(z, labels, len(run.classes), components, seed)
-    save_prior(run.path / rundir.PRIOR, prior)
+    mu, logvar = latent_posteriors(run.model, train.images, labels)
+    folder = run.path / rundir.PRIOR
+    save_posterior(folder, aggregate_posterior(mu, logvar, labels, len(run.classes)))
+    prior = fit_gaussian_mixture(mu, labels, len(run.classes), components, seed)
+    save_prior(folder, prior)
     log.info("fitted a %d-component Gaussian mixture%s to %d latent means: %s",
-             components, " per class" if conditional else "", len(z),
-             run.path / rundir.PRIOR)  # fmt: skip
+             components, " per class" if conditional else "", len(mu), folder)  # fmt: skip
     return prior
+
+
+def aggregate_posterior(
+    mu: torch.Tensor, logvar: torch.Tensor, labels: torch.Tensor | None, num_classes: int
+) -> AggregatePosterior:
+    """The aggregate posterior of N training images from their encoder's mu and logvar (N x D);
+    labels: N class indices for a conditional model, else None."""
+    info = {
+        "kind": "posterior",
+        "conditional": labels is not None,
+        "classes": num_classes if labels is not None else 1,
+        "fitted_to": f"encoder posteriors of {len(mu)} training images",
+        "vaegen_version": __version__,
+    }
+    sigma = (0.5 * logvar.float()).exp()
+    return AggregatePosterior(
+        mu.float().contiguous(), sigma, None if labels is None else labels.long(), info
+    )
 
 
 def save_prior(folder: Path, prior: GaussianMixturePrior) -> None:
@@ -207,13 +290,26 @@ def save_prior(folder: Path, prior: GaussianMixturePrior) -> None:
     atomic_write_text(folder / INFO, json.dumps(prior.info, indent=1) + "\n")
 
 
+def save_posterior(folder: Path, posterior: AggregatePosterior) -> None:
+    """RUN/prior/posterior.safetensors (mu, sigma: float32 N x D; labels: int64 N for a
+    conditional run) and posterior.json, the JSON last as for the mixture."""
+    tensors = {"mu": posterior.mu, "sigma": posterior.sigma}
+    if posterior.labels is not None:
+        tensors["labels"] = posterior.labels
+    atomic_write_bytes(folder / POSTERIOR_PARAMS, ckpt.tensors_to_bytes(tensors))
+    atomic_write_text(folder / POSTERIOR_INFO, json.dumps(posterior.info, indent=1) + "\n")
+
+
 def load_prior(run: rundir.Run, which: str = "fitted") -> Prior:
     """The prior `which` names for this run: "standard" is N(0, I); "fitted" is the run's fitted
-    prior when it has one (RUN/prior/), else N(0, I), so that runs without one behave as before."""
+    prior when it has one (RUN/prior/), else N(0, I), so that runs without one behave as before;
+    "posterior" is the training images' aggregate posterior, an error when the run has none."""
     if which not in PRIOR_CHOICES:
         raise VaegenError(f"prior = {which!r} is not valid: one of {', '.join(PRIOR_CHOICES)}")
     standard = StandardNormal(run.config.model.latent_dim)
     folder = run.path / rundir.PRIOR
+    if which == "posterior":
+        return _load_posterior(run, folder)
     if which == "standard" or not (folder / INFO).exists():
         return standard
     info = ckpt.read_json(folder / INFO)
@@ -236,3 +332,34 @@ def load_prior(run: rundir.Run, which: str = "fitted") -> Prior:
     if not math.isclose(float(prior.weights.sum(1).min()), 1.0, rel_tol=1e-6):
         raise RunError(f"{folder / PARAMS}: mixture weights do not sum to 1")
     return prior
+
+
+def _load_posterior(run: rundir.Run, folder: Path) -> AggregatePosterior:
+    if not (folder / POSTERIOR_INFO).exists():
+        raise VaegenError(
+            f"{run.path} holds no aggregate posterior ({folder / POSTERIOR_INFO}): "
+            f"`vaegen fit-prior {run.path}` stores one"
+        )
+    info = ckpt.read_json(folder / POSTERIOR_INFO)
+    if not isinstance(info, dict) or info.get("kind") != "posterior":
+        raise RunError(f"{folder / POSTERIOR_INFO}: not a vaegen aggregate posterior")
+    t = ckpt.read_tensors(folder / POSTERIOR_PARAMS)
+    try:
+        posterior = AggregatePosterior(t["mu"], t["sigma"], t.get("labels"), info)
+    except KeyError as e:
+        raise RunError(f"{folder / POSTERIOR_PARAMS}: missing tensor {e}") from None
+    conditional = run.config.model.conditional
+    d = run.config.model.latent_dim
+    labels = posterior.labels
+    bad_labels = labels is not None and (labels.min() < 0 or labels.max() >= len(run.classes))
+    if posterior.mu.shape[1] != d or posterior.conditional != conditional or bad_labels:
+        raise RunError(
+            f"{folder / POSTERIOR_PARAMS} does not fit this run ({d}-D codes, "
+            f"{'conditional' if conditional else 'unconditional'}, {len(run.classes)} classes): "
+            f"refit it with `vaegen fit-prior {run.path}`"
+        )
+    if not bool((posterior.sigma > 0).all() & posterior.sigma.isfinite().all()) or not bool(
+        posterior.mu.isfinite().all()
+    ):
+        raise RunError(f"{folder / POSTERIOR_PARAMS}: a mu is not finite or a sigma not positive")
+    return posterior

@@ -44,7 +44,7 @@ class Context:
     real_idx: torch.Tensor  # n indices into the training set
     seed: int
     progress: bool
-    prior: str = "fitted"  # or "standard" (vaegen.priors)
+    prior: str = "fitted"  # or "posterior" or "standard" (vaegen.priors)
     feature_dir: Path | None = None  # --feature-net (None: RUN/feature_net); see .features
     feature_epochs: int | None = None  # --feature-epochs (None: the saved network's, or default)
     _generated: tuple[torch.Tensor, torch.Tensor | None] | None = None
