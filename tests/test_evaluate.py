@@ -30,7 +30,7 @@ from vaegen.evaluate import evaluate
 from vaegen.generate import reconstruct, spread_labels
 from vaegen.idx import write_idx
 from vaegen.losses import evaluate_loss
-from vaegen.metrics import frechet_distance_features, precision_recall
+from vaegen.metrics import frechet_distance_features, kth_nearest_sq, precision_recall
 from vaegen.scorecard import format_table
 
 from .conftest import as_fashion_mnist_run, make_images
@@ -269,6 +269,44 @@ def test_frechet_compares_the_generated_and_the_real_images_with_the_test_set(
     assert fr["generated_vs_test"]["value"] > 1e-3 * floor
     assert fr["train_vs_test_floor"]["value"] == pytest.approx(floor, rel=1e-6)
     assert fr["samples_over_reconstructions"]["value"] == pytest.approx(by_hand(other) / recon)
+
+
+def test_nearest_training_tells_copies_of_training_images_from_new_images(tmp_path, monkeypatch):
+    data = _shapes_dataset_28(tmp_path / "d28")
+    run = _tiny_run(data, tmp_path / "u28")
+    train_ds, test = load_dataset(str(data), "train"), load_dataset(str(data), "test")
+    n, seed = 200, 3
+    kw = {"iw_samples": 2, "n_generated": n, "seed": seed, "progress": False, "feature_epochs": 2}
+    real_idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:n]
+
+    # copies of the very training images searched: at distance 0 from them, every one a copy
+    _hand_over_as_generated(monkeypatch, train_ds.images[real_idx].flip(0))
+    nt = evaluate(run, **kw)["nearest_training"]
+    assert nt["median_ratio"]["value"] == 0.0 and nt["near_copies"]["value"] == 1.0
+    assert nt["median_generated"]["value"] == 0.0 and nt["n"] == n
+
+    # the test images themselves: the reference's own numbers, by hand
+    clf = load_classifier(run.path / "feature_net" / "classifier.safetensors", (1, 28, 28), 3)
+    f_train = extract_features(clf, train_ds.images[real_idx])
+    d_test = kth_nearest_sq(extract_features(clf, test.images), f_train, 1).sqrt()
+    assert d_test.min() > 0  # no test image is a training image
+    _hand_over_as_generated(monkeypatch, test.images)
+    nt = evaluate(run, **kw)["nearest_training"]
+    assert nt["median_ratio"]["value"] == pytest.approx(1.0)
+    assert nt["median_test"]["value"] == pytest.approx(float(d_test.median()), rel=1e-6)
+    near = torch.quantile(d_test.double(), 0.05)
+    assert nt["near_copies"]["value"] == pytest.approx(float((d_test < near).double().mean()))
+    assert 0 < nt["near_copies"]["value"] < 0.1  # 4 of the 64 test images
+
+    # new images of the same shapes lie about as far as the test images do; not 0
+    other, _ = _shapes(n, size=28, seed=11)
+    _hand_over_as_generated(monkeypatch, other)
+    nt = evaluate(run, **kw)["nearest_training"]
+    d_other = kth_nearest_sq(extract_features(clf, other), f_train, 1).sqrt()
+    want = float(d_other.median() / d_test.median())
+    assert nt["median_ratio"]["value"] == pytest.approx(want, rel=1e-6)
+    assert 0.5 < want < 2 and nt["near_copies"]["value"] < 0.2
+    assert "nearest training image" in format_table(evaluate(run, **kw))
 
 
 def test_a_conditional_runs_reconstructions_are_decoded_with_their_labels(tmp_path):

@@ -12,6 +12,9 @@ from typing import Any
 from .losses import likelihood
 from .metrics import KNN_K
 
+PRIOR_NAMES = {"gmm": "fitted Gaussian mixture", "posterior": "aggregate posterior",
+               "standard": "N(0, I)"}  # fmt: skip
+
 # eval.json's timed parts, as the time line names them
 _PARTS = {
     "feature_network": "feature network",
@@ -19,6 +22,7 @@ _PARTS = {
     "knn": "kNN",
     "frechet": "Frechet",
     "precision_recall": "precision/recall",
+    "nearest_training": "nearest training",
     "class_agreement": "agreement",
     "tstr": "TSTR",
 }
@@ -102,6 +106,15 @@ def format_table(result: dict[str, Any]) -> str:
             f"reference {_value(ref, 'precision'):.3f} / {_value(ref, 'recall'):.3f} "
             "(real train vs test)",
         )
+    nt = result.get("nearest_training")  # absent from eval.json before it was measured
+    if nt is not None and "skipped" in nt:
+        add("nearest training image", f"skipped: {nt['skipped']}")
+    elif nt is not None:
+        add(
+            "nearest training image",
+            f"median distance {_value(nt, 'median_ratio'):.3f}x the test images'; "
+            f"{_value(nt, 'near_copies'):.1%} near copies (test images: 5%)",
+        )
     ca = result.get("class_agreement")
     if ca is not None and "not_applicable" in ca:
         add("class agreement", f"not applicable: {ca['not_applicable']}")
@@ -127,7 +140,10 @@ def format_table(result: dict[str, Any]) -> str:
     )
     add("time", f"{_value(sec, 'total'):.0f} s ({parts})")
     width = max(len(name) for name, _ in rows)
-    head = f"{result['run']}: {kind} {loss}-loss VAE, seed {s['seed']}" + (
-        ", quick" if s["quick"] else ""
+    prior = s.get("prior", {}).get("used")  # absent from the eval.json of vaegen 0.1
+    head = (
+        f"{result['run']}: {kind} {loss}-loss VAE, seed {s['seed']}"
+        + (", quick" if s["quick"] else "")
+        + (f", samples from the {PRIOR_NAMES.get(prior, prior)} prior" if prior else "")
     )
     return "\n".join([head, *(f"  {name:<{width}}  {text}" for name, text in rows)])

@@ -10,8 +10,9 @@ Four questions, each answered with its units stated, each in its own module:
    trained on the run's own training split, saved and reused): the Frechet distance between
    generated and test images (as FID does with Inception) and the improved precision and recall
    (Kynkaenniemi et al. 2019), each beside the same numbers for real training images, what a
-   perfect generator would reach; and the Frechet distance of the test set's reconstructions,
-   what the decoder alone costs.
+   perfect generator would reach; the Frechet distance of the test set's reconstructions, what
+   the decoder alone costs; and how near samples lie to particular training images, against
+   how near the test images lie to them.
 4. Is the simulated data useful? (synthetic; conditional runs only) Is each image of the class it
    was asked for, by that classifier; train on synthetic, test on real (TSTR).
 
@@ -38,7 +39,7 @@ from ..run import EVAL, Run
 from .context import SECONDS, Context, loss_units, q
 from .latent import latent_knn
 from .likelihood import likelihood
-from .samples import frechet, precision_and_recall
+from .samples import frechet, nearest_training, precision_and_recall
 from .synthetic import class_agreement, tstr
 
 __all__ = ["FULL", "QUICK", "evaluate", "loss_units"]
@@ -148,6 +149,7 @@ def _evaluate(
         "knn": lambda: latent_knn(ctx),
         "frechet": lambda: frechet(ctx),
         "precision_recall": lambda: precision_and_recall(ctx),
+        "nearest_training": lambda: nearest_training(ctx),
         "class_agreement": lambda: class_agreement(ctx),
         "tstr": lambda: tstr(ctx, epochs),
     }
@@ -172,6 +174,7 @@ def _evaluate(
         "latent_knn": measured["knn"],
         "frechet": measured["frechet"],
         "precision_recall": measured["precision_recall"],
+        "nearest_training": measured["nearest_training"],
         "class_agreement": measured["class_agreement"],
         "tstr": measured["tstr"],
         "seconds": {name: q(round(s, 3), SECONDS) for name, s in seconds.items()},

@@ -7,13 +7,17 @@ training images (the floor a perfect generator would reach) and that of the test
 reconstructions (what the decoder alone costs).
 precision_recall: how many samples are realistic and how much of the data they cover
 (Kynkaenniemi et al. 2019), beside the same two numbers for N real training images.
+nearest_training: how near samples lie to particular training images, against how near unseen
+real images (the test set) lie to them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..metrics import PR_K, frechet_distance_features, precision_recall
+import torch
+
+from ..metrics import PR_K, frechet_distance_features, kth_nearest_sq, precision_recall
 from .context import Context, q
 
 
@@ -87,5 +91,43 @@ def precision_and_recall(ctx: Context) -> dict[str, Any]:
             "train_vs_test_reference: the same with N real training images in place of the "
             "generated ones, what a perfect generator would reach; both depend on N and on the "
             "test set's size, so compare numbers of equal N",
+        ],
+    }
+
+
+NEAR_QUANTILE = 0.05  # "near": closer to a training image than this fraction of test images are
+
+
+def nearest_training(ctx: Context) -> dict[str, Any]:
+    """Distances in features from each generated image and each test image to its nearest of the
+    N real training images: the ratio of their medians, and the fraction of generated images
+    nearer than all but 5 % of the test images."""
+    skip = ctx.feature_skip()
+    if skip is not None:
+        return {"skipped": skip}
+    train = ctx.features("train")
+    gen = kth_nearest_sq(ctx.features("generated"), train, 1).sqrt()
+    test = kth_nearest_sq(ctx.features("test"), train, 1).sqrt()
+    near = float(torch.quantile(test.double(), NEAR_QUANTILE))
+    units = "feature units"
+    return {
+        "median_generated": q(float(gen.median()), units),
+        "median_test": q(float(test.median()), units),
+        "median_ratio": q(float(gen.median() / test.median()), "median_generated / median_test"),
+        "near_copies": q(
+            float((gen < near).double().mean()),
+            f"fraction of generated images nearer to a training image than {1 - NEAR_QUANTILE:.0%} "
+            "of the test images are",
+        ),
+        "n": ctx.n,
+        "feature_network": ctx.feature_net().label,
+        "notes": [
+            "each image's Euclidean distance to its nearest of the N real training images, in the "
+            "feature network's features; unseen real images (the test set) are the reference: "
+            "a ratio near 1 and near_copies near 0.05 mean samples lie no nearer to particular "
+            "training images than new real images do; a ratio well below 1 or many near "
+            "copies mean samples reproduce training images",
+            "with N below the training set's size, only N of its images are searched, so "
+            "compare numbers of equal N",
         ],
     }
