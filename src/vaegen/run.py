@@ -5,7 +5,8 @@
     runs/NAME/metrics.jsonl        one JSON object per finished epoch
     runs/NAME/state/               checkpoints for --resume (vaegen.checkpoint)
     runs/NAME/figures/             the figures (vaegen.plots)
-    runs/NAME/prior/               a latent prior fitted after training (vaegen.priors)
+    runs/NAME/prior/               priors fitted after training (vaegen.priors): the Gaussian
+                                   mixture, and the training images' aggregate posterior
     runs/NAME/eval.json            what `vaegen evaluate` measured
     runs/NAME/feature_net/         the feature network evaluate trained on the run's data (data
                                    other than FashionMNIST; safetensors + JSON)
