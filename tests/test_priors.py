@@ -311,3 +311,21 @@ def test_the_aggregate_posterior_round_trips_and_generate_decodes_it(runs, tmp_p
     shutil.copy(plain.path / "prior" / "posterior.json", run.path / "prior")
     with pytest.raises(RunError, match="does not fit this run"):
         load_prior(run, "posterior")
+
+
+def test_the_mixture_can_be_fitted_to_codes_drawn_from_the_posteriors(runs, tmp_path, capsys):
+    import shutil
+
+    out = shutil.copytree(runs["cond"], tmp_path / "cond")
+    assert main(["fit-prior", str(out), "--components", "2", "--draws", "3", "--seed", "4"]) == 0
+    run = load_run(out)
+    fitted, post = load_prior(run), load_prior(run, "posterior")
+    eps = torch.randn(3, *post.mu.shape, generator=torch.Generator().manual_seed(4))
+    z = (post.mu + post.sigma * eps).reshape(-1, post.mu.shape[1])
+    by_hand = fit_gaussian_mixture(z, post.labels.repeat(3), 3, components=2, seed=4)
+    assert torch.equal(fitted.means, by_hand.means)
+    assert fitted.info["draws"] == 3 and "3 codes drawn from each of" in fitted.info["fitted_to"]
+    means = fit_prior(run, components=2, seed=4)
+    assert not torch.equal(means.means, fitted.means) and means.info["draws"] == 0
+    with pytest.raises(VaegenError, match="draws = -1 is not valid"):
+        fit_prior(run, components=2, draws=-1)

@@ -183,6 +183,11 @@ def _parser() -> argparse.ArgumentParser:
         "--components", type=int, default=DEFAULT_COMPONENTS, metavar="K",
         help=f"mixture components per class (default {DEFAULT_COMPONENTS})",
     )  # fmt: skip
+    fp.add_argument(
+        "--draws", type=int, default=0, metavar="R",
+        help="fit the mixture to R codes drawn from each training image's posterior q(z|x) "
+        "instead of to their means (default 0: the means; R times the fitting time)",
+    )  # fmt: skip
     fp.add_argument("--seed", type=int, default=0, help="random seed of the fit (default 0)")
 
     ev = sub.add_parser("evaluate", help="measure a run's quality; writes RUN/eval.json")
@@ -357,7 +362,7 @@ def _cmd_fit_prior(args: argparse.Namespace) -> int:
     from .run import load_run
 
     run = load_run(args.run)
-    prior = fit_prior(run, components=args.components, seed=args.seed)
+    prior = fit_prior(run, components=args.components, seed=args.seed, draws=args.draws)
     samples = run.path / rundir.FIGURES / "samples.png"
     if samples.exists():  # drawn from the previous prior: redraw it from this one
         draw_all(run, only=[samples.name])

@@ -241,10 +241,15 @@ def fit_prior(
     train: ImageDataset | None = None,
     components: int = DEFAULT_COMPONENTS,
     seed: int = 0,
+    draws: int = 0,
 ) -> GaussianMixturePrior:
-    """Fit the run's prior to its training images' latent means, save it in RUN/prior/ beside the
-    training images' aggregate posterior, and return the mixture. train: the training set
-    (loaded from the run's config when None)."""
+    """Fit the run's Gaussian mixture prior, save it in RUN/prior/ beside the training images'
+    aggregate posterior, and return the mixture. It is fitted to the training images' latent
+    means (draws = 0), or to `draws` codes sampled from each image's posterior q(z|x) (seeded
+    with `seed`): the aggregate posterior itself, at `draws` times the fitting time.
+    train: the training set (loaded from the run's config when None)."""
+    if draws < 0:
+        raise VaegenError(f"draws = {draws} is not valid: use 0 (the means) or more")
     if train is None:
         train = rundir.load_split(run, "train")
     elif tuple(train.image_shape) != tuple(run.image_shape):
@@ -256,11 +261,21 @@ def fit_prior(
     labels = train.labels if conditional else None
     mu, logvar = latent_posteriors(run.model, train.images, labels)
     folder = run.path / rundir.PRIOR
-    save_posterior(folder, aggregate_posterior(mu, logvar, labels, len(run.classes)))
-    prior = fit_gaussian_mixture(mu, labels, len(run.classes), components, seed)
+    posterior = aggregate_posterior(mu, logvar, labels, len(run.classes))
+    save_posterior(folder, posterior)
+    z, z_labels, fitted_to = mu, labels, f"latent means of {len(mu)} training images"
+    if draws:
+        g = torch.Generator().manual_seed(seed)
+        eps = torch.randn(draws, *mu.shape, generator=g)
+        z = (posterior.mu + posterior.sigma * eps).reshape(-1, mu.shape[1])
+        z_labels = None if labels is None else labels.repeat(draws)
+        fitted_to = f"{draws} codes drawn from each of {len(mu)} training images' posteriors"
+    prior = fit_gaussian_mixture(z, z_labels, len(run.classes), components, seed)
+    prior.info["fitted_to"] = fitted_to
+    prior.info["draws"] = draws
     save_prior(folder, prior)
-    log.info("fitted a %d-component Gaussian mixture%s to %d latent means: %s",
-             components, " per class" if conditional else "", len(mu), folder)  # fmt: skip
+    log.info("fitted a %d-component Gaussian mixture%s to %s: %s",
+             components, " per class" if conditional else "", fitted_to, folder)  # fmt: skip
     return prior
 
 
