@@ -1,14 +1,23 @@
-"""Which latent prior makes the best samples for a trained run: N(0, I), a Gaussian mixture fitted
-to the training codes (Ghosh et al. 2020), or a second-stage VAE trained on them (Dai & Wipf 2019).
+"""Which latent prior makes the best samples for a trained run: N(0, I), Gaussian mixtures fitted
+to the training codes (Ghosh et al. 2020; to their means, or to codes drawn from their
+posteriors), the aggregate posterior itself (every training image's q(z|x)), or a second-stage
+VAE trained on the codes (Dai & Wipf 2019).
 
-For each prior it generates N images (labels spread over the classes for a conditional run) and
+For each prior it generates images (labels spread over the classes for a conditional run) and
 reports, in the reference FashionMNIST classifier's feature space: the Frechet distance to the
-test set, the classifier's agreement with the requested class (overall and the worst class), and
-the time the prior took to fit. As references: the Frechet distance of the test set's
-reconstructions (what a perfect prior could reach with this decoder) and of N real training
-images (the floor).
+test set, precision and recall (k = 3), the classifier's agreement with the requested class
+(overall and the worst class), how near the samples lie to particular training images (the
+median distance to the nearest training image over the test images' own, and the fraction of
+near copies, as `vaegen evaluate` measures them), optionally a short train-on-synthetic score,
+and the time the prior took to fit. As references: the test set's reconstructions (what a
+perfect prior could reach with this decoder) and real training images (the floor).
 
     python benchmarks/prior_comparison.py RUN [RUN ...] [--n 10000] [--components 1 10 20]
+        [--draw-components 50 100 --draws 3] [--tstr-n 20000] [--second-stage-epochs 0]
+
+--tstr-n M trains the reference architecture for 2 epochs on M generated images, twice (seeds 5
+and 6), and reports the mean test accuracy beside that of M real training images: a quick,
+noisy (about +-0.5 points) stand-in for `vaegen evaluate`'s TSTR.
 """
 
 from __future__ import annotations
@@ -20,11 +29,22 @@ import torch
 from torch import nn
 
 from vaegen import load_run
-from vaegen.classifier import extract_features, load_reference_classifier, predict
-from vaegen.data import load_splits, to_float
+from vaegen.classifier import (
+    accuracy,
+    extract_features,
+    load_reference_classifier,
+    predict,
+    train_classifier,
+)
+from vaegen.data import load_splits
 from vaegen.generate import reconstruct
-from vaegen.metrics import frechet_distance_features
-from vaegen.priors import StandardNormal, fit_gaussian_mixture
+from vaegen.metrics import (
+    frechet_distance_features,
+    kth_nearest_sq,
+    latent_posteriors,
+    precision_recall,
+)
+from vaegen.priors import StandardNormal, aggregate_posterior, fit_gaussian_mixture
 
 
 class SecondStage(nn.Module):
@@ -100,65 +120,103 @@ def decode(run, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+")
-    p.add_argument("--n", type=int, default=10000)
-    p.add_argument("--components", type=int, nargs="+", default=[1, 10, 20])
-    p.add_argument("--second-stage-epochs", type=int, default=40)
+    p.add_argument("--n", type=int, default=10000, help="images scored per prior")
+    p.add_argument("--components", type=int, nargs="+", default=[1, 10, 20],
+                   help="mixtures fitted to the latent means")  # fmt: skip
+    p.add_argument("--draw-components", type=int, nargs="*", default=[],
+                   help="mixtures fitted to --draws codes from each posterior")  # fmt: skip
+    p.add_argument("--draws", type=int, default=3)
+    p.add_argument("--second-stage-epochs", type=int, default=40, help="0: skip it")
+    p.add_argument("--tstr-n", type=int, default=0, help="short TSTR on this many images")
     args = p.parse_args()
     clf = load_reference_classifier()
     for path in args.runs:
         run = load_run(path)
-        conditional = run.config.model.conditional
-        data = run.config.data
-        train, test = load_splits(data.source, **data.load_options())
-        k = len(run.classes)
-        n = args.n
-        y = (torch.arange(n) % k) if conditional else None
-        f_test = extract_features(clf, test.images, progress=False)
-        rows = []
+        compare(run, path, clf, args)
 
-        def score(
-            name: str, images: torch.Tensor, seconds: float, labels: torch.Tensor | None = y,
-            f_test=f_test, k=k, run=run, rows=rows,
-        ) -> None:  # fmt: skip
-            """labels: the class each image was drawn for (or is), for the agreement."""
-            fd = frechet_distance_features(extract_features(clf, images, progress=False), f_test)
-            agree = "-"
-            if labels is not None and run.config.model.conditional:
-                y = labels
-                hit = predict(clf, images) == y
-                per = torch.stack([hit[y == c].double().mean() for c in range(k)])
-                worst = int(per.argmin())
-                agree = f"{hit.double().mean():.3f} (worst {run.classes[worst]} {per[worst]:.3f})"
-            rows.append((name, fd, agree, seconds))
 
-        gen = torch.Generator().manual_seed(0)
-        pick = torch.randperm(len(train), generator=gen)[:n]
-        score("real training images (floor)", train.images[pick], 0.0, train.labels[pick])
-        ty = test.labels if conditional else None
-        score("test reconstructions", reconstruct(run, test.images, ty), 0.0, test.labels)
-        z = StandardNormal(run.config.model.latent_dim).sample(y, n, torch.Generator())
-        score("N(0, I)", decode(run, z, y), 0.0)
-        labels = train.labels if conditional else None
-        with torch.no_grad():  # the codes' means for the mixtures, and their spread for stage 2
-            mu, logvar = run.model.encode(to_float(train.images, run.device), labels)
-        for comps in args.components:
+def compare(run, path: str, clf, args: argparse.Namespace) -> None:
+    conditional = run.config.model.conditional
+    data = run.config.data
+    train, test = load_splits(data.source, **data.load_options())
+    k = len(run.classes)
+    n, m = args.n, max(args.n, args.tstr_n)
+    y = (torch.arange(m) % k) if conditional else None
+    f_test = extract_features(clf, test.images, progress=False)
+    f_train = extract_features(clf, train.images, progress=False)
+    d_test = kth_nearest_sq(f_test, f_train, 1).sqrt()
+    near = torch.quantile(d_test.double(), 0.05)
+    rows = []
+
+    def score(name: str, images: torch.Tensor, seconds: float, labels=y) -> None:
+        """labels: the class each image was drawn for (or is), for agreement and TSTR."""
+        f = extract_features(clf, images[:n], progress=False)
+        fd = frechet_distance_features(f, f_test)
+        precision, recall = precision_recall(f_test, f)
+        d = kth_nearest_sq(f, f_train, 1).sqrt()
+        nearest = (
+            f"{float(d.median() / d_test.median()):.3f} / {float((d < near).double().mean()):.3f}"
+        )
+        agree, tstr = "-", "-"
+        if labels is not None and conditional:
+            yn = labels[:n]
+            hit = predict(clf, images[:n]) == yn
+            per = torch.stack([hit[yn == c].double().mean() for c in range(k)])
+            worst = int(per.argmin())
+            agree = f"{hit.double().mean():.3f} ({run.classes[worst]} {per[worst]:.3f})"
+            if args.tstr_n:
+                xs, ys = images[: args.tstr_n], labels[: args.tstr_n]
+                accs = [
+                    accuracy(train_classifier(xs, ys, 2, seed=s, num_classes=k, lr=2e-3,
+                                              progress=False), test.images, test.labels)
+                    for s in (5, 6)
+                ]  # fmt: skip
+                tstr = f"{sum(accs) / 2:.4f}"
+        rows.append((name, fd, f"{precision:.3f} / {recall:.3f}", agree, nearest, tstr, seconds))
+
+    gen = torch.Generator().manual_seed(0)
+    pick = torch.randperm(len(train), generator=gen)[:m]
+    score("real training images (floor)", train.images[pick], 0.0, train.labels[pick])
+    ty = test.labels if conditional else None
+    score("test reconstructions", reconstruct(run, test.images, ty), 0.0, test.labels)
+    z = StandardNormal(run.config.model.latent_dim).sample(y, m, torch.Generator())
+    score("N(0, I)", decode(run, z, y), 0.0)
+    labels = train.labels if conditional else None
+    mu, logvar = latent_posteriors(run.model, train.images, labels)
+    draws = torch.Generator().manual_seed(0)
+    for source, comps_list in (("means", args.components), ("draws", args.draw_components)):
+        for comps in comps_list:
             t0 = time.perf_counter()
-            prior = fit_gaussian_mixture(mu, labels, k, comps, seed=0)
+            codes, code_labels = mu, labels
+            if source == "draws":
+                eps = torch.randn(args.draws, *mu.shape, generator=draws)
+                codes = (mu + (0.5 * logvar).exp() * eps).reshape(-1, mu.shape[1])
+                code_labels = None if labels is None else labels.repeat(args.draws)
+            prior = fit_gaussian_mixture(codes, code_labels, k, comps, seed=0)
             seconds = time.perf_counter() - t0
-            z = prior.sample(y, n, torch.Generator().manual_seed(0))
-            score(f"Gaussian mixture, K = {comps} per class", decode(run, z, y), seconds)
+            z = prior.sample(y, m, torch.Generator().manual_seed(0))
+            what = "means" if source == "means" else f"{args.draws} draws per image"
+            score(f"Gaussian mixture, K = {comps}, {what}", decode(run, z, y), seconds)
+    posterior = aggregate_posterior(mu, logvar, labels, k)
+    z = posterior.sample(y, m, torch.Generator().manual_seed(0))
+    score("aggregate posterior", decode(run, z, y), 0.0)
+    if args.second_stage_epochs:
         t0 = time.perf_counter()
         second = fit_second_stage(mu, logvar, labels, k if conditional else 0,
                                   epochs=args.second_stage_epochs)  # fmt: skip
         seconds = time.perf_counter() - t0
-        z = second.sample(y, n, torch.Generator().manual_seed(0))
+        z = second.sample(y, m, torch.Generator().manual_seed(0))
         score(f"second-stage VAE ({args.second_stage_epochs} epochs)", decode(run, z, y), seconds)
 
-        print(f"\n{path}: {'conditional ' if conditional else ''}{run.config.model.model}, "
-              f"{run.config.model.latent_dim}-D latent, {run.config.train.loss} loss, N = {n}")  # fmt: skip
-        print(f"  {'prior':<40} {'Frechet':>8}  {'agreement':<32} fit s")
-        for name, fd, agree, seconds in rows:
-            print(f"  {name:<40} {fd:8.1f}  {agree:<32} {seconds:5.1f}")
+    print(f"\n{path}: {'conditional ' if conditional else ''}{run.config.model.model}, "
+          f"{run.config.model.latent_dim}-D latent, {run.config.train.loss} loss, N = {n}"
+          + (f", short TSTR on {args.tstr_n}" if args.tstr_n else ""))  # fmt: skip
+    print(f"  {'prior':<46} {'Frechet':>8}  {'prec / recall':<14} {'agreement':<28} "
+          f"{'nearest / copies':<16} {'TSTR':<7} fit s")  # fmt: skip
+    for name, fd, pr, agree, nearest, tstr, seconds in rows:
+        print(
+            f"  {name:<46} {fd:8.1f}  {pr:<14} {agree:<28} {nearest:<16} {tstr:<7} {seconds:5.1f}"
+        )
 
 
 if __name__ == "__main__":
