@@ -306,6 +306,12 @@ def test_nearest_training_tells_copies_of_training_images_from_new_images(tmp_pa
     want = float(d_other.median() / d_test.median())
     assert nt["median_ratio"]["value"] == pytest.approx(want, rel=1e-6)
     assert 0.5 < want < 2 and nt["near_copies"]["value"] < 0.2
+    # and the test images' reconstructions, the reference for a decoder's blur
+    d_recon = kth_nearest_sq(extract_features(clf, reconstruct(run, test.images)), f_train, 1)
+    got = nt["reconstructions_median_ratio"]["value"]
+    assert got == pytest.approx(float(d_recon.sqrt().median() / d_test.median()), rel=1e-6)
+    got = nt["reconstructions_near_copies"]["value"]
+    assert got == pytest.approx(float((d_recon.sqrt() < near).double().mean()))
     assert "nearest training image" in format_table(evaluate(run, **kw))
 
 

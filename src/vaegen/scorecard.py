@@ -113,7 +113,9 @@ def format_table(result: dict[str, Any]) -> str:
         add(
             "nearest training image",
             f"median distance {_value(nt, 'median_ratio'):.3f}x the test images'; "
-            f"{_value(nt, 'near_copies'):.1%} near copies (test images: 5%)",
+            f"{_value(nt, 'near_copies'):.1%} near copies (test images: 5%; their "
+            f"reconstructions: {_value(nt, 'reconstructions_median_ratio'):.3f}x, "
+            f"{_value(nt, 'reconstructions_near_copies'):.1%})",
         )
     ca = result.get("class_agreement")
     if ca is not None and "not_applicable" in ca:
