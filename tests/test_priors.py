@@ -260,7 +260,7 @@ def test_the_aggregate_posterior_draws_each_classs_own_codes_uniformly():
     again = post.sample(want, len(want), torch.Generator().manual_seed(0))
     assert torch.equal(z, again)
     assert not torch.equal(z, post.sample(want, len(want), torch.Generator().manual_seed(1)))
-    with pytest.raises(VaegenError, match="pass the labels"):
+    with pytest.raises(VaegenError, match="fitted per class: pass the labels"):
         post.sample(None, 4, torch.Generator())
     with pytest.raises(VaegenError, match=r"no training image of class \[3\]"):
         post.sample(torch.tensor([0, 3]), 2, torch.Generator())

@@ -80,6 +80,14 @@ class StandardNormal:
         return torch.randn(n, self.latent_dim, generator=generator) * temperature
 
 
+def _class_rows(conditional: bool, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The class of each of n codes to draw (int64, CPU): the labels, or class 0 for a prior of
+    one class; an error when a prior fitted per class is not given them."""
+    if conditional and labels is None:
+        raise VaegenError("this prior was fitted per class: pass the labels to sample")
+    return torch.zeros(n, dtype=torch.int64) if labels is None else labels.cpu().long()
+
+
 @dataclass
 class GaussianMixturePrior:
     """A Gaussian mixture per class (one "class" for an unconditional model).
@@ -116,9 +124,7 @@ class GaussianMixturePrior:
         generator: torch.Generator,
         temperature: float = 1.0,
     ) -> torch.Tensor:
-        if self.conditional and labels is None:
-            raise VaegenError("this prior was fitted per class: pass the labels to sample")
-        rows = torch.zeros(n, dtype=torch.int64) if labels is None else labels.cpu().long()
+        rows = _class_rows(self.conditional, labels, n)
         component = torch.multinomial(self.weights[rows], 1, generator=generator).squeeze(1)
         eps = torch.randn(n, self.means.shape[2], generator=generator, dtype=torch.float64)
         z = self.means[rows, component]
@@ -172,9 +178,7 @@ class AggregatePosterior:
         generator: torch.Generator,
         temperature: float = 1.0,
     ) -> torch.Tensor:
-        if self.conditional and labels is None:
-            raise VaegenError("this prior holds each class's codes: pass the labels to sample")
-        rows = torch.zeros(n, dtype=torch.int64) if labels is None else labels.cpu().long()
+        rows = _class_rows(self.conditional, labels, n)
         empty = [c for c in rows.unique().tolist() if c >= len(self._count) or not self._count[c]]
         if empty:
             raise VaegenError(f"the aggregate posterior holds no training image of class {empty}")
