@@ -172,6 +172,10 @@ def test_cli_training_fits_the_prior_at_the_end(tiny_data, tmp_path):
             "--conditional", "--prior-components", "2", "--no-plots", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     assert isinstance(load_prior(load_run(out)), GaussianMixturePrior)
+    assert load_prior(load_run(out)).info["draws"] == 0
+    drawn = tmp_path / "drawn"
+    assert main([*argv[:-1], str(drawn), "--prior-draws", "2"]) == 0
+    assert load_prior(load_run(drawn)).info["draws"] == 2
     none = tmp_path / "none"
     argv[argv.index(str(out))] = str(none)
     argv[argv.index("--prior-components") + 1] = "0"

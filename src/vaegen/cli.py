@@ -142,6 +142,11 @@ def _parser() -> argparse.ArgumentParser:
         help="after training, fit a K-component Gaussian mixture prior (per class) to the "
         f"training images' latent codes, used by generate (default {DEFAULT_COMPONENTS}; 0: none)",
     )  # fmt: skip
+    t.add_argument(
+        "--prior-draws", type=int, default=0, metavar="R",
+        help="fit that mixture to R codes drawn from each training image's posterior instead of "
+        "to their means (as fit-prior --draws; default 0)",
+    )  # fmt: skip
 
     g = sub.add_parser("generate", help="write simulated images (and labels) to a file or folder")
     g.add_argument("run", type=Path)
@@ -281,7 +286,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.prior_components and run.metrics:
         from .priors import fit_prior
 
-        fit_prior(run, components=args.prior_components, seed=config.train.seed)
+        fit_prior(
+            run, components=args.prior_components, seed=config.train.seed, draws=args.prior_draws
+        )
     if not args.no_plots:
         test = rundir.load_split(run, "test")
         draw_all(run, test)
