@@ -137,16 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tensorboard", action="store_true",
         help="also log each epoch's metrics to RUN/tensorboard (needs the tensorboard package)",
     )  # fmt: skip
-    t.add_argument(
-        "--prior-components", type=int, default=DEFAULT_COMPONENTS, metavar="K",
-        help="after training, fit a K-component Gaussian mixture prior (per class) to the "
-        f"training images' latent codes, used by generate (default {DEFAULT_COMPONENTS}; 0: none)",
-    )  # fmt: skip
-    t.add_argument(
-        "--prior-draws", type=int, default=0, metavar="R",
-        help="fit that mixture to R codes drawn from each training image's posterior instead of "
-        "to their means (as fit-prior --draws; default 0)",
-    )  # fmt: skip
+    _mixture_flags(t, "prior-", "after training, fit ")
 
     g = sub.add_parser("generate", help="write simulated images (and labels) to a file or folder")
     g.add_argument("run", type=Path)
@@ -179,20 +170,11 @@ def _parser() -> argparse.ArgumentParser:
         "fit-prior",
         help="fit a run's latent prior: a Gaussian mixture per class on its training codes",
         description="Fit a Gaussian mixture (scikit-learn, full covariances; one per class for a "
-        "conditional run) to the latent means of the run's training images and store it in "
-        "RUN/prior/, where generate, evaluate and the report find it, beside the training "
-        "images' aggregate posterior (their encoder's mu and sigma, for --prior posterior).",
+        "conditional run) to the training images' latent codes and store it in RUN/prior/ for "
+        "generate, evaluate and the report, beside their aggregate posterior (--prior posterior).",
     )
     fp.add_argument("run", type=Path)
-    fp.add_argument(
-        "--components", type=int, default=DEFAULT_COMPONENTS, metavar="K",
-        help=f"mixture components per class (default {DEFAULT_COMPONENTS})",
-    )  # fmt: skip
-    fp.add_argument(
-        "--draws", type=int, default=0, metavar="R",
-        help="fit the mixture to R codes drawn from each training image's posterior q(z|x) "
-        "instead of to their means (default 0: the means; R times the fitting time)",
-    )  # fmt: skip
+    _mixture_flags(fp, "", "")
     fp.add_argument("--seed", type=int, default=0, help="random seed of the fit (default 0)")
 
     ev = sub.add_parser("evaluate", help="measure a run's quality; writes RUN/eval.json")
@@ -238,10 +220,23 @@ def _parser() -> argparse.ArgumentParser:
 def _prior_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prior", choices=PRIOR_CHOICES, default="fitted",
-        help="where z comes from: the run's fitted Gaussian mixture (vaegen fit-prior; N(0, I) "
-        "for a run without one), the training images' aggregate posterior (a random training "
-        "image's code, drawn from q(z|x): samples near particular training images), or the "
-        "standard normal N(0, I) (default fitted)",
+        help="where z comes from: the run's fitted Gaussian mixture (N(0, I) for a run without "
+        "one), the training images' aggregate posterior (a random training image's code drawn "
+        "from its q(z|x): samples near particular training images) or N(0, I) (default fitted)",
+    )  # fmt: skip
+
+
+def _mixture_flags(p: argparse.ArgumentParser, prefix: str, when: str) -> None:
+    """fit-prior's --components and --draws; train's --prior-components and --prior-draws."""
+    p.add_argument(
+        f"--{prefix}components", type=int, default=DEFAULT_COMPONENTS, metavar="K",
+        help=f"{when}a Gaussian mixture prior of K components per class, used by generate "
+        f"(default {DEFAULT_COMPONENTS}{'; 0: none' if prefix else ''})",
+    )  # fmt: skip
+    p.add_argument(
+        f"--{prefix}draws", type=int, default=0, metavar="R",
+        help="fit the mixture to R codes drawn from each training image's posterior q(z|x) "
+        "instead of to their means (default 0: the means; R times the fitting time)",
     )  # fmt: skip
 
 
@@ -286,9 +281,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.prior_components and run.metrics:
         from .priors import fit_prior
 
-        fit_prior(
-            run, components=args.prior_components, seed=config.train.seed, draws=args.prior_draws
-        )
+        fit_prior(run, None, args.prior_components, config.train.seed, args.prior_draws)
     if not args.no_plots:
         test = rundir.load_split(run, "test")
         draw_all(run, test)
