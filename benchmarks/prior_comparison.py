@@ -183,21 +183,19 @@ def compare(run, path: str, clf, args: argparse.Namespace) -> None:
     score("N(0, I)", decode(run, z, y), 0.0)
     labels = train.labels if conditional else None
     mu, logvar = latent_posteriors(run.model, train.images, labels)
+    posterior = aggregate_posterior(mu, logvar, labels, k)
     draws = torch.Generator().manual_seed(0)
     for source, comps_list in (("means", args.components), ("draws", args.draw_components)):
         for comps in comps_list:
             t0 = time.perf_counter()
             codes, code_labels = mu, labels
             if source == "draws":
-                eps = torch.randn(args.draws, *mu.shape, generator=draws)
-                codes = (mu + (0.5 * logvar).exp() * eps).reshape(-1, mu.shape[1])
-                code_labels = None if labels is None else labels.repeat(args.draws)
+                codes, code_labels = posterior.draws(args.draws, draws)
             prior = fit_gaussian_mixture(codes, code_labels, k, comps, seed=0)
             seconds = time.perf_counter() - t0
             z = prior.sample(y, m, torch.Generator().manual_seed(0))
             what = "means" if source == "means" else f"{args.draws} draws per image"
             score(f"Gaussian mixture, K = {comps}, {what}", decode(run, z, y), seconds)
-    posterior = aggregate_posterior(mu, logvar, labels, k)
     z = posterior.sample(y, m, torch.Generator().manual_seed(0))
     score("aggregate posterior", decode(run, z, y), 0.0)
     if args.second_stage_epochs:

@@ -188,6 +188,13 @@ class AggregatePosterior:
         eps = torch.randn(n, self.mu.shape[1], generator=generator)
         return self.mu[pick] + temperature * self.sigma[pick] * eps
 
+    def draws(self, r: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """r codes drawn from every image's posterior: (r N x D codes, draw j of image i in row
+        j N + i; their r N labels, or None), for fitting a density to the aggregate posterior."""
+        eps = torch.randn(r, *self.mu.shape, generator=generator)
+        codes = (self.mu + self.sigma * eps).reshape(-1, self.mu.shape[1])
+        return codes, None if self.labels is None else self.labels.repeat(r)
+
 
 def fit_gaussian_mixture(
     z: torch.Tensor,
@@ -229,7 +236,7 @@ def fit_gaussian_mixture(
         "conditional": labels is not None,
         "components": components,
         "per_class": fitted,
-        "fitted_to": f"latent means of {len(x)} training images",
+        "fitted_to": f"{len(x)} latent codes",
         "seed": seed,
         "library": "scikit-learn GaussianMixture, full covariances, reg_covar 1e-6",
         "vaegen_version": __version__,
@@ -269,10 +276,7 @@ def fit_prior(
     save_posterior(folder, posterior)
     z, z_labels, fitted_to = mu, labels, f"latent means of {len(mu)} training images"
     if draws:
-        g = torch.Generator().manual_seed(seed)
-        eps = torch.randn(draws, *mu.shape, generator=g)
-        z = (posterior.mu + posterior.sigma * eps).reshape(-1, mu.shape[1])
-        z_labels = None if labels is None else labels.repeat(draws)
+        z, z_labels = posterior.draws(draws, torch.Generator().manual_seed(seed))
         fitted_to = f"{draws} codes drawn from each of {len(mu)} training images' posteriors"
     prior = fit_gaussian_mixture(z, z_labels, len(run.classes), components, seed)
     prior.info["fitted_to"] = fitted_to
