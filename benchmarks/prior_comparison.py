@@ -42,6 +42,7 @@ from vaegen.metrics import (
     frechet_distance_features,
     kth_nearest_sq,
     latent_posteriors,
+    nearness,
     precision_recall,
 )
 from vaegen.priors import StandardNormal, aggregate_posterior, fit_gaussian_mixture
@@ -145,7 +146,6 @@ def compare(run, path: str, clf, args: argparse.Namespace) -> None:
     f_test = extract_features(clf, test.images, progress=False)
     f_train = extract_features(clf, train.images, progress=False)
     d_test = kth_nearest_sq(f_test, f_train, 1).sqrt()
-    near = torch.quantile(d_test.double(), 0.05)
     rows = []
 
     def score(name: str, images: torch.Tensor, seconds: float, labels=y) -> None:
@@ -153,10 +153,8 @@ def compare(run, path: str, clf, args: argparse.Namespace) -> None:
         f = extract_features(clf, images[:n], progress=False)
         fd = frechet_distance_features(f, f_test)
         precision, recall = precision_recall(f_test, f)
-        d = kth_nearest_sq(f, f_train, 1).sqrt()
-        nearest = (
-            f"{float(d.median() / d_test.median()):.3f} / {float((d < near).double().mean()):.3f}"
-        )
+        ratio, copies = nearness(kth_nearest_sq(f, f_train, 1).sqrt(), d_test)
+        nearest = f"{ratio:.3f} / {copies:.3f}"
         agree, tstr = "-", "-"
         if labels is not None and conditional:
             yn = labels[:n]

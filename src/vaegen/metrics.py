@@ -5,6 +5,8 @@ latent_means / knn_accuracy           the latent space as features for k-nearest
 frechet_distance                      between Gaussians fitted to two feature sets (as in FID)
 precision_recall                      of a generated set against a real one, by k-NN manifolds
                                       (Kynkaenniemi et al. 2019)
+kth_nearest_sq / nearness             how near images lie to the training images, against unseen
+                                      images' own distances
 class_agreement                       how often a classifier's class is the class asked for
 """
 
@@ -269,6 +271,22 @@ def kth_nearest_sq(
                 value[doubt] = full.kthvalue(kth, dim=1).values
         out[i : i + len(a)] = value
     return out
+
+
+NEAR_QUANTILE = 0.05  # "near": closer to a training image than this fraction of unseen images are
+
+
+def nearness(
+    distances: torch.Tensor, reference: torch.Tensor, quantile: float = NEAR_QUANTILE
+) -> tuple[float, float]:
+    """How near a set of images lies to the training images, against unseen real images.
+    distances: M and reference: R, each image's distance to its nearest training image (the
+    reference from images no model was trained on). Returns the median of `distances` over the
+    median of `reference`, and the fraction of `distances` below the reference's `quantile`
+    (its near copies: `quantile` for images like the reference's)."""
+    near = torch.quantile(reference.double(), quantile)
+    ratio = float(distances.median() / reference.median())
+    return ratio, float((distances < near).double().mean())
 
 
 def manifold_radii(points: torch.Tensor, k: int = PR_K, chunk: int = 512) -> torch.Tensor:

@@ -15,9 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from ..metrics import PR_K, frechet_distance_features, kth_nearest_sq, precision_recall
+from ..metrics import (
+    NEAR_QUANTILE,
+    PR_K,
+    frechet_distance_features,
+    kth_nearest_sq,
+    nearness,
+    precision_recall,
+)
 from .context import Context, q
 
 
@@ -95,9 +100,6 @@ def precision_and_recall(ctx: Context) -> dict[str, Any]:
     }
 
 
-NEAR_QUANTILE = 0.05  # "near": closer to a training image than this fraction of test images are
-
-
 def nearest_training(ctx: Context) -> dict[str, Any]:
     """Distances in features from each generated image, each test image and each test image's
     reconstruction to its nearest of the N real training images: the ratio of the medians
@@ -110,7 +112,8 @@ def nearest_training(ctx: Context) -> dict[str, Any]:
     test = kth_nearest_sq(ctx.features("test"), train, 1).sqrt()
     gen = kth_nearest_sq(ctx.features("generated"), train, 1).sqrt()
     recon = kth_nearest_sq(ctx.features("reconstructions"), train, 1).sqrt()
-    near = float(torch.quantile(test.double(), NEAR_QUANTILE))
+    gen_ratio, gen_copies = nearness(gen, test)
+    recon_ratio, recon_copies = nearness(recon, test)
     units = "feature units"
     copies = (
         f"fraction of the {{}} nearer to a training image than {1 - NEAR_QUANTILE:.0%} of the "
@@ -119,14 +122,13 @@ def nearest_training(ctx: Context) -> dict[str, Any]:
     return {
         "median_generated": q(float(gen.median()), units),
         "median_test": q(float(test.median()), units),
-        "median_ratio": q(float(gen.median() / test.median()), "median_generated / median_test"),
-        "near_copies": q(float((gen < near).double().mean()), copies.format("generated images")),
+        "median_ratio": q(gen_ratio, "median_generated / median_test"),
+        "near_copies": q(gen_copies, copies.format("generated images")),
         "reconstructions_median_ratio": q(
-            float(recon.median() / test.median()),
-            "median for the test images' reconstructions / median_test",
+            recon_ratio, "median for the test images' reconstructions / median_test"
         ),
         "reconstructions_near_copies": q(
-            float((recon < near).double().mean()), copies.format("test images' reconstructions")
+            recon_copies, copies.format("test images' reconstructions")
         ),
         "n": ctx.n,
         "feature_network": ctx.feature_net().label,
