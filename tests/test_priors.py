@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -335,3 +338,77 @@ def test_the_mixture_can_be_fitted_to_codes_drawn_from_the_posteriors(runs, tmp_
     assert not torch.equal(means.means, fitted.means) and means.info["draws"] == 0
     with pytest.raises(VaegenError, match="draws = -1 is not valid"):
         fit_prior(run, components=2, draws=-1)
+
+
+# ------------------------------------------------------------------ how the mixtures are fitted
+
+
+def test_a_class_float32_cannot_hold_is_refitted_in_float64():
+    """40 points in 8-D spread 30 wide, 10 components: in float32 scikit-learn finds singular
+    covariances and refuses the fit; vaegen refits that class in float64 (the same fit as
+    scikit-learn's own in float64), and keeps float32 for a class that fits in it."""
+    from sklearn.mixture import GaussianMixture
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.cat([30 * torch.randn(40, 8, generator=g), torch.randn(400, 8, generator=g)])
+    y = torch.cat([torch.zeros(40, dtype=torch.int64), torch.ones(400, dtype=torch.int64)])
+    prior = fit_gaussian_mixture(z, y, num_classes=2, components=10, seed=0)
+    assert [f["dtype"] for f in prior.info["per_class"]] == ["float64", "float32"]
+    gm = GaussianMixture(10, covariance_type="full", reg_covar=1e-6, random_state=0)
+    gm.fit(z[:40].double().numpy())
+    assert torch.allclose(prior.means[0], torch.from_numpy(gm.means_))
+    assert torch.allclose(prior.covariances[0], torch.from_numpy(gm.covariances_))
+    with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+        GaussianMixture(10, covariance_type="full", reg_covar=1e-6, random_state=0).fit(
+            z[:40].float().numpy()
+        )
+
+
+def test_classes_fitted_side_by_side_are_each_scikit_learns_own_fit():
+    """Three groups fitted three at a time give, group by group and in order, what fitting each
+    alone gives, and that is scikit-learn's float32 fit of the group with the same reg_covar
+    (padded to K components)."""
+    from sklearn.mixture import GaussianMixture
+
+    from vaegen.mixture import fit_mixtures
+
+    g = torch.Generator().manual_seed(1)
+    groups = [(torch.randn(n, 3, generator=g) + 3 * i).numpy() for i, n in enumerate((300, 8, 500))]
+    together = fit_mixtures(groups, 4, seed=2, reg_covar=0.3, workers=3)
+    alone = fit_mixtures(groups, 4, seed=2, reg_covar=0.3, workers=1)
+    for a, b in zip(together[:3], alone[:3], strict=True):
+        assert torch.equal(a, b)
+    assert [f["components"] for f in together[3]] == [4, 4, 4]
+    small = [f["components"] for f in fit_mixtures(groups[1:2], 5, seed=2)[3]]
+    assert small == [4]  # 8 points: at most n // 2 components
+    for row, x in enumerate(groups):
+        gm = GaussianMixture(4, covariance_type="full", reg_covar=0.3, random_state=2).fit(x)
+        for fitted, param in zip(together[:3], ("weights_", "means_", "covariances_"), strict=True):
+            want = torch.from_numpy(getattr(gm, param)).double()
+            assert torch.allclose(fitted[row], want, atol=1e-5), param
+
+
+def test_every_blas_library_runs_one_thread_while_the_mixtures_are_fitted():
+    """In a fresh process (scikit-learn and scipy not yet loaded), every BLAS library loaded by
+    the end of a fit, scipy's included, is held to one thread during the fit: scipy's BLAS left at
+    the machine's thread count inside scikit-learn's OpenMP loops made OpenBLAS print "Detect
+    OpenMP Loop" about 500 times per 100-component fit."""
+    code = (
+        "import numpy as np, sys\n"
+        "import vaegen.mixture as m\n"
+        "from threadpoolctl import threadpool_info\n"
+        "assert 'scipy.linalg' not in sys.modules\n"
+        "seen, real = [], m.fit_one\n"
+        "def spy(*args):\n"
+        "    out = real(*args)\n"
+        "    seen.extend(i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas')\n"
+        "    return out\n"
+        "m.fit_one = spy\n"
+        "m.fit_mixtures([np.random.default_rng(0).standard_normal((200, 3))] * 2, 2, 0)\n"
+        "print(seen)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen and set(seen) == {1}, seen

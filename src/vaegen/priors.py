@@ -7,7 +7,8 @@ actually puts the training images avoids them (Ghosh et al. 2020, "From Variatio
 Deterministic Autoencoders": a Gaussian mixture on the latent codes; Dai & Wipf 2019, "Diagnosing
 and Enhancing VAE Models": a second VAE on them).
 
-`GaussianMixturePrior` is that fit: scikit-learn's `GaussianMixture` (full covariances) on the
+`GaussianMixturePrior` is that fit: scikit-learn's `GaussianMixture` (full covariances; see
+vaegen.mixture) on the
 latent means of the training images, one mixture per class for a conditional model. It is stored
 in RUN/prior/ as safetensors (the parameters) and JSON (how it was fitted); nothing is unpickled.
 
@@ -37,6 +38,7 @@ from ._version import __version__
 from .data import ImageDataset
 from .errors import RunError, VaegenError
 from .metrics import latent_posteriors
+from .mixture import fit_mixtures
 
 log = logging.getLogger(__name__)
 
@@ -202,35 +204,24 @@ def fit_gaussian_mixture(
     num_classes: int,
     components: int = DEFAULT_COMPONENTS,
     seed: int = 0,
+    reg_covar: float = 1e-6,
 ) -> GaussianMixturePrior:
     """Fit one mixture of `components` full-covariance Gaussians per class to latent codes
-    z (N x D) with scikit-learn's EM; labels: N class indices, or None for one mixture of all."""
-    from sklearn.mixture import GaussianMixture
-
+    z (N x D) with scikit-learn's EM (vaegen.mixture: the classes side by side, float32 first);
+    labels: N class indices, or None for one mixture of all. reg_covar: the variance (squared
+    latent units) added to each component's covariance."""
     if components < 1:
         raise VaegenError(f"components = {components} is not valid: use an integer >= 1")
-    x = z.double().cpu()
-    groups = range(num_classes) if labels is not None else [0]
-    d = x.shape[1]
-    c = len(groups)
-    weights = torch.zeros(c, components, dtype=torch.float64)
-    means = torch.zeros(c, components, d, dtype=torch.float64)
-    covs = torch.eye(d, dtype=torch.float64).repeat(c, components, 1, 1)
-    fitted = []
-    for row, cls in enumerate(groups):
-        xc = x if labels is None else x[labels.cpu() == cls]
+    x = z.detach().float().cpu().numpy()
+    groups = []
+    for cls in range(num_classes) if labels is not None else [0]:
+        xc = x if labels is None else x[labels.cpu().numpy() == cls]
         if len(xc) < 2:
             raise VaegenError(
                 f"class {cls} has {len(xc)} training image(s): a prior cannot be fitted to it"
             )
-        k = min(components, len(xc) // 2)
-        gm = GaussianMixture(
-            n_components=k, covariance_type="full", reg_covar=1e-6, random_state=seed
-        ).fit(xc.numpy())
-        weights[row, :k] = torch.from_numpy(gm.weights_)
-        means[row, :k] = torch.from_numpy(gm.means_)
-        covs[row, :k] = torch.from_numpy(gm.covariances_)
-        fitted.append({"components": k, "converged": bool(gm.converged_), "iterations": gm.n_iter_})
+        groups.append(xc)
+    weights, means, covs, fitted = fit_mixtures(groups, components, seed, reg_covar)
     info = {
         "kind": "gmm",
         "conditional": labels is not None,
@@ -238,7 +229,8 @@ def fit_gaussian_mixture(
         "per_class": fitted,
         "fitted_to": f"{len(x)} latent codes",
         "seed": seed,
-        "library": "scikit-learn GaussianMixture, full covariances, reg_covar 1e-6",
+        "library": "scikit-learn GaussianMixture, full covariances",
+        "reg_covar": reg_covar,
         "vaegen_version": __version__,
     }
     return GaussianMixturePrior(weights, means, covs, info)
