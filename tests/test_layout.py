@@ -31,7 +31,7 @@ LAYERS: dict[str, int] = {
     "evaluate.synthetic": 12, "evaluate": 13,
     "scorecard": 14,
     "report.tables": 14, "report.render": 15, "report.payload": 16, "report": 17,
-    "cli_data": 17,
+    "cli_data": 17, "cli_prior": 17,
     "cli": 18,
     "__init__": 19, "__main__": 19,
 }  # fmt: skip

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -177,8 +178,10 @@ def test_cli_training_fits_the_prior_at_the_end(tiny_data, tmp_path):
     assert isinstance(load_prior(load_run(out)), GaussianMixturePrior)
     assert load_prior(load_run(out)).info["draws"] == 0
     drawn = tmp_path / "drawn"
-    assert main([*argv[:-1], str(drawn), "--prior-draws", "2"]) == 0
-    assert load_prior(load_run(drawn)).info["draws"] == 2
+    assert main([*argv[:-1], str(drawn), "--prior-draws", "2", "--prior-reg-covar", "0.25"]) == 0
+    drawn_prior = load_prior(load_run(drawn))
+    assert (drawn_prior.info["draws"], drawn_prior.info["reg_covar"]) == (2, 0.25)
+    assert json.loads((drawn / "config.json").read_text())["train"]["prior_reg_covar"] == 0.25
     none = tmp_path / "none"
     argv[argv.index(str(out))] = str(none)
     argv[argv.index("--prior-components") + 1] = "0"
@@ -326,13 +329,15 @@ def test_the_mixture_can_be_fitted_to_codes_drawn_from_the_posteriors(runs, tmp_
     import shutil
 
     out = shutil.copytree(runs["cond"], tmp_path / "cond")
-    assert main(["fit-prior", str(out), "--components", "2", "--draws", "3", "--seed", "4"]) == 0
+    argv = ["fit-prior", str(out), "--components", "2", "--draws", "3", "--reg-covar", "0.2"]
+    assert main([*argv, "--seed", "4"]) == 0
     run = load_run(out)
     fitted, post = load_prior(run), load_prior(run, "posterior")
     eps = torch.randn(3, *post.mu.shape, generator=torch.Generator().manual_seed(4))
     z = (post.mu + post.sigma * eps).reshape(-1, post.mu.shape[1])
-    by_hand = fit_gaussian_mixture(z, post.labels.repeat(3), 3, components=2, seed=4)
+    by_hand = fit_gaussian_mixture(z, post.labels.repeat(3), 3, components=2, seed=4, reg_covar=0.2)
     assert torch.equal(fitted.means, by_hand.means)
+    assert torch.equal(fitted.covariances, by_hand.covariances) and fitted.info["reg_covar"] == 0.2
     assert fitted.info["draws"] == 3 and "3 codes drawn from each of" in fitted.info["fitted_to"]
     means = fit_prior(run, components=2, seed=4)
     assert not torch.equal(means.means, fitted.means) and means.info["draws"] == 0
@@ -386,6 +391,37 @@ def test_classes_fitted_side_by_side_are_each_scikit_learns_own_fit():
         for fitted, param in zip(together[:3], ("weights_", "means_", "covariances_"), strict=True):
             want = torch.from_numpy(getattr(gm, param)).double()
             assert torch.allclose(fitted[row], want, atol=1e-5), param
+
+
+def test_fit_prior_fits_what_the_runs_config_names(tiny_data, tmp_path):
+    """The prior's components, draws and reg_covar are part of the run's config (--preset synth:
+    100, 3 and 0.1): fit_prior(run) fits those, arguments override them, and a run trained
+    without a prior (0 components) gets the default mixture when one is asked for."""
+    from vaegen.config import PRESETS
+    from vaegen.priors import DEFAULT_COMPONENTS
+
+    synth = PRESETS["synth"].train
+    assert (synth.prior_components, synth.prior_draws, synth.prior_reg_covar) == (100, 3, 0.1)
+    cfg = RunConfig(
+        DataConfig(str(tiny_data)),
+        ModelConfig(hidden=16, conditional=True),
+        TrainConfig(epochs=1, prior_components=3, prior_draws=2, prior_reg_covar=0.5),
+    )
+    run = train(cfg, tmp_path / "r", progress=False)
+    assert json.loads((run.path / "config.json").read_text())["train"]["prior_draws"] == 2
+    prior = fit_prior(run)
+    assert (prior.info["components"], prior.info["draws"], prior.info["reg_covar"]) == (3, 2, 0.5)
+    # every component's covariance holds the 0.5 added to its diagonal
+    assert torch.linalg.eigvalsh(prior.covariances[prior.weights > 0]).min() >= 0.5 - 1e-6
+    assert prior.info["fitted_to"].startswith("2 codes drawn from each of")
+    prior = fit_prior(run, components=2, draws=0, reg_covar=1e-6)
+    assert (prior.info["components"], prior.info["draws"], prior.info["reg_covar"]) == (2, 0, 1e-6)
+    assert torch.linalg.eigvalsh(prior.covariances[prior.weights > 0]).min() < 0.5
+    none = train(replace(cfg, train=replace(cfg.train, prior_components=0)), tmp_path / "n",
+                 progress=False)  # fmt: skip
+    assert fit_prior(none).info["components"] == DEFAULT_COMPONENTS
+    with pytest.raises(VaegenError, match="prior_draws = -1 is not valid"):
+        TrainConfig(prior_draws=-1)
 
 
 def test_every_blas_library_runs_one_thread_while_the_mixtures_are_fitted():

@@ -158,7 +158,7 @@ def test_a_preset_sets_its_fields_flags_override_them_and_resume_continues(tiny_
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == {**vars(synth.model), "hidden": 8}
-    assert config["train"] == {**vars(synth.train), "epochs": 1}
+    assert config["train"] == {**vars(synth.train), "epochs": 1, "prior_components": 0}
     assert config["model"]["conditional"] and config["train"]["loss"] == synth.train.loss
     assert main([*argv[:-4], "--epochs", "2", "--resume", "--out", str(out)]) == 0
     assert [m["epoch"] for m in load_run(out).metrics] == [1, 2]

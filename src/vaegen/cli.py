@@ -16,6 +16,7 @@ from pathlib import Path
 from ._io import configure_logging
 from ._version import __version__
 from .cli_data import CACHE_HELP, add_data_command, add_data_flags, cmd_data
+from .cli_prior import add_fit_prior_command, add_mixture_flags, cmd_fit_prior
 from .config import (
     MODEL_KINDS,
     OWN_IMAGES_LOSS,
@@ -32,7 +33,7 @@ from .config import (
 )
 from .errors import VaegenError
 from .losses import ALIASES, LIKELIHOODS, LOSS_CHOICES
-from .priors import DEFAULT_COMPONENTS, PRIOR_CHOICES
+from .priors import PRIOR_CHOICES
 
 # flag -> (section, field); defaults live in the dataclasses, not here
 _TRAIN_FLAGS = {
@@ -58,6 +59,9 @@ _TRAIN_FLAGS = {
     "test_fraction": ("data", "test_fraction"),
     "split_seed": ("data", "split_seed"),
     "skip_bad": ("data", "skip_bad"),
+    "prior_components": ("train", "prior_components"),
+    "prior_draws": ("train", "prior_draws"),
+    "prior_reg_covar": ("train", "prior_reg_covar"),
 }
 
 
@@ -130,14 +134,13 @@ def _parser() -> argparse.ArgumentParser:
         "--checkpoint-every", type=int, default=0, metavar="N",
         help="also checkpoint every N steps (default: at the end of each epoch only)",
     )  # fmt: skip
-    t.add_argument(
-        "--no-plots", action="store_true", help="do not draw the figures and report at the end"
-    )
+    t.add_argument("--no-plots", action="store_true",
+                   help="do not draw the figures and report at the end")  # fmt: skip
     t.add_argument(
         "--tensorboard", action="store_true",
         help="also log each epoch's metrics to RUN/tensorboard (needs the tensorboard package)",
     )  # fmt: skip
-    _mixture_flags(t, "prior-", "after training, fit ")
+    add_mixture_flags(t, "prior-", "after training, fit ")
 
     g = sub.add_parser("generate", help="write simulated images (and labels) to a file or folder")
     g.add_argument("run", type=Path)
@@ -166,16 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu", help="device to decode on (default cpu)")
     _prior_flag(g)
 
-    fp = sub.add_parser(
-        "fit-prior",
-        help="fit a run's latent prior: a Gaussian mixture per class on its training codes",
-        description="Fit a Gaussian mixture (scikit-learn, full covariances; one per class for a "
-        "conditional run) to the training images' latent codes and store it in RUN/prior/ for "
-        "generate, evaluate and the report, beside their aggregate posterior (--prior posterior).",
-    )
-    fp.add_argument("run", type=Path)
-    _mixture_flags(fp, "", "")
-    fp.add_argument("--seed", type=int, default=0, help="random seed of the fit (default 0)")
+    add_fit_prior_command(sub)
 
     ev = sub.add_parser("evaluate", help="measure a run's quality; writes RUN/eval.json")
     ev.add_argument("run", type=Path)
@@ -226,20 +220,6 @@ def _prior_flag(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _mixture_flags(p: argparse.ArgumentParser, prefix: str, when: str) -> None:
-    """fit-prior's --components and --draws; train's --prior-components and --prior-draws."""
-    p.add_argument(
-        f"--{prefix}components", type=int, default=DEFAULT_COMPONENTS, metavar="K",
-        help=f"{when}a Gaussian mixture prior of K components per class, used by generate "
-        f"(default {DEFAULT_COMPONENTS}{'; 0: none' if prefix else ''})",
-    )  # fmt: skip
-    p.add_argument(
-        f"--{prefix}draws", type=int, default=0, metavar="R",
-        help="fit the mixture to R codes drawn from each training image's posterior q(z|x) "
-        "instead of to their means (default 0: the means; R times the fitting time)",
-    )  # fmt: skip
-
-
 def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
     """`base` with every flag the user gave applied to its field."""
     sections = {"data": base.data, "model": base.model, "train": base.train}
@@ -278,10 +258,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if not procs.is_main:  # the prior, figures, report and summary are the first process's
         return 0
-    if args.prior_components and run.metrics:
+    if config.train.prior_components and run.metrics:
         from .priors import fit_prior
 
-        fit_prior(run, None, args.prior_components, config.train.seed, args.prior_draws)
+        fit_prior(run, seed=config.train.seed)
     if not args.no_plots:
         test = rundir.load_split(run, "test")
         draw_all(run, test)
@@ -355,25 +335,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_fit_prior(args: argparse.Namespace) -> int:
-    from . import run as rundir
-    from .plots import draw_all
-    from .priors import fit_prior
-    from .run import load_run
-
-    run = load_run(args.run)
-    prior = fit_prior(run, components=args.components, seed=args.seed, draws=args.draws)
-    samples = run.path / rundir.FIGURES / "samples.png"
-    if samples.exists():  # drawn from the previous prior: redraw it from this one
-        draw_all(run, only=[samples.name])
-    fits = prior.info["per_class"]
-    print(
-        f"{run.path / 'prior'}: {len(fits)} mixture(s) of up to {args.components} Gaussians "
-        f"({sum(f['converged'] for f in fits)} converged)"
-    )
-    return 0
-
-
 _COMMANDS = {
     "train": _cmd_train,
     "generate": _cmd_generate,
@@ -381,7 +342,7 @@ _COMMANDS = {
     "plot": _cmd_plot,
     "report": _cmd_report,
     "data": cmd_data,
-    "fit-prior": _cmd_fit_prior,
+    "fit-prior": cmd_fit_prior,
 }
 
 

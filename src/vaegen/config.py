@@ -114,6 +114,12 @@ class TrainConfig:
     step: str = "auto"  # auto: the hand-derived step where it applies (checked), cuda-graph on
     # a GPU, else autograd (vaegen.step)
     precision: str = "float32"  # bf16: autocast's bfloat16 products, float32 weights (vaegen.step)
+    # the Gaussian mixture prior fitted after training (vaegen.priors.fit_prior): components per
+    # class (0: none), fitted to the latent means (draws 0) or to that many codes drawn from each
+    # training image's posterior, with this variance added to each component's covariance
+    prior_components: int = 10
+    prior_draws: int = 0
+    prior_reg_covar: float = 1e-6  # scikit-learn's default
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -126,6 +132,13 @@ class TrainConfig:
         _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _require(self.lr > 0, "lr", self.lr, "a number > 0")
         _require(self.threads >= 0, "threads", self.threads, "an integer >= 0")
+        _require(
+            self.prior_components >= 0, "prior_components", self.prior_components, "an integer >= 0"
+        )
+        _require(self.prior_draws >= 0, "prior_draws", self.prior_draws, "an integer >= 0")
+        _require(
+            self.prior_reg_covar >= 0, "prior_reg_covar", self.prior_reg_covar, "a number >= 0"
+        )
 
 
 @dataclass(frozen=True)
@@ -183,19 +196,28 @@ def differences(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> lis
 # recipe vaegen recommends for simulated data (README, "Simulated data"), chosen by the
 # measurements there: a conditional MLP with a 64-D latent, a hidden layer eight times as wide, a
 # Bernoulli decoder and the KL term weighted 0.1 (the fitted prior, not N(0, I), is what samples
-# come from, so a latent that strays from N(0, I) costs the samples nothing), trained within 15
-# minutes on 2 CPU cores (12 on an AMD EPYC's, the fitted prior included).
+# come from, so a latent that strays from N(0, I) costs the samples nothing), and a prior of 100
+# Gaussians per class fitted to 3 codes drawn from each training image's posterior, each widened
+# by a variance of 0.1 (the widening raised recall from 0.387 to 0.457), trained within 15
+# minutes on 2 CPU cores (13 on an AMD EPYC's, the prior's fit included).
 PRESETS: dict[str, RunConfig] = {
     "article": RunConfig(),
     "synth": RunConfig(
         model=ModelConfig(latent_dim=64, hidden=2048, conditional=True),
-        train=TrainConfig(loss="bernoulli", beta=0.1, epochs=50),
+        train=TrainConfig(
+            loss="bernoulli",
+            beta=0.1,
+            epochs=50,
+            prior_components=100,
+            prior_draws=3,
+            prior_reg_covar=0.1,
+        ),
     ),
 }
 PRESET_HELP = {
     "article": "the reference article's model: 2-D latent, unit-variance Gaussian (default)",
     "synth": "vaegen's recipe for simulated data: conditional, 64-D latent, hidden 2048, "
-    "Bernoulli likelihood, beta 0.1, 50 epochs",
+    "Bernoulli likelihood, beta 0.1, 50 epochs, a 100-component prior per class",
 }
 
 

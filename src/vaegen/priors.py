@@ -8,9 +8,11 @@ Deterministic Autoencoders": a Gaussian mixture on the latent codes; Dai & Wipf 
 and Enhancing VAE Models": a second VAE on them).
 
 `GaussianMixturePrior` is that fit: scikit-learn's `GaussianMixture` (full covariances; see
-vaegen.mixture) on the
-latent means of the training images, one mixture per class for a conditional model. It is stored
-in RUN/prior/ as safetensors (the parameters) and JSON (how it was fitted); nothing is unpickled.
+vaegen.mixture) on the latent means of the training images, or on codes drawn from their
+posteriors, one mixture per class for a conditional model; its size, the draws and the variance
+added to each component are part of the run's config (train.prior_components, prior_draws,
+prior_reg_covar). It is stored in RUN/prior/ as safetensors (the parameters) and JSON (how it
+was fitted); nothing is unpickled.
 
 `AggregatePosterior` ("posterior") is the encoder's own distribution of codes over the training
 set, (1/N) sum_i q(z | x_i): the prior that maximises the ELBO for a trained encoder (Hoffman &
@@ -35,6 +37,7 @@ from . import checkpoint as ckpt
 from . import run as rundir
 from ._io import atomic_write_bytes, atomic_write_text
 from ._version import __version__
+from .config import TrainConfig
 from .data import ImageDataset
 from .errors import RunError, VaegenError
 from .metrics import latent_posteriors
@@ -47,7 +50,7 @@ PARAMS = "prior.safetensors"
 INFO = "prior.json"
 POSTERIOR_PARAMS = "posterior.safetensors"
 POSTERIOR_INFO = "posterior.json"
-DEFAULT_COMPONENTS = 10
+DEFAULT_COMPONENTS = TrainConfig().prior_components
 
 
 class Prior(Protocol):
@@ -204,7 +207,7 @@ def fit_gaussian_mixture(
     num_classes: int,
     components: int = DEFAULT_COMPONENTS,
     seed: int = 0,
-    reg_covar: float = 1e-6,
+    reg_covar: float = TrainConfig.prior_reg_covar,
 ) -> GaussianMixturePrior:
     """Fit one mixture of `components` full-covariance Gaussians per class to latent codes
     z (N x D) with scikit-learn's EM (vaegen.mixture: the classes side by side, float32 first);
@@ -242,15 +245,24 @@ def fit_gaussian_mixture(
 def fit_prior(
     run: rundir.Run,
     train: ImageDataset | None = None,
-    components: int = DEFAULT_COMPONENTS,
+    components: int | None = None,
     seed: int = 0,
-    draws: int = 0,
+    draws: int | None = None,
+    reg_covar: float | None = None,
 ) -> GaussianMixturePrior:
     """Fit the run's Gaussian mixture prior, save it in RUN/prior/ beside the training images'
     aggregate posterior, and return the mixture. It is fitted to the training images' latent
     means (draws = 0), or to `draws` codes sampled from each image's posterior q(z|x) (seeded
     with `seed`): the aggregate posterior itself, at `draws` times the fitting time.
+    components, draws, reg_covar: None takes the run's config (train.prior_components, or
+    DEFAULT_COMPONENTS where that is 0; train.prior_draws; train.prior_reg_covar).
     train: the training set (loaded from the run's config when None)."""
+    if components is None:
+        components = run.config.train.prior_components or DEFAULT_COMPONENTS
+    if draws is None:
+        draws = run.config.train.prior_draws
+    if reg_covar is None:
+        reg_covar = run.config.train.prior_reg_covar
     if draws < 0:
         raise VaegenError(f"draws = {draws} is not valid: use 0 (the means) or more")
     if train is None:
@@ -270,7 +282,7 @@ def fit_prior(
     if draws:
         z, z_labels = posterior.draws(draws, torch.Generator().manual_seed(seed))
         fitted_to = f"{draws} codes drawn from each of {len(mu)} training images' posteriors"
-    prior = fit_gaussian_mixture(z, z_labels, len(run.classes), components, seed)
+    prior = fit_gaussian_mixture(z, z_labels, len(run.classes), components, seed, reg_covar)
     prior.info["fitted_to"] = fitted_to
     prior.info["draws"] = draws
     save_prior(folder, prior)

@@ -68,6 +68,9 @@ RESUMABLE_CHANGES = (
     "train.epochs",
     "train.deterministic",
     "train.step",
+    "train.prior_components",  # the prior is fitted after the last epoch
+    "train.prior_draws",
+    "train.prior_reg_covar",
 )
 
 
