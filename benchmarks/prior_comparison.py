@@ -39,6 +39,7 @@ from vaegen.classifier import (
 from vaegen.data import load_splits
 from vaegen.generate import reconstruct
 from vaegen.metrics import (
+    class_agreement,
     frechet_distance_features,
     kth_nearest_sq,
     latent_posteriors,
@@ -158,10 +159,9 @@ def compare(run, path: str, clf, args: argparse.Namespace) -> None:
         agree, tstr = "-", "-"
         if labels is not None and conditional:
             yn = labels[:n]
-            hit = predict(clf, images[:n]) == yn
-            per = torch.stack([hit[yn == c].double().mean() for c in range(k)])
-            worst = int(per.argmin())
-            agree = f"{hit.double().mean():.3f} ({run.classes[worst]} {per[worst]:.3f})"
+            overall, per = class_agreement(predict(clf, images[:n]), yn, k)
+            worst = min((c for c in range(k) if per[c] is not None), key=lambda c: per[c])
+            agree = f"{overall:.3f} ({run.classes[worst]} {per[worst]:.3f})"
             if args.tstr_n:
                 xs, ys = images[: args.tstr_n], labels[: args.tstr_n]
                 accs = [

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from .losses import likelihood
-from .metrics import KNN_K
+from .metrics import KNN_K, NEAR_QUANTILE
 
 PRIOR_NAMES = {"gmm": "fitted Gaussian mixture", "posterior": "aggregate posterior",
                "standard": "N(0, I)"}  # fmt: skip
@@ -113,7 +113,7 @@ def format_table(result: dict[str, Any]) -> str:
         add(
             "nearest training image",
             f"median distance {_value(nt, 'median_ratio'):.3f}x the test images'; "
-            f"{_value(nt, 'near_copies'):.1%} near copies (test images: 5%; their "
+            f"{_value(nt, 'near_copies'):.1%} near copies (test images: {NEAR_QUANTILE:.0%}; their "
             f"reconstructions: {_value(nt, 'reconstructions_median_ratio'):.3f}x, "
             f"{_value(nt, 'reconstructions_near_copies'):.1%})",
         )
