@@ -424,6 +424,29 @@ def test_fit_prior_fits_what_the_runs_config_names(tiny_data, tmp_path):
         TrainConfig(prior_draws=-1)
 
 
+def test_a_finished_run_resumed_with_new_prior_settings_records_them(tiny_data, tmp_path):
+    """`vaegen train --resume` of a finished run with other --prior-* flags refits the prior
+    without training, and config.json then names the prior that RUN/prior/ holds, so that a later
+    `fit-prior RUN` fits the same one. The fit's seed defaults to the run's training seed."""
+    out = tmp_path / "r"
+    common = ["--quiet", "train", "--data", str(tiny_data), "--epochs", "1", "--hidden", "16",
+              "--conditional", "--seed", "3", "--no-plots", "--out", str(out)]  # fmt: skip
+    assert main([*common, "--prior-components", "2"]) == 0
+    weights = (out / "model.safetensors").read_bytes()
+    assert main([*common, "--resume", "--prior-components", "3", "--prior-draws", "2"]) == 0
+    assert (out / "model.safetensors").read_bytes() == weights  # no further training
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert (saved["prior_components"], saved["prior_draws"]) == (3, 2)
+    run = load_run(out)
+    on_disk = load_prior(run)
+    assert (on_disk.info["components"], on_disk.info["draws"]) == (3, 2)
+    # the draws from the posteriors are seeded with train.seed (3) unless --seed says otherwise
+    again = fit_prior(run)
+    assert torch.equal(again.means, on_disk.means)
+    assert torch.equal(fit_prior(run, seed=3).means, on_disk.means)
+    assert not torch.equal(fit_prior(run, seed=0).means, on_disk.means)
+
+
 def test_every_blas_library_runs_one_thread_while_the_mixtures_are_fitted():
     """In a fresh process (scikit-learn and scipy not yet loaded), every BLAS library loaded by
     the end of a fit, scipy's included, is held to one thread during the fit: scipy's BLAS left at

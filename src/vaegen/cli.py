@@ -261,7 +261,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if config.train.prior_components and run.metrics:
         from .priors import fit_prior
 
-        fit_prior(run, seed=config.train.seed)
+        fit_prior(run)  # what run.config names, with its training seed
     if not args.no_plots:
         test = rundir.load_split(run, "test")
         draw_all(run, test)

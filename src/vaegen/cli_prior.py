@@ -45,7 +45,9 @@ def add_fit_prior_command(sub: argparse._SubParsersAction) -> None:
     )
     fp.add_argument("run", type=Path)
     add_mixture_flags(fp, "", "")
-    fp.add_argument("--seed", type=int, default=0, help="random seed of the fit (default 0)")
+    fp.add_argument(
+        "--seed", type=int, help="random seed of the fit (default: the run's training seed)"
+    )
 
 
 def cmd_fit_prior(args: argparse.Namespace) -> int:

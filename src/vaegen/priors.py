@@ -246,7 +246,7 @@ def fit_prior(
     run: rundir.Run,
     train: ImageDataset | None = None,
     components: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     draws: int | None = None,
     reg_covar: float | None = None,
 ) -> GaussianMixturePrior:
@@ -254,8 +254,8 @@ def fit_prior(
     aggregate posterior, and return the mixture. It is fitted to the training images' latent
     means (draws = 0), or to `draws` codes sampled from each image's posterior q(z|x) (seeded
     with `seed`): the aggregate posterior itself, at `draws` times the fitting time.
-    components, draws, reg_covar: None takes the run's config (train.prior_components, or
-    DEFAULT_COMPONENTS where that is 0; train.prior_draws; train.prior_reg_covar).
+    components, draws, reg_covar, seed: None takes the run's config (train.prior_components, or
+    DEFAULT_COMPONENTS where that is 0; train.prior_draws; train.prior_reg_covar; train.seed).
     train: the training set (loaded from the run's config when None)."""
     if components is None:
         components = run.config.train.prior_components or DEFAULT_COMPONENTS
@@ -263,6 +263,8 @@ def fit_prior(
         draws = run.config.train.prior_draws
     if reg_covar is None:
         reg_covar = run.config.train.prior_reg_covar
+    if seed is None:
+        seed = run.config.train.seed
     if draws < 0:
         raise VaegenError(f"draws = {draws} is not valid: use 0 (the means) or more")
     if train is None:

@@ -228,19 +228,20 @@ def _train(
         loop.progress = state.progress
         loop.running = torch.tensor(state.progress.running, dtype=torch.float64, device=device)
         run.metrics = list(state.progress.metrics)
-        if state.progress.epoch >= tc.epochs:
-            log.info("%s is finished (%d of %d epochs); nothing to do",
-                     run_dir, state.progress.epoch, tc.epochs)  # fmt: skip
-            return run
-        log.info("resuming %s at epoch %d, step %d",
-                 run_dir, state.progress.epoch + 1, state.progress.step)  # fmt: skip
 
-    writer = None
-    if procs.is_main:
+    if procs.is_main:  # also when finished: it records a resumable change (the prior's settings)
         run_dir.mkdir(parents=True, exist_ok=True)
         _write(run_dir / rundir.CONFIG, rundir.save_config, run_dir, config, data.facts)
-        if tensorboard:
-            writer = rundir.tensorboard_writer(run_dir, first_epoch=loop.progress.epoch + 1)
+    if loop.progress.epoch >= tc.epochs:
+        log.info("%s is finished (%d of %d epochs); nothing to do",
+                 run_dir, loop.progress.epoch, tc.epochs)  # fmt: skip
+        return run
+    if state is not None:
+        log.info("resuming %s at epoch %d, step %d",
+                 run_dir, state.progress.epoch + 1, state.progress.step)  # fmt: skip
+    writer = None
+    if procs.is_main and tensorboard:
+        writer = rundir.tensorboard_writer(run_dir, first_epoch=loop.progress.epoch + 1)
     try:
         model.train()
         steps_left = max_steps
