@@ -128,6 +128,8 @@ def main() -> None:
     p.add_argument("--draw-components", type=int, nargs="*", default=[],
                    help="mixtures fitted to --draws codes from each posterior")  # fmt: skip
     p.add_argument("--draws", type=int, default=3)
+    p.add_argument("--reg-covar", type=float, default=1e-6,
+                   help="variance added to each mixture component (--preset synth: 0.1)")  # fmt: skip
     p.add_argument("--second-stage-epochs", type=int, default=40, help="0: skip it")
     p.add_argument("--tstr-n", type=int, default=0, help="short TSTR on this many images")
     args = p.parse_args()
@@ -189,11 +191,12 @@ def compare(run, path: str, clf, args: argparse.Namespace) -> None:
             codes, code_labels = mu, labels
             if source == "draws":
                 codes, code_labels = posterior.draws(args.draws, draws)
-            prior = fit_gaussian_mixture(codes, code_labels, k, comps, seed=0)
+            prior = fit_gaussian_mixture(codes, code_labels, k, comps, 0, args.reg_covar)
             seconds = time.perf_counter() - t0
             z = prior.sample(y, m, torch.Generator().manual_seed(0))
             what = "means" if source == "means" else f"{args.draws} draws per image"
-            score(f"Gaussian mixture, K = {comps}, {what}", decode(run, z, y), seconds)
+            name = f"Gaussian mixture, K = {comps}, {what}, V = {args.reg_covar:g}"
+            score(name, decode(run, z, y), seconds)
     z = posterior.sample(y, m, torch.Generator().manual_seed(0))
     score("aggregate posterior", decode(run, z, y), 0.0)
     if args.second_stage_epochs:
@@ -207,11 +210,11 @@ def compare(run, path: str, clf, args: argparse.Namespace) -> None:
     print(f"\n{path}: {'conditional ' if conditional else ''}{run.config.model.model}, "
           f"{run.config.model.latent_dim}-D latent, {run.config.train.loss} loss, N = {n}"
           + (f", short TSTR on {args.tstr_n}" if args.tstr_n else ""))  # fmt: skip
-    print(f"  {'prior':<46} {'Frechet':>8}  {'prec / recall':<14} {'agreement':<28} "
+    print(f"  {'prior':<56} {'Frechet':>8}  {'prec / recall':<14} {'agreement':<28} "
           f"{'nearest / copies':<16} {'TSTR':<7} fit s")  # fmt: skip
     for name, fd, pr, agree, nearest, tstr, seconds in rows:
         print(
-            f"  {name:<46} {fd:8.1f}  {pr:<14} {agree:<28} {nearest:<16} {tstr:<7} {seconds:5.1f}"
+            f"  {name:<56} {fd:8.1f}  {pr:<14} {agree:<28} {nearest:<16} {tstr:<7} {seconds:5.1f}"
         )
 
 
