@@ -111,7 +111,9 @@ def free_port() -> int:
 
 
 def torchrun(args: list[str], processes: int = 2, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(Path(vaegen.__file__).parents[1])}
+    # PYTHONFAULTHANDLER: a process that aborts prints every thread's Python stack
+    env = {**os.environ, "PYTHONPATH": str(Path(vaegen.__file__).parents[1]),
+           "PYTHONFAULTHANDLER": "1"}  # fmt: skip
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(name, None)
     launch = args if args[0].endswith(".py") else ["-m", "vaegen", *args]
