@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "config": 5, "checkpoint": 5, "fast_step": 5, "cuda_graph": 5, "datainfo": 5,
     "run": 6, "step": 6, "collapse": 6,
     "train": 7,
-    "metrics": 8, "classifier": 8, "mixture": 8,
+    "metrics": 8, "classifier": 8, "mixture": 8, "posterior": 8,
     "priors": 9,
     "generate": 10, "evaluate.features": 10,
     "plots": 11, "evaluate.context": 11,

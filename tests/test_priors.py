@@ -26,6 +26,7 @@ from vaegen.priors import (
     fit_prior,
     load_prior,
 )
+from vaegen.run import load_split
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +322,11 @@ def test_the_aggregate_posterior_round_trips_and_generate_decodes_it(runs, tmp_p
     fit_prior(plain, components=2)
     shutil.copy(plain.path / "prior" / "posterior.safetensors", run.path / "prior")
     shutil.copy(plain.path / "prior" / "posterior.json", run.path / "prior")
+    with pytest.raises(RunError, match="fitted to other weights"):
+        load_prior(run, "posterior")
+    info = json.loads((run.path / "prior" / "posterior.json").read_text())
+    del info["model_sha256"]  # as an earlier vaegen wrote it: the shapes still tell
+    (run.path / "prior" / "posterior.json").write_text(json.dumps(info))
     with pytest.raises(RunError, match="does not fit this run"):
         load_prior(run, "posterior")
 
@@ -445,6 +451,70 @@ def test_a_finished_run_resumed_with_new_prior_settings_records_them(tiny_data, 
     assert torch.equal(again.means, on_disk.means)
     assert torch.equal(fit_prior(run, seed=3).means, on_disk.means)
     assert not torch.equal(fit_prior(run, seed=0).means, on_disk.means)
+
+
+def test_a_prior_fitted_to_earlier_weights_is_refused_until_refitted(tiny_data, tmp_path):
+    """The mixture and the aggregate posterior record the SHA-256 of the weights they were fitted
+    to. After the run trains on (here: resumed for a second epoch without a refit), sampling them
+    would decode codes fitted to other weights: both are refused with the fix named, N(0, I)
+    still works, and a refit is accepted. A fit that fails writes nothing: the previous pair
+    stays. A prior fitted by an earlier vaegen (no hash recorded) is trusted as before."""
+    cfg = RunConfig(
+        DataConfig(str(tiny_data)),
+        ModelConfig(hidden=16, conditional=True),
+        TrainConfig(epochs=1, prior_components=2),
+    )
+    run = train(cfg, tmp_path / "r", progress=False)
+    fit_prior(run)
+    first = load_run(run.path).weights_sha256()
+    assert load_prior(run).info["model_sha256"] == first
+    folder = run.path / "prior"
+    fitted = {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+    assert len(fitted) == 4  # prior and posterior, safetensors and JSON each
+
+    # a fit that fails (class 1 keeps one image) leaves every file as it was
+    train_set = load_split(run, "train")
+    keep = (train_set.labels != 1) | (torch.arange(len(train_set)) == int(
+        (train_set.labels == 1).nonzero()[0]))  # fmt: skip
+    few = replace(train_set, images=train_set.images[keep], labels=train_set.labels[keep])
+    with pytest.raises(VaegenError, match="class 1 has 1 training image"):
+        fit_prior(run, train=few)
+    assert {name: (folder / name).read_bytes() for name in fitted} == fitted
+
+    later = train(replace(cfg, train=replace(cfg.train, epochs=2)), run.path, resume=True,
+                  progress=False)  # fmt: skip
+    assert later.weights_sha256() != first
+    for which in ("fitted", "posterior"):
+        with pytest.raises(RunError, match=r"fitted to other weights .*vaegen fit-prior"):
+            load_prior(load_run(run.path), which)
+    assert isinstance(load_prior(load_run(run.path), "standard"), StandardNormal)
+    fit_prior(later)
+    for which in ("fitted", "posterior"):
+        assert load_prior(load_run(run.path), which).kind in ("gmm", "posterior")
+
+    # no hash recorded (an earlier vaegen): trusted
+    info = json.loads((folder / "prior.json").read_text())
+    del info["model_sha256"]
+    (folder / "prior.json").write_text(json.dumps(info))
+    train(replace(cfg, train=replace(cfg.train, epochs=3)), run.path, resume=True, progress=False)
+    assert load_prior(load_run(run.path)).kind == "gmm"
+    with pytest.raises(RunError, match="fitted to other weights"):
+        load_prior(load_run(run.path), "posterior")
+
+
+def test_the_weights_hash_sees_every_weight_and_nothing_else(runs):
+    """weights_sha256 is the same for the weights in memory after training and as loaded from
+    model.safetensors, and changes when any one number of any tensor changes by one ulp."""
+    run = load_run(runs["cond"])
+    base = run.weights_sha256()
+    assert load_run(runs["cond"]).weights_sha256() == base
+    with torch.no_grad():
+        for p in run.model.parameters():
+            old = p.view(-1)[-1].item()
+            p.view(-1)[-1] = torch.nextafter(torch.tensor(old), torch.tensor(math.inf))
+            assert run.weights_sha256() != base
+            p.view(-1)[-1] = old
+    assert run.weights_sha256() == base
 
 
 def test_every_blas_library_runs_one_thread_while_the_mixtures_are_fitted():

@@ -12,14 +12,16 @@ vaegen.mixture) on the latent means of the training images, or on codes drawn fr
 posteriors, one mixture per class for a conditional model; its size, the draws and the variance
 added to each component are part of the run's config (train.prior_components, prior_draws,
 prior_reg_covar). It is stored in RUN/prior/ as safetensors (the parameters) and JSON (how it
-was fitted); nothing is unpickled.
+was fitted); nothing is unpickled. The JSON records the SHA-256 of the weights it was fitted to,
+and a prior fitted to other weights (the run trained on since) is refused, not sampled.
 
-`AggregatePosterior` ("posterior") is the encoder's own distribution of codes over the training
-set, (1/N) sum_i q(z | x_i): the prior that maximises the ELBO for a trained encoder (Hoffman &
-Johnson 2016; Tomczak & Welling 2018's VampPrior with every training image as a pseudo-input).
-A sample is a random training image's code, drawn from its posterior. Stored beside the mixture
-(every training image's mu and sigma), and only used when asked for: its samples are new images
-near particular training images, not draws from a density that generalises beyond them.
+`AggregatePosterior` ("posterior", defined in vaegen.posterior) is the encoder's own distribution
+of codes over the training set, (1/N) sum_i q(z | x_i): the prior that maximises the ELBO for a
+trained encoder (Hoffman & Johnson 2016; Tomczak & Welling 2018's VampPrior with every training
+image as a pseudo-input). A sample is a random training image's code, drawn from its posterior.
+Stored beside the mixture (every training image's mu and sigma), and only used when asked for:
+its samples are new images near particular training images, not draws from a density that
+generalises beyond them.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .data import ImageDataset
 from .errors import RunError, VaegenError
 from .metrics import latent_posteriors
 from .mixture import fit_mixtures
+from .posterior import AggregatePosterior, aggregate_posterior, class_rows
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ PARAMS = "prior.safetensors"
 INFO = "prior.json"
 POSTERIOR_PARAMS = "posterior.safetensors"
 POSTERIOR_INFO = "posterior.json"
+FITTED_WEIGHTS = "model_sha256"  # in their JSON: run.weights_sha256() of the weights fitted to
 DEFAULT_COMPONENTS = TrainConfig().prior_components
 
 
@@ -83,14 +87,6 @@ class StandardNormal:
         temperature: float = 1.0,
     ) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator) * temperature
-
-
-def _class_rows(conditional: bool, labels: torch.Tensor | None, n: int) -> torch.Tensor:
-    """The class of each of n codes to draw (int64, CPU): the labels, or class 0 for a prior of
-    one class; an error when a prior fitted per class is not given them."""
-    if conditional and labels is None:
-        raise VaegenError("this prior was fitted per class: pass the labels to sample")
-    return torch.zeros(n, dtype=torch.int64) if labels is None else labels.cpu().long()
 
 
 @dataclass
@@ -129,7 +125,7 @@ class GaussianMixturePrior:
         generator: torch.Generator,
         temperature: float = 1.0,
     ) -> torch.Tensor:
-        rows = _class_rows(self.conditional, labels, n)
+        rows = class_rows(self.conditional, labels, n)
         component = torch.multinomial(self.weights[rows], 1, generator=generator).squeeze(1)
         eps = torch.randn(n, self.means.shape[2], generator=generator, dtype=torch.float64)
         z = self.means[rows, component]
@@ -140,65 +136,6 @@ class GaussianMixturePrior:
             chosen = which == key
             z[chosen] += temperature * (eps[chosen] @ self._chol[key // k, key % k].T)
         return z.float()
-
-
-@dataclass
-class AggregatePosterior:
-    """The training images' posteriors q(z | x_i) = N(mu_i, diag(sigma_i^2)), as one mixture per
-    class (one "class" for an unconditional model) with equal weights.
-
-    mu, sigma: N x D float32; labels: N class indices, or None (unconditional). Sampling picks a
-    training image of the requested class uniformly, then z = mu_i + T * sigma_i * eps: at
-    temperature T each posterior's spread is scaled."""
-
-    mu: torch.Tensor
-    sigma: torch.Tensor
-    labels: torch.Tensor | None
-    info: dict[str, Any]
-    kind: str = "posterior"
-
-    def __post_init__(self) -> None:
-        n = len(self.mu)
-        if self.mu.ndim != 2 or self.sigma.shape != self.mu.shape or n == 0:
-            raise RunError(
-                f"an aggregate posterior needs mu and sigma N x D, N >= 1; got "
-                f"{tuple(self.mu.shape)} and {tuple(self.sigma.shape)}"
-            )
-        if self.labels is not None and self.labels.shape != (n,):
-            raise RunError(f"an aggregate posterior of {n} codes needs {n} labels")
-        labels = torch.zeros(n, dtype=torch.int64) if self.labels is None else self.labels.long()
-        # the images of class c are _order[_start[c] : _start[c] + _count[c]]
-        self._order = torch.argsort(labels, stable=True)
-        self._count = labels.bincount()
-        self._start = self._count.cumsum(0) - self._count
-
-    @property
-    def conditional(self) -> bool:
-        return self.labels is not None
-
-    def sample(
-        self,
-        labels: torch.Tensor | None,
-        n: int,
-        generator: torch.Generator,
-        temperature: float = 1.0,
-    ) -> torch.Tensor:
-        rows = _class_rows(self.conditional, labels, n)
-        empty = [c for c in rows.unique().tolist() if c >= len(self._count) or not self._count[c]]
-        if empty:
-            raise VaegenError(f"the aggregate posterior holds no training image of class {empty}")
-        count = self._count[rows]
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
-        pick = self._order[self._start[rows] + (u * count).long().clamp_(max=count - 1)]
-        eps = torch.randn(n, self.mu.shape[1], generator=generator)
-        return self.mu[pick] + temperature * self.sigma[pick] * eps
-
-    def draws(self, r: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """r codes drawn from every image's posterior: (r N x D codes, draw j of image i in row
-        j N + i; their r N labels, or None), for fitting a density to the aggregate posterior."""
-        eps = torch.randn(r, *self.mu.shape, generator=generator)
-        codes = (self.mu + self.sigma * eps).reshape(-1, self.mu.shape[1])
-        return codes, None if self.labels is None else self.labels.repeat(r)
 
 
 def fit_gaussian_mixture(
@@ -279,36 +216,21 @@ def fit_prior(
     mu, logvar = latent_posteriors(run.model, train.images, labels)
     folder = run.path / rundir.PRIOR
     posterior = aggregate_posterior(mu, logvar, labels, len(run.classes))
-    save_posterior(folder, posterior)
     z, z_labels, fitted_to = mu, labels, f"latent means of {len(mu)} training images"
     if draws:
         z, z_labels = posterior.draws(draws, torch.Generator().manual_seed(seed))
         fitted_to = f"{draws} codes drawn from each of {len(mu)} training images' posteriors"
     prior = fit_gaussian_mixture(z, z_labels, len(run.classes), components, seed, reg_covar)
-    prior.info["fitted_to"] = fitted_to
-    prior.info["draws"] = draws
+    prior.info.update(fitted_to=fitted_to, draws=draws)
+    # written only once both are fitted (a failed or interrupted fit keeps the previous pair),
+    # each stamped with the weights it belongs to (load_prior refuses it for other weights)
+    weights = run.weights_sha256()
+    posterior.info[FITTED_WEIGHTS] = prior.info[FITTED_WEIGHTS] = weights
+    save_posterior(folder, posterior)
     save_prior(folder, prior)
     log.info("fitted a %d-component Gaussian mixture%s to %s: %s",
              components, " per class" if conditional else "", fitted_to, folder)  # fmt: skip
     return prior
-
-
-def aggregate_posterior(
-    mu: torch.Tensor, logvar: torch.Tensor, labels: torch.Tensor | None, num_classes: int
-) -> AggregatePosterior:
-    """The aggregate posterior of N training images from their encoder's mu and logvar (N x D);
-    labels: N class indices for a conditional model, else None."""
-    info = {
-        "kind": "posterior",
-        "conditional": labels is not None,
-        "classes": num_classes if labels is not None else 1,
-        "fitted_to": f"encoder posteriors of {len(mu)} training images",
-        "vaegen_version": __version__,
-    }
-    sigma = (0.5 * logvar.float()).exp()
-    return AggregatePosterior(
-        mu.float().contiguous(), sigma, None if labels is None else labels.long(), info
-    )
 
 
 def save_prior(folder: Path, prior: GaussianMixturePrior) -> None:
@@ -344,6 +266,7 @@ def load_prior(run: rundir.Run, which: str = "fitted") -> Prior:
     info = ckpt.read_json(folder / INFO)
     if not isinstance(info, dict) or info.get("kind") != "gmm":
         raise RunError(f"{folder / INFO}: not a vaegen prior (kind {info.get('kind')!r})")
+    _check_weights(run, info, folder / INFO)
     t = ckpt.read_tensors(folder / PARAMS)
     try:
         prior = GaussianMixturePrior(t["weights"], t["means"], t["covariances"], info)
@@ -363,6 +286,18 @@ def load_prior(run: rundir.Run, which: str = "fitted") -> Prior:
     return prior
 
 
+def _check_weights(run: rundir.Run, info: dict[str, Any], path: Path) -> None:
+    """A RunError when `info` was fitted to other weights than the run's (one fitted before
+    an earlier vaegen records none, and is trusted)."""
+    fitted = info.get(FITTED_WEIGHTS)
+    if fitted is not None and fitted != run.weights_sha256():
+        raise RunError(
+            f"{path}: fitted to other weights than {run.path / rundir.WEIGHTS} holds (an earlier "
+            f"state of the run's training, or another run): refit it with "
+            f"`vaegen fit-prior {run.path}`, or pass --prior standard"
+        )
+
+
 def _load_posterior(run: rundir.Run, folder: Path) -> AggregatePosterior:
     if not (folder / POSTERIOR_INFO).exists():
         raise VaegenError(
@@ -372,6 +307,7 @@ def _load_posterior(run: rundir.Run, folder: Path) -> AggregatePosterior:
     info = ckpt.read_json(folder / POSTERIOR_INFO)
     if not isinstance(info, dict) or info.get("kind") != "posterior":
         raise RunError(f"{folder / POSTERIOR_INFO}: not a vaegen aggregate posterior")
+    _check_weights(run, info, folder / POSTERIOR_INFO)
     t = ckpt.read_tensors(folder / POSTERIOR_PARAMS)
     try:
         posterior = AggregatePosterior(t["mu"], t["sigma"], t.get("labels"), info)

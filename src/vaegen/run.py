@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -96,6 +97,16 @@ class Run:
     def likelihood(self) -> Likelihood:
         """The decoder's likelihood (vaegen.losses registry entry) this run was trained with."""
         return likelihood(self.config.train.loss)
+
+    def weights_sha256(self) -> str:
+        """SHA-256 (hex) of the model's weights: every state_dict tensor's name, dtype, shape and
+        bytes, in order. What a prior fitted to this model records, so that one fitted to an
+        earlier state of the weights is recognised."""
+        h = hashlib.sha256()
+        for name, t in self.model.state_dict().items():
+            h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
 
 def load_split(run: Run, split: str) -> ImageDataset:
