@@ -123,6 +123,10 @@ def test_resume_edge_cases(tiny_data, tmp_path, caplog):
         train(cfg, tmp_path / "r", resume=True, progress=False)
     assert "is finished" in caplog.text
     assert (tmp_path / "r" / "model.safetensors").read_bytes() == before
+    # fewer epochs than it has trained: finished, and config.json keeps the epochs trained
+    train(tiny_config(tiny_data, epochs=2), tmp_path / "r", resume=True, progress=False)
+    again = train(cfg, tmp_path / "r", resume=True, progress=False)
+    assert again.config.train.epochs == load_run(tmp_path / "r").config.train.epochs == 2
     # a contradicting config lists the differing fields
     other = tiny_config(tiny_data, epochs=1, lr=0.5, batch_size=16)
     with pytest.raises(

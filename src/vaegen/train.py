@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,9 +229,11 @@ def _train(
         loop.running = torch.tensor(state.progress.running, dtype=torch.float64, device=device)
         run.metrics = list(state.progress.metrics)
 
-    if procs.is_main:  # also when finished: it records a resumable change (the prior's settings)
+    if loop.progress.epoch > tc.epochs:  # a finished run keeps the epochs it has trained
+        run.config = replace(config, train=replace(tc, epochs=loop.progress.epoch))
+    if procs.is_main:  # a finished run too: it records the resumable changes (the prior's)
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write(run_dir / rundir.CONFIG, rundir.save_config, run_dir, config, data.facts)
+        _write(run_dir / rundir.CONFIG, rundir.save_config, run_dir, run.config, data.facts)
     if loop.progress.epoch >= tc.epochs:
         log.info("%s is finished (%d of %d epochs); nothing to do",
                  run_dir, loop.progress.epoch, tc.epochs)  # fmt: skip
