@@ -503,8 +503,9 @@ def test_a_prior_fitted_to_earlier_weights_is_refused_until_refitted(tiny_data, 
 
 
 def test_the_weights_hash_sees_every_weight_and_nothing_else(runs):
-    """weights_sha256 is the same for the weights in memory after training and as loaded from
-    model.safetensors, and changes when any one number of any tensor changes by one ulp."""
+    """weights_sha256 is the same for every load of model.safetensors (the test above: and for the
+    weights in memory after training), and changes when any one number of any tensor moves by one
+    ulp (float32, torch.nextafter)."""
     run = load_run(runs["cond"])
     base = run.weights_sha256()
     assert load_run(runs["cond"]).weights_sha256() == base
