@@ -27,17 +27,17 @@ def fit_one(x: np.ndarray, k: int, seed: int, reg_covar: float) -> Any:
     for one class of the 64-D `--preset synth` with 100 components)."""
     from sklearn.mixture import GaussianMixture
 
-    for dtype in (np.float32, np.float64):
+    def fit(dtype: type) -> Any:
         gm = GaussianMixture(
             n_components=k, covariance_type="full", reg_covar=reg_covar, random_state=seed
         )
-        try:
-            return gm.fit(x.astype(dtype))
-        except ValueError:  # "ill-defined empirical covariance"
-            if dtype is np.float64:
-                raise
-            log.info("the float32 fit of %d components broke down; fitting it in float64", k)
-    raise AssertionError("unreachable")
+        return gm.fit(x.astype(dtype))
+
+    try:
+        return fit(np.float32)
+    except ValueError:  # "ill-defined empirical covariance"
+        log.info("the float32 fit of %d components broke down; fitting it in float64", k)
+        return fit(np.float64)
 
 
 def fit_mixtures(
