@@ -287,8 +287,8 @@ def load_prior(run: rundir.Run, which: str = "fitted") -> Prior:
 
 
 def _check_weights(run: rundir.Run, info: dict[str, Any], path: Path) -> None:
-    """A RunError when `info` was fitted to other weights than the run's (one fitted before
-    an earlier vaegen records none, and is trusted)."""
+    """A RunError when `info` was fitted to other weights than the run's (one written by an
+    earlier vaegen records none, and is trusted)."""
     fitted = info.get(FITTED_WEIGHTS)
     if fitted is not None and fitted != run.weights_sha256():
         raise RunError(
