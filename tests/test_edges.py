@@ -1,8 +1,8 @@
 """Edges the rest of the suite did not reach, each named after a mutation it kills: a state dict
-with only missing or only extra tensors, old checkpoints dropped, a config.json that is not an
-object, the class one past the last, exact covariances of small samples, a majority vote that
-differs from the nearest neighbour, and the test split, an unconditional PNG folder and colour
-PNGs written by generate_to."""
+with only missing or only extra tensors, old checkpoints dropped, a run folder without a
+config.json and one whose config.json is not an object, the class one past the last, exact
+covariances of small samples, a majority vote that differs from the nearest neighbour, and the
+test split, an unconditional PNG folder and colour PNGs written by generate_to."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def test_old_checkpoints_are_dropped_and_a_resave_replaces_its_folder(tiny_data,
     assert folders == ["epoch-0002-step-00000016"]  # the mid-epoch and epoch-1 ones are gone
     state = load_state(out / "state")
     assert state is not None and state.progress.epoch == 2
+
+
+def test_a_folder_without_config_json_is_named_as_no_run(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    train(tiny_config(tiny_data, epochs=1), out, progress=False)
+    (out / "config.json").unlink()
+    with pytest.raises(RunError, match=r"r is not a vaegen run: it has no config\.json"):
+        load_run(out)
+    with pytest.raises(RunError, match=r"no such run directory"):
+        load_run(tmp_path / "missing")
 
 
 def test_a_config_json_that_is_not_an_object_is_named(tiny_data, tmp_path):

@@ -194,6 +194,11 @@ def load_config(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
+    if not (run_dir / CONFIG).exists():
+        raise RunError(
+            f"{run_dir} is not a vaegen run: it has no {CONFIG} (`vaegen train --out "
+            f"{run_dir}` makes one)"
+        )
     d = ckpt.read_json(run_dir / CONFIG)
     if not isinstance(d, dict):
         raise RunError(f"{run_dir / CONFIG}: expected a JSON object")
