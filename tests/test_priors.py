@@ -198,14 +198,20 @@ def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monke
     context = importlib.import_module("vaegen.evaluate.context")
     out = shutil.copytree(runs["cond"], tmp_path / "cond")
     fit_prior(load_run(out), components=2)
-    asked = []
+    asked, loads = [], []
     real_generate = context.generate
 
     def spy(run, n, **kw):
-        asked.append(kw["prior"])
+        asked.append(getattr(kw["prior"], "kind", kw["prior"]))
         return real_generate(run, n, **kw)
 
+    def counted(run, which="fitted"):
+        loads.append(which)
+        return load_prior(run, which)
+
     monkeypatch.setattr(context, "generate", spy)
+    for module in ("vaegen.evaluate", "vaegen.generate"):  # the prior is loaded once, not twice
+        monkeypatch.setattr(importlib.import_module(module), "load_prior", counted)
     kw = {"quick": True, "iw_samples": 5, "n_generated": 60, "progress": False}
     for flag, used, named in (
         ("fitted", "gmm", "fitted Gaussian mixture"),
@@ -218,7 +224,8 @@ def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monke
         saved = json.loads((out / "eval.json").read_text())["settings"]["prior"]
         assert saved == {"requested": flag, "used": used}
         assert f"samples from the {named} prior" in capsys.readouterr().out
-    assert asked == ["fitted", "posterior", "standard"]
+    assert asked == ["gmm", "posterior", "standard"]
+    assert loads == ["fitted", "posterior", "standard"]
     from vaegen import evaluate
 
     shutil.rmtree(out / "prior")  # a run without a fitted prior: N(0, I), and it says so

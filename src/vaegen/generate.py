@@ -106,9 +106,9 @@ def request(
     labels: Sequence[int | str] | None = None,
     seed: int = 0,
     temperature: float = 1.0,
-    prior: str = "fitted",
+    prior: str | Prior = "fitted",
 ) -> Request:
-    """Check a request (see `generate`) and load its prior; errors name what to change."""
+    """Check a request (see `generate`) and load its prior if named; errors name what to change."""
     if n <= 0:
         raise VaegenError(f"n = {n} is not valid: ask for at least one image")
     if temperature <= 0:
@@ -122,7 +122,8 @@ def request(
     chosen = None
     if conditional:
         chosen = resolve_labels(run, labels) if labels else list(range(len(run.classes)))
-    return Request(run, n, chosen, seed, temperature, load_prior(run, prior))
+    prior = load_prior(run, prior) if isinstance(prior, str) else prior
+    return Request(run, n, chosen, seed, temperature, prior)
 
 
 @torch.no_grad()
@@ -151,12 +152,12 @@ def generate(
     seed: int = 0,
     temperature: float = 1.0,
     batch_size: int = 4096,
-    prior: str = "fitted",
+    prior: str | Prior = "fitted",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decode n samples z of the prior at `temperature`: N(0, T^2 I) for prior="standard", the
     run's fitted prior (vaegen.priors, each component's spread scaled by T) for "fitted" when the
-    run has one, N(0, T^2 I) when it has none; for "posterior", the codes of random training
-    images of each class drawn from their posteriors (each posterior's spread scaled by T).
+    run has one, N(0, T^2 I) when it has none; for "posterior", codes of random training images
+    drawn from their posteriors (spread scaled by T); or a prior from `vaegen.priors.load_prior`.
 
     labels: classes to draw (names or indices), spread evenly over n; None means every class for a
     conditional model and the unconditional prior otherwise.

@@ -120,6 +120,7 @@ def _evaluate(
     conditional = run.config.model.conditional
     device = run.device
     run.model.eval()
+    used_prior = load_prior(run, prior)  # loaded (and checked against the weights) once
     n = min(n_req, len(train_ds))  # generated and real sets must be the same size to compare
     gen = torch.Generator().manual_seed(seed)
     real_idx = torch.randperm(len(train_ds), generator=gen)[:n]  # N real training images
@@ -127,7 +128,7 @@ def _evaluate(
         "iw_samples": k, "n_generated": n, "binarize": binarize, "quick": quick, "seed": seed,
         "classifier_epochs": epochs, "classifier_lr": CLASSIFIER_LR, "knn_k": KNN_K,
         "precision_recall_k": PR_K, "device": str(device),
-        "prior": {"requested": prior, "used": load_prior(run, prior).kind},
+        "prior": {"requested": prior, "used": used_prior.kind},
         "requested": {"iw_samples": iw_samples, "n_generated": n_generated},
         "quick_caps": QUICK if quick else None,
         "feature_net": None if feature_net is None else str(feature_net),
@@ -140,7 +141,16 @@ def _evaluate(
         )
 
     ctx = Context(
-        run, train_ds, test_ds, n, real_idx, seed, progress, prior, feature_net, feature_epochs
+        run,
+        train_ds,
+        test_ds,
+        n,
+        real_idx,
+        seed,
+        progress,
+        used_prior,
+        feature_net,
+        feature_epochs,
     )
     parts = {
         # found, loaded or trained first, so that its training is not timed as Frechet's

@@ -13,6 +13,7 @@ from ..classifier import Classifier, extract_features
 from ..data import ImageDataset
 from ..generate import generate, reconstruct
 from ..losses import Likelihood
+from ..priors import Prior
 from ..run import Run
 from .features import FeatureNet, feature_network
 
@@ -44,7 +45,7 @@ class Context:
     real_idx: torch.Tensor  # n indices into the training set
     seed: int
     progress: bool
-    prior: str = "fitted"  # or "posterior" or "standard" (vaegen.priors)
+    prior: str | Prior = "fitted"  # a name (vaegen.priors), or a prior evaluate loaded once
     feature_dir: Path | None = None  # --feature-net (None: RUN/feature_net); see .features
     feature_epochs: int | None = None  # --feature-epochs (None: the saved network's, or default)
     _generated: tuple[torch.Tensor, torch.Tensor | None] | None = None
