@@ -328,6 +328,46 @@ def test_data_info_of_a_source_with_its_own_split(tiny_data, tmp_path):
 # ----------------------------------------------------------------------- bad input
 
 
+def test_grey_palette_images_stay_grey_and_colour_palettes_are_colour(tmp_path):
+    g = grey()
+    folder = tmp_path / "d"
+    (folder / "a").mkdir(parents=True)
+    Image.fromarray(g).save(folder / "a" / "0.gif")  # Pillow stores a grey GIF as a palette
+    Image.fromarray(g).convert("P").save(folder / "a" / "1.png")
+    assert all(Image.open(f).mode == "P" for f in (folder / "a").iterdir())
+    ds = load_dataset(folder, test_fraction=0)
+    assert ds.images.shape == (2, 1, 8, 8) and ds.notes == []
+    assert np.array_equal(ds.images[0, 0].numpy(), g)
+    Image.fromarray(rgb()).quantize(16).save(folder / "a" / "2.png")  # a colour palette
+    assert load_dataset(folder, test_fraction=0).images.shape == (3, 3, 8, 8)
+
+
+def test_16_bit_grey_is_scaled_to_8_bits_and_unscaled_32_bit_pixels_are_refused(tmp_path):
+    v = RNG.integers(0, 65536, (8, 8)).astype(np.uint16)
+    v[0, :4] = [0, 128, 129, 65535]  # 0, 0.498 and 0.502 of a grey level, and white
+    folder = tmp_path / "d"
+    (folder / "a").mkdir(parents=True)
+    Image.fromarray(v).save(folder / "a" / "0.png")
+    Image.fromarray(v).save(folder / "a" / "1.tif")
+    assert {Image.open(f).mode for f in (folder / "a").iterdir()} == {"I;16"}
+    ds = load_dataset(folder, test_fraction=0)
+    want = np.round(v / 257).astype(np.uint8)
+    assert ds.images.shape == (2, 1, 8, 8) and want[0, :4].tolist() == [0, 0, 1, 255]
+    assert np.array_equal(ds.images[0, 0].numpy(), want)
+    assert np.array_equal(ds.images[1, 0].numpy(), want)
+    # 32-bit floats: whole numbers in 0..255 are taken as they are, others have no known scale
+    Image.fromarray(grey().astype(np.float32)).save(folder / "a" / "2.tif")
+    assert len(load_dataset(folder, test_fraction=0)) == 3
+    unit = folder / "a" / "3.tif"
+    Image.fromarray(RNG.random((8, 8)).astype(np.float32)).save(unit)  # in [0, 1]: black as L
+    with pytest.raises(DataError, match=r"floating-point pixels from .* their scale is unknown"):
+        load_dataset(folder, test_fraction=0)
+    unit.unlink()
+    Image.fromarray(np.full((8, 8), 1000, np.int32)).save(folder / "a" / "4.tif")
+    with pytest.raises(DataError, match=r"4\.tif: .*32-bit integer pixels from 1000 to 1000"):
+        load_dataset(folder, test_fraction=0)
+
+
 def _png_bytes(a: np.ndarray) -> bytes:
     import io
 

@@ -82,9 +82,30 @@ def _parallel(fn: Callable[[Any], Any], items: Iterable[Any], n: int) -> list[An
 
 
 def _is_colour(im: Any) -> bool:
-    if im.mode in ("P", "PA"):  # a palette: colour unless the palette itself is grey
-        return im.palette is None or not im.palette.mode.startswith("L")
+    if im.mode in ("P", "PA"):  # a palette: colour unless every entry of it is grey
+        # Pillow keeps even a grey GIF's or PNG's palette as RGB triples
+        rgb = np.asarray(im.getpalette("RGB") or [0], dtype=np.uint8).reshape(-1, 3)
+        return not ((rgb[:, 0] == rgb[:, 1]) & (rgb[:, 1] == rgb[:, 2])).all()
     return im.mode not in _GREY_MODES and not im.mode.startswith("I")
+
+
+def _grey_8bit(im: Any) -> tuple[Any, str]:
+    """(im as 8-bit grey, "") for a grey image of more than 8 bits, or (None, why not); other
+    images unchanged. Pillow's own conversion to "L" clips such values at 255 instead."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF): v / 257, rounded, is 0..255
+        v = np.asarray(im).astype(np.uint32)
+        return Image.fromarray(((v + 128) // 257).astype(np.uint8)), ""
+    if im.mode in ("I", "F"):  # 32-bit integers or floats: their scale is unknown
+        v = np.asarray(im)
+        if v.size and (v.min() < 0 or v.max() > 255 or not np.array_equal(v, np.round(v))):
+            return None, (
+                f"{'32-bit integer' if im.mode == 'I' else 'floating-point'} pixels from "
+                f"{v.min():g} to {v.max():g}, not whole numbers in 0..255: their scale is "
+                "unknown; save the images with 8 or 16 bits a channel"
+            )
+    return im, ""
 
 
 def _resized(im: Any, size: int | None) -> Any:
@@ -111,7 +132,12 @@ def _decode(path: Path, mode: str | None, size: int | None) -> tuple[np.ndarray 
                 )
             im.load()
             target = mode or ("RGB" if _is_colour(im) else "L")
-            return np.asarray(_resized(im.convert(target) if im.mode != target else im, size)), ""
+            im8, why = _grey_8bit(im)
+            if im8 is None:
+                return None, why
+            if im8.mode != target:
+                im8 = im8.convert(target)
+            return np.asarray(_resized(im8, size)), ""
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return None, f"refused by Pillow's decompression-bomb check ({e})"
     except _DECODE_ERRORS as e:
