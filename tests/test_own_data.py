@@ -553,6 +553,21 @@ def test_a_file_changed_in_place_with_the_same_size_misses(tmp_path, decodes):
     assert len(cache_files(tmp_path)) == 1  # the folder's old entry is gone
 
 
+def test_a_same_size_rewrite_whose_old_mtime_is_restored_misses(tmp_path, decodes):
+    """As `cp -p`, `rsync -t` or `tar x` leave a changed file: same size, same mtime."""
+    folder = tmp_path / "d"
+    (folder / "a").mkdir(parents=True)
+    target = folder / "a" / "0.bmp"
+    write_bmp(target, np.zeros((8, 8), np.uint8))
+    os.utime(target, ns=(0, 10**9))
+    assert load_dataset(folder, test_fraction=0).images.max() == 0
+    write_bmp(target, np.full((8, 8), 200, np.uint8))
+    os.utime(target, ns=(0, 10**9))
+    after = load_dataset(folder, test_fraction=0)
+    assert after.cache.startswith("miss") and len(decodes) == 2
+    assert after.images.min() == 200
+
+
 def test_a_file_added_removed_or_moved_misses(tmp_path, decodes):
     folder = write_folder(tmp_path / "d", {"a": [grey()] * 2, "b": [grey()] * 2})
     load_dataset(folder, test_fraction=0)

@@ -10,8 +10,10 @@ and "labels" (int64 N; absent for an unlabelled folder), and in its metadata the
 the notes as JSON, the whole key and a CRC-32 of the tensors' bytes. TAG is a hash of the
 folder's resolved path; KEY (`folder_key`) a SHA-256 of that path, of the options that change
 what decoding gives (channels, image size, skip_bad, Pillow's version and decompression-bomb
-limit) and of each image file's relative name, size in bytes and mtime_ns. A file changed, added
-or removed, or other options, give another key: a miss, and the folder is decoded again.
+limit) and of each image file's relative name, size in bytes, mtime_ns, ctime_ns and inode (a
+copy that restores the old mtime, as `cp -p`, `rsync -t` or `tar x` do, still changes ctime,
+which no user can set). A file changed, added or removed, or other options, give another key: a
+miss, and the folder is decoded again.
 
 Bounded: one entry per folder. Storing an entry deletes the folder's other entries, and
 temporary files that an interrupted write left more than an hour ago. Deleting the cache folder
@@ -23,8 +25,8 @@ fails its checksum is a miss (the folder is decoded again and the entry rewritte
 error; a write that fails (a full disk, a read-only cache) is a warning and the load goes on.
 
 A known limit, as for make's or rsync's quick check: a file rewritten in place with the same
-size and the same mtime (within the file system's timestamp granularity, milliseconds) is not
-noticed; VAEGEN_NO_CACHE=1, or deleting the folder's entry, decodes it again.
+size within the file system's timestamp granularity (milliseconds or less) of its last change is
+not noticed; VAEGEN_NO_CACHE=1, or deleting the folder's entry, decodes it again.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def folder_key(folder: Path, files: Sequence[Path], options: Mapping[str, object
         st = os.stat(f)
         rel = f.name if f.parent == folder else f"{f.parent.name}/{f.name}"
         # NUL ends each field: no file name holds one, so no two lists hash the same text
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
+        fields = (rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        h.update("".join(f"{v}\0" for v in fields).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
