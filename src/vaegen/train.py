@@ -25,11 +25,11 @@ from . import collapse, distributed
 from . import run as rundir
 from ._io import show_progress
 from .config import RunConfig
-from .data import ImageDataset, load_splits, to_float
 from .errors import RunError, VaegenError, WriteError
 from .losses import evaluate_loss, likelihood
 from .run import Run, build_model, resolve_device
 from .step import Step, make_step
+from .trainset import TrainingData, load_training_data
 
 log = logging.getLogger(__name__)
 
@@ -116,56 +116,13 @@ def _torch_settings(device: torch.device, threads: int, deterministic: bool) -> 
 
 
 @dataclass
-class _Data:
-    """The training and test sets as tensors on the device: x float N x C x H x W in [0, 1],
-    y int64 labels (None unless the model is conditional)."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor | None
-    x_test: torch.Tensor
-    y_test: torch.Tensor | None
-    classes: list[str]
-    image_shape: tuple[int, int, int]
-    facts: dict[str, Any]  # what config.json records about the dataset
-
-
-def _load_data(config: RunConfig, device: torch.device, procs: distributed.Processes) -> _Data:
-    with distributed.main_process_first(procs):  # one download, which the others then find
-        train_ds, test_ds = load_splits(  # training on the CPU holds a float32 copy in memory
-            config.data.source, float32_copy=device.type == "cpu", **config.data.load_options()
-        )
-    if train_ds.image_shape != test_ds.image_shape:
-        raise VaegenError(
-            f"train images are {train_ds.image_shape} but test images are {test_ds.image_shape}"
-        )
-    conditional = config.model.conditional
-    if conditional and (train_ds.labels is None or test_ds.labels is None):
-        raise VaegenError(f"--conditional needs labels, and {config.data.source!r} has none")
-
-    def labels(ds: ImageDataset) -> torch.Tensor | None:
-        return ds.labels.to(device) if conditional and ds.labels is not None else None
-
-    facts = {
-        "image_shape": list(train_ds.image_shape),
-        "classes": train_ds.classes,
-        "train_size": len(train_ds),
-        "test_size": len(test_ds),
-    }
-    return _Data(
-        to_float(train_ds.images, device), labels(train_ds),
-        to_float(test_ds.images, device), labels(test_ds),
-        train_ds.classes, train_ds.image_shape, facts,
-    )  # fmt: skip
-
-
-@dataclass
 class _Loop:
     """What the epoch loop reads and changes."""
 
     config: RunConfig
     run_dir: Path
     run: Run
-    data: _Data
+    data: TrainingData
     step: Step
     shuffle_gen: torch.Generator  # the epochs' permutations
     noise_gen: torch.Generator  # the reparameterisation's noise
@@ -190,7 +147,7 @@ def _train(
     procs: distributed.Processes,
 ) -> Run:
     tc = config.train
-    data = _load_data(config, device, procs)
+    data = load_training_data(config, device, procs)
     torch.manual_seed(tc.seed)  # parameter initialisation
     model = build_model(config, data.image_shape, len(data.classes)).to(device)
     shuffle_gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
