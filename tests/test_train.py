@@ -14,7 +14,7 @@ from vaegen import RunConfig, load_run, train
 from vaegen.checkpoint import load_state, read_tensors
 from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, TrainConfig
-from vaegen.errors import RunError
+from vaegen.errors import RunError, VaegenError
 
 
 def tiny_config(data: Path, epochs: int = 4, **train_kw) -> RunConfig:
@@ -165,6 +165,16 @@ def test_conditional_needs_labels(tmp_path):
     )
     with pytest.raises(Exception, match="--conditional needs labels"):
         train(cfg, tmp_path / "c", progress=False)
+
+
+@pytest.mark.parametrize(("n_train", "n_test", "split"), [(64, 0, "test"), (0, 16, "training")])
+def test_a_split_without_images_is_named_before_training(tmp_path, n_train, n_test, split):
+    from .conftest import write_idx_dataset
+
+    data = write_idx_dataset(tmp_path / "d", n_train=n_train, n_test=n_test)
+    with pytest.raises(VaegenError, match=f"d: its {split} split has no images"):
+        train(tiny_config(data, epochs=1), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
 
 
 def test_tensorboard_scalars_match_the_metrics(tiny_data, tmp_path):

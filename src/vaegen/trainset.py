@@ -30,12 +30,18 @@ class TrainingData:
 def load_training_data(
     config: RunConfig, device: torch.device, procs: distributed.Processes
 ) -> TrainingData:
-    """Both splits of config's source, checked for what training needs: images of one shape, and
-    labels for a conditional model. VaegenError names what is missing."""
+    """Both splits of config's source, checked for what training needs: images in each split, of
+    one shape, and labels for a conditional model. VaegenError names what is missing."""
     with distributed.main_process_first(procs):  # one download, which the others then find
         train_ds, test_ds = load_splits(  # training on the CPU holds a float32 copy in memory
             config.data.source, float32_copy=device.type == "cpu", **config.data.load_options()
         )
+    for name, ds in (("training", train_ds), ("test", test_ds)):
+        if len(ds) == 0:  # the loss per image would divide by zero
+            raise VaegenError(
+                f"{config.data.source}: its {name} split has no images; training needs at "
+                "least one image in each"
+            )
     if train_ds.image_shape != test_ds.image_shape:
         raise VaegenError(
             f"train images are {train_ds.image_shape} but test images are {test_ds.image_shape}"
