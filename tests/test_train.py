@@ -135,6 +135,54 @@ def test_resume_edge_cases(tiny_data, tmp_path, caplog):
         train(other, tmp_path / "r", resume=True, progress=False)
 
 
+class Killed(BaseException):
+    """A kill at one write: nothing in vaegen handles it, and what was written stays."""
+
+
+@pytest.mark.parametrize("dies_at", ["checkpoint.save_weights", "run.write_metrics",
+                                     "checkpoint.save_state"])  # fmt: skip
+def test_a_run_killed_at_any_write_of_its_last_epoch_resumes_to_whole_files(
+    tiny_data, tmp_path, monkeypatch, dies_at
+):
+    import importlib
+
+    cfg = tiny_config(tiny_data, epochs=2)
+    train(cfg, tmp_path / "full", progress=False)
+    module, name = dies_at.split(".")
+    target = importlib.import_module(f"vaegen.{module}")
+    real, calls = getattr(target, name), []
+
+    def dies_the_second_time(*args):
+        calls.append(1)
+        if len(calls) == 2:  # the second epoch's (the last one's)
+            raise Killed
+        real(*args)
+
+    monkeypatch.setattr(target, name, dies_the_second_time)
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(target, name, real)
+    resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
+    assert_same_weights(tmp_path / "full", tmp_path / "cut")
+    assert timeless_metrics(tmp_path / "full") == timeless_metrics(tmp_path / "cut")
+    want = read_tensors(tmp_path / "full" / "model.safetensors")
+    assert all(torch.equal(t, want[k]) for k, t in resumed.model.state_dict().items())
+
+
+def test_a_finished_run_whose_newest_checkpoint_is_inside_a_later_epoch_ends_at_its_epoch(
+    tiny_data, tmp_path
+):
+    one = train(tiny_config(tiny_data, epochs=1), tmp_path / "one", progress=False)
+    # 8 steps an epoch: stopped at step 11 of a 3-epoch run, checkpointed at step 9 (epoch 2)
+    train(tiny_config(tiny_data, epochs=3), tmp_path / "r", progress=False, checkpoint_every=3,
+          max_steps=11)  # fmt: skip
+    assert load_state(tmp_path / "r" / "state").progress.step == 1
+    again = train(tiny_config(tiny_data, epochs=1), tmp_path / "r", resume=True, progress=False)
+    assert len(again.metrics) == 1
+    for k, t in again.model.state_dict().items():  # the first epoch's end, not step 9's
+        assert torch.equal(t, one.model.state_dict()[k]), k
+
+
 def test_cli_resume_keeps_the_saved_config(tiny_data, tmp_path):
     out = tmp_path / "r"
     base = ["-q", "train", "--data", str(tiny_data), "--hidden", "32", "--batch-size", "32",

@@ -214,7 +214,7 @@ def load_config(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
 
 
 def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
-    """Rewrite metrics.jsonl whole (it is small), so it always matches the saved state."""
+    """Rewrite metrics.jsonl whole (it is small), so it always matches the weights file."""
     atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records))
 
 

@@ -192,6 +192,10 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
         _write(run_dir / rundir.CONFIG, rundir.save_config, run_dir, run.config, data.facts)
     if loop.progress.epoch >= tc.epochs:
+        if state is not None and state.progress.step > 0:
+            # a checkpoint inside the next epoch (of a longer run) is not this run's end: the
+            # weights file is, written at the end of the epoch before it
+            ckpt.load_weights(model, run_dir / rundir.WEIGHTS)
         log.info("%s is finished (%d of %d epochs); nothing to do",
                  run_dir, loop.progress.epoch, tc.epochs)  # fmt: skip
         return run
@@ -285,7 +289,8 @@ def _train_epoch(
 
 
 def _end_epoch(loop: _Loop, epoch: int, t0: float, writer: Any) -> None:
-    """Measure the test set, record the epoch, save a checkpoint, the weights and the metrics."""
+    """Measure the test set, record the epoch, write the weights and the metrics, then save a
+    checkpoint (the files are never behind the newest checkpoint, so a finished run's are whole)."""
     tc, data, p = loop.config.train, loop.data, loop.progress
     n = len(data.x_train)
     seconds = p.elapsed_in_epoch
@@ -320,11 +325,11 @@ def _end_epoch(loop: _Loop, epoch: int, t0: float, writer: Any) -> None:
     p.epoch, p.step, p.elapsed_in_epoch = epoch + 1, 0, 0.0
     loop.running.zero_()
     loop.epoch_rng = loop.shuffle_gen.get_state()  # the next epoch starts from here
-    _save(loop)
-    if loop.procs.is_main:
+    if loop.procs.is_main:  # before the checkpoint: a run killed in between redoes this epoch
         model, run_dir = loop.run.model, loop.run_dir
         _write(run_dir / rundir.WEIGHTS, ckpt.save_weights, model, run_dir / rundir.WEIGHTS)
         _write(run_dir / rundir.METRICS, rundir.write_metrics, run_dir, loop.run.metrics)
+    _save(loop)
 
 
 def _save(loop: _Loop) -> None:
