@@ -183,6 +183,19 @@ def test_a_finished_run_whose_newest_checkpoint_is_inside_a_later_epoch_ends_at_
         assert torch.equal(t, one.model.state_dict()[k]), k
 
 
+def test_max_steps_ending_an_epoch_records_it_and_a_negative_checkpoint_every_is_refused(
+    tiny_data, tmp_path
+):
+    one = train(tiny_config(tiny_data, epochs=1), tmp_path / "one", progress=False)
+    cut = train(tiny_config(tiny_data, epochs=2), tmp_path / "r", progress=False, max_steps=8)
+    assert [m["epoch"] for m in cut.metrics] == [1]  # 8 steps: all of the first epoch
+    assert timeless_metrics(tmp_path / "r") == timeless_metrics(tmp_path / "one")
+    assert_same_weights(tmp_path / "r", one.path)
+    assert load_state(tmp_path / "r" / "state").progress.epoch == 1
+    with pytest.raises(VaegenError, match="checkpoint_every = -2 is not valid"):
+        train(tiny_config(tiny_data, epochs=1), tmp_path / "n", checkpoint_every=-2)
+
+
 def test_cli_resume_keeps_the_saved_config(tiny_data, tmp_path):
     out = tmp_path / "r"
     base = ["-q", "train", "--data", str(tiny_data), "--hidden", "32", "--batch-size", "32",

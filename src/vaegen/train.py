@@ -73,6 +73,8 @@ def train(
     """
     if max_steps is not None and max_steps < 1:
         raise VaegenError(f"max_steps = {max_steps} is not valid: use an integer >= 1 or None")
+    if checkpoint_every < 0:
+        raise VaegenError(f"checkpoint_every = {checkpoint_every} is not valid: an integer >= 0")
     procs = distributed.from_env()
     run_dir = Path(out)
     config = rundir.resolve_data(config)  # config.json records the test split's fraction
@@ -210,10 +212,12 @@ def _train(
         steps_left = max_steps
         for epoch in range(loop.progress.epoch, tc.epochs):
             t0 = time.perf_counter()  # an epoch's seconds count its shuffle too
-            steps_left = _train_epoch(loop, epoch, t0, progress, checkpoint_every, steps_left)
+            steps_left, whole = _train_epoch(loop, epoch, t0, progress, checkpoint_every,
+                                             steps_left)  # fmt: skip
+            if whole:
+                _end_epoch(loop, epoch, t0, writer)
             if steps_left == 0:
                 break
-            _end_epoch(loop, epoch, t0, writer)
     finally:
         if writer is not None:
             writer.close()
@@ -227,9 +231,9 @@ def _train_epoch(
     progress: bool,
     checkpoint_every: int,
     steps_left: int | None,
-) -> int | None:
+) -> tuple[int | None, bool]:
     """Shuffle, then step through the epoch's batches from where its progress record stands.
-    Returns the steps left of max_steps (None: no limit; 0: stop now)."""
+    Returns (the steps left of max_steps (None: no limit; 0: stop), whether the epoch is whole)."""
     tc, data, p = loop.config.train, loop.data, loop.progress
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / tc.batch_size)
@@ -282,10 +286,10 @@ def _train_epoch(
                 _save(loop)
             if steps_left is not None:
                 steps_left -= 1
-                if steps_left == 0:
-                    return 0
+                if steps_left == 0 and not last:
+                    return 0, False
     p.elapsed_in_epoch += time.perf_counter() - t0
-    return steps_left
+    return steps_left, True
 
 
 def _end_epoch(loop: _Loop, epoch: int, t0: float, writer: Any) -> None:
