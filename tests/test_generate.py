@@ -461,6 +461,39 @@ def test_existing_files_are_refused_before_any_work(runs, tmp_path, monkeypatch,
     assert len(_files(out)) == (9 if fmt == "png" else len(before))
 
 
+def test_an_overwritten_output_holds_only_the_new_files(runs, tmp_path, capsys):
+    """Files of the earlier output that the new one does not write are removed: the folder never
+    reads back as a dataset that mixes the two, or pairs new images with old labels."""
+    cond, plain = str(runs["mlp-cond"]), str(runs["mlp-plain"])
+    pngs = tmp_path / "pngs"
+    assert main(["generate", cond, "--n", "30", "--format", "png", "--out", str(pngs)]) == 0
+    (pngs / "01_shape_1" / "notes.txt").write_text("a user's file, not a numbered PNG")
+    again = ["generate", cond, "--n", "4", "--label", "shape <1>", "--format", "png", "--seed",
+             "5", "--out", str(pngs), "--overwrite"]  # fmt: skip
+    assert main(again) == 0
+    assert sorted(_files(pngs)) == [f"01_shape_1/{k:05d}.png" for k in range(4)] + [
+        "01_shape_1/notes.txt"
+    ]
+    (pngs / "01_shape_1" / "notes.txt").unlink()
+    back = load_dataset(pngs, test_fraction=0)
+    want, _ = generate(load_run(cond), 4, ["shape <1>"], seed=5)
+    assert back.classes == ["01_shape_1"] and torch.equal(back.images, want)
+    # an unconditional output over the conditional one: samples/ only
+    argv = ["generate", plain, "--n", "2", "--format", "png", "--out", str(pngs), "--overwrite"]
+    assert main(argv) == 0
+    assert sorted(_files(pngs)) == ["samples/00000.png", "samples/00001.png"]
+
+    idx = tmp_path / "idx"
+    assert main(["generate", cond, "--n", "6", "--out", str(idx)]) == 0
+    capsys.readouterr()
+    # without --overwrite every file it would replace or remove counts
+    (idx / "train-images-idx3-ubyte.gz").unlink()
+    assert main(["generate", plain, "--n", "6", "--out", str(idx)]) == 2
+    assert "train-labels-idx1-ubyte.gz already exists (2 of" in capsys.readouterr().err
+    assert main(["generate", plain, "--n", "6", "--out", str(idx), "--overwrite"]) == 0
+    assert sorted(_files(idx)) == ["train-images-idx3-ubyte.gz"]
+
+
 _MEMORY_PROBE = """
 import re, sys
 import torch

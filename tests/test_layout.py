@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     "idx": 2, "distributed": 2, "splits": 2, "foldercache": 2, "memory": 2,
     "datasets": 3, "images": 3, "npz": 3,
     "data": 4, "models": 4, "losses": 4,
-    "config": 5, "checkpoint": 5, "fast_step": 5, "cuda_graph": 5, "datainfo": 5,
+    "config": 5, "checkpoint": 5, "writers": 5, "fast_step": 5, "cuda_graph": 5, "datainfo": 5,
     "run": 6, "step": 6, "collapse": 6, "trainset": 6,
     "train": 7,
     "metrics": 8, "classifier": 8, "mixture": 8, "posterior": 8,

@@ -279,8 +279,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate_to, output_format
+    from .generate import generate_to
     from .run import load_run
+    from .writers import output_format
 
     output_format(args.out, args.format)  # a bad --out fails before any work
     run = load_run(args.run, device=args.device)

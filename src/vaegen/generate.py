@@ -15,11 +15,7 @@ what one such generator draws.
 
 from __future__ import annotations
 
-import io
-import os
-import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +23,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._io import NpyWriter, atomic_open, atomic_write_bytes, npz_member, show_progress
-from .data import safe_name, to_float
+from ._io import show_progress
+from .data import to_float
 from .errors import VaegenError
-from .idx import IdxGzipWriter
 from .priors import Prior, load_prior
 from .run import Run
+from .writers import Chunk, existing, output_format, write_idx, write_npz, write_png
 
 BLOCK = 65_536  # images per latent block; changing it changes what a seed draws beyond block 0
-LABEL_CHUNK = BLOCK  # labels computed and written at a time
-
-Chunk = tuple[torch.Tensor, torch.Tensor | None]  # uint8 m x C x H x W images, int64 m labels
-LabelRange = Callable[[int, int], torch.Tensor | None]  # (start, stop) -> labels[start:stop]
 
 
 def resolve_labels(run: Run, labels: Sequence[int | str]) -> list[int]:
@@ -197,24 +189,6 @@ def reconstruct(
 
 # ------------------------------------------------------------------------------- writing
 
-FORMATS = ("npz", "idx", "png")
-
-
-def output_format(out: Path, fmt: str | None) -> str:
-    """npz for a path ending in .npz; otherwise a folder: IDX .gz files, or PNGs with fmt='png'."""
-    if fmt is not None and fmt not in FORMATS:
-        raise VaegenError(f"format {fmt!r} is not known; use one of {', '.join(FORMATS)}")
-    if out.suffix == ".npz":
-        if fmt not in (None, "npz"):
-            raise VaegenError(f"{out}: a .npz path cannot be written as {fmt}; drop --format")
-        return "npz"
-    if out.suffix:
-        raise VaegenError(
-            f"{out}: unknown output format {out.suffix!r}; give a path ending in .npz, "
-            "or a folder (IDX .gz files, or PNGs with --format png)"
-        )
-    return fmt or "idx"
-
 
 @dataclass(frozen=True)
 class Written:
@@ -247,9 +221,10 @@ def generate_to(
     MNIST-style IDX .gz files (train- or t10k- prefix by `split`, plus classes.txt), or a folder
     of PNGs with one sub-folder per class. Memory does not grow with n.
 
-    Existing files are refused, before any work, unless overwrite=True. Every file is written to
-    a temporary name and renamed when complete; the .npz and IDX files are renamed only once all
-    of them are, so an error or an interrupt leaves the previous files, if any, as they were.
+    Existing files are refused, before any work, unless overwrite=True; then the output holds
+    only the new files (vaegen.writers). Every file is written to a temporary name and renamed
+    when complete; the .npz and IDX files are renamed only once all of them are, so an error or
+    an interrupt leaves the previous files, if any, as they were.
     block: images per latent block (see the module's doc; the default is what a seed means)."""
     out = Path(out)
     fmt = output_format(out, fmt)
@@ -258,10 +233,10 @@ def generate_to(
     counts = None if req.chosen is None else class_counts(n, req.chosen, len(run.classes))
     c = run.image_shape[0]
     shape = (n, *run.image_shape) if c > 1 else (n, *run.image_shape[1:])  # as stored
-    existing, first = _existing(out, fmt, split, len(shape), classes, counts or [n])
-    if existing and not overwrite:
+    found = existing(out, fmt, split)
+    if found and not overwrite:
         raise VaegenError(
-            f"{first} already exists ({existing} of the output files do); "
+            f"{found[0]} already exists ({len(found)} of the output files do); "
             "pass --overwrite to replace them, or choose another --out"
         )
     bar = tqdm(total=n, desc="generate", unit="img", unit_scale=True, delay=1.0,
@@ -269,11 +244,11 @@ def generate_to(
     with bar:
         chunks = _counted(decoded_chunks(req, batch_size, block), bar)
         if fmt == "npz":
-            files = _write_npz(out, shape, chunks, req.labels, classes)
+            files = write_npz(out, shape, chunks, req.labels, classes)
         elif fmt == "idx":
-            files = _write_idx(out, split, shape, chunks, req.labels, classes)
+            files = write_idx(out, split, shape, chunks, req.labels, classes)
         else:
-            files = _write_png(out, chunks, classes)
+            files = write_png(out, chunks, classes)
     return Written(n, files, counts)
 
 
@@ -289,112 +264,3 @@ def _counted(chunks: Iterable[Chunk], bar: tqdm) -> Iterator[Chunk]:
     for x, y in chunks:
         yield x, y
         bar.update(len(x))  # after the yield: counts images written, not just decoded
-
-
-def _idx_names(out: Path, split: str, ndim: int) -> tuple[Path, Path]:
-    prefix = {"train": "train", "test": "t10k"}[split]
-    return out / f"{prefix}-images-idx{ndim}-ubyte.gz", out / f"{prefix}-labels-idx1-ubyte.gz"
-
-
-def _png_folders(out: Path, classes: Sequence[str] | None) -> list[Path]:
-    if classes is None:
-        return [out / "samples"]
-    return [out / f"{i:02d}_{safe_name(c)}" for i, c in enumerate(classes)]
-
-
-def _png_index(name: str) -> int | None:
-    """k for a file named f"{k:05d}.png", as _write_png names them; None for any other name."""
-    stem = name.removesuffix(".png")
-    return int(stem) if stem.isdigit() and f"{int(stem):05d}.png" == name else None
-
-
-def _existing(
-    out: Path, fmt: str, split: str, ndim: int, classes: Sequence[str] | None, counts: list[int]
-) -> tuple[int, Path | None]:
-    """(how many of the files a request would write exist already, the first of them). A PNG
-    folder is listed once, not probed file by file."""
-    if fmt == "npz":
-        paths = [out]
-    elif fmt == "idx":
-        paths = list(_idx_names(out, split, ndim))[: 1 if classes is None else 2]
-        paths += [] if classes is None else [out / "classes.txt"]
-    else:
-        found, first = 0, None
-        for folder, count in zip(_png_folders(out, classes), counts, strict=True):
-            taken = [] if not folder.is_dir() else [_png_index(name) for name in os.listdir(folder)]
-            taken = [k for k in taken if k is not None and k < count]
-            if taken and first is None:
-                first = folder / f"{min(taken):05d}.png"
-            found += len(taken)
-        return found, first
-    paths = [p for p in paths if p.exists()]
-    return len(paths), (paths[0] if paths else None)
-
-
-def _write_npz(
-    out: Path, shape: tuple[int, ...], chunks: Iterable[Chunk], labels: LabelRange,
-    classes: Sequence[str] | None,
-) -> int:  # fmt: skip
-    """x.npy is written header first, then chunk by chunk; y.npy from `labels`, LABEL_CHUNK at
-    a time, after it (a zip is written one member at a time)."""
-    n = shape[0]
-    with atomic_open(out) as f, zipfile.ZipFile(f, "w") as zf:
-        with npz_member(zf, "x.npy") as member:
-            x = NpyWriter(member, np.uint8, shape)
-            for images, _ in chunks:  # N x 1 x H x W in C order has the bytes of N x H x W
-                x.write(images.numpy())
-            x.close()
-        if classes is not None:
-            with npz_member(zf, "y.npy") as member:
-                y = NpyWriter(member, np.int64, (n,))
-                for a in range(0, n, LABEL_CHUNK):
-                    y.write(labels(a, min(a + LABEL_CHUNK, n)).numpy())
-                y.close()
-            with npz_member(zf, "classes.npy") as member:
-                names = np.array(list(classes), dtype=np.str_)
-                np.lib.format.write_array(member, names, allow_pickle=False)
-    return 1
-
-
-def _write_idx(
-    out: Path, split: str, shape: tuple[int, ...], chunks: Iterable[Chunk], labels: LabelRange,
-    classes: Sequence[str] | None,
-) -> int:  # fmt: skip
-    """Each .gz is written header first through a gzip stream. All files stay temporaries until
-    all are complete and are then renamed together, so that an error or an interrupt while
-    writing never pairs new images with old labels."""
-    n = shape[0]
-    images_path, labels_path = _idx_names(out, split, len(shape))
-    with ExitStack() as stack:  # on an error every file is deleted, none renamed
-        images = IdxGzipWriter(stack.enter_context(atomic_open(images_path)), np.uint8, shape)
-        for x, _ in chunks:
-            images.write(x.numpy())
-        images.close()
-        if classes is None:
-            return 1
-        dtype = np.uint8 if len(classes) <= 256 else np.int32
-        ys = IdxGzipWriter(stack.enter_context(atomic_open(labels_path)), dtype, (n,))
-        for a in range(0, n, LABEL_CHUNK):
-            ys.write(labels(a, min(a + LABEL_CHUNK, n)).numpy())
-        ys.close()
-        stack.enter_context(atomic_open(out / "classes.txt")).write(
-            "".join(f"{c}\n" for c in classes).encode()
-        )
-        return 3
-
-
-def _write_png(out: Path, chunks: Iterable[Chunk], classes: Sequence[str] | None) -> int:
-    """One PNG per image, each written atomically, numbered per class folder in order."""
-    from PIL import Image
-
-    folders = _png_folders(out, classes)
-    written = [0] * len(folders)
-    for x, y in chunks:
-        pixels = x.numpy()
-        pixels = pixels[:, 0] if pixels.shape[1] == 1 else pixels.transpose(0, 2, 3, 1)
-        for img, cls in zip(pixels, [0] * len(x) if y is None else y.tolist(), strict=True):
-            buf = io.BytesIO()  # one file per image: the file I/O is the cost here
-            Image.fromarray(img).save(buf, format="PNG")
-            atomic_write_bytes(folders[cls] / f"{written[cls]:05d}.png", buf.getvalue())
-            written[cls] += 1
-    return sum(written)
