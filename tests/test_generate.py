@@ -186,6 +186,8 @@ def test_npz_layout(runs, tmp_path):
         (["--label", "7"], "unknown class '7'"),
         (["--n", "0"], "n = 0 is not valid"),
         (["--temperature", "0"], "temperature = 0.0 is not valid"),
+        (["--temperature", "nan"], "temperature = nan is not valid: use a finite number > 0"),
+        (["--temperature", "inf"], "temperature = inf is not valid"),
     ],
 )
 def test_bad_requests_are_clear_errors(runs, tmp_path, capsys, args, message):

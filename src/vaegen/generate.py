@@ -15,6 +15,7 @@ what one such generator draws.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,8 +104,8 @@ def request(
     """Check a request (see `generate`) and load its prior if named; errors name what to change."""
     if n <= 0:
         raise VaegenError(f"n = {n} is not valid: ask for at least one image")
-    if temperature <= 0:
-        raise VaegenError(f"temperature = {temperature} is not valid: use a number > 0")
+    if not 0 < temperature < math.inf:  # NaN fails this too
+        raise VaegenError(f"temperature = {temperature} is not valid: use a finite number > 0")
     conditional = run.config.model.conditional
     if labels and not conditional:
         raise VaegenError(
