@@ -133,8 +133,16 @@ def test_evaluate_unconditional_bernoulli_and_binarize(tiny_data, tmp_path):
         match=r"--binarize needs a model trained with a likelihood of binary pixels \(--loss bernoulli\)",
     ):
         evaluate(seed_run, binarize=True, **kw)
-    with pytest.raises(VaegenError, match="n_generated = 1 is not valid"):
-        evaluate(seed_run, **{**kw, "n_generated": 1})
+    # precision and recall need more images than the neighbours they count (PR_K = 3)
+    with pytest.raises(VaegenError, match="n_generated = 3 is not valid: use an integer > 3"):
+        evaluate(seed_run, **{**kw, "n_generated": 3})
+    from .conftest import write_idx_dataset
+
+    few = TrainConfig(epochs=1, batch_size=32)
+    small = train(RunConfig(DataConfig(str(write_idx_dataset(tmp_path / "d3", n_train=3))),
+                            ModelConfig(hidden=8), few), tmp_path / "s3", progress=False)  # fmt: skip
+    with pytest.raises(VaegenError, match="s3: its training set has 3 images; evaluating it"):
+        evaluate(small, **kw)
 
 
 # ------------------------------------------------------------ each part against a known answer
@@ -154,6 +162,15 @@ def _tiny_run(data, out, conditional=False, loss="gaussian"):
         TrainConfig(epochs=1, batch_size=32, lr=3e-3, loss=loss),
     )
     return train(config, out, progress=False)
+
+
+def test_a_learned_sigma_runs_likelihood_is_named_a_density_not_a_bernoulli(tiny_data, tmp_path):
+    run = _tiny_run(tiny_data, tmp_path / "s", loss="gaussian-sigma")
+    train_ds, test_ds = load_dataset(str(tiny_data), "train"), load_dataset(str(tiny_data), "test")
+    ctx = CONTEXT.Context(run, train_ds, test_ds, 8, torch.arange(8), seed=0, progress=False)
+    notes = importlib.import_module("vaegen.evaluate.likelihood").likelihood(ctx, 3, False)["notes"]
+    assert any("a Gaussian density on continuous grey levels, in nats" in n for n in notes)
+    assert not any("Bernoulli" in n or "--binarize" in n for n in notes)
 
 
 def _hand_over_as_generated(monkeypatch, images, labels=None) -> list[int]:

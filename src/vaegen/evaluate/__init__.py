@@ -97,8 +97,8 @@ def _evaluate(
 ) -> dict[str, Any]:
     if iw_samples < 1:
         raise VaegenError(f"iw_samples = {iw_samples} is not valid: use an integer >= 1")
-    if n_generated < 2:
-        raise VaegenError(f"n_generated = {n_generated} is not valid: use an integer >= 2")
+    if n_generated <= PR_K:  # precision and recall look at each image's PR_K nearest others
+        raise VaegenError(f"n_generated = {n_generated} is not valid: use an integer > {PR_K}")
     loss, lk = run.config.train.loss, run.likelihood
     if binarize and not lk.binary_data:
         # an error, not a note: a Gaussian density on 0/1 pixels is a number on another scale,
@@ -122,6 +122,11 @@ def _evaluate(
     run.model.eval()
     used_prior = load_prior(run, prior)  # loaded (and checked against the weights) once
     n = min(n_req, len(train_ds))  # generated and real sets must be the same size to compare
+    if n <= PR_K:
+        raise VaegenError(
+            f"{run.path}: its training set has {len(train_ds)} images; evaluating it needs more "
+            f"than {PR_K}"
+        )
     gen = torch.Generator().manual_seed(seed)
     real_idx = torch.randperm(len(train_ds), generator=gen)[:n]  # N real training images
     settings = {

@@ -56,6 +56,11 @@ def likelihood(ctx: Context, k: int, binarize: bool) -> dict[str, Any]:
             "gaussian_nll_nats is a density on continuous pixels (N(decoder mean, I)); it is "
             "not comparable with published NLLs of binarised images"
         )
+    elif not lk.binary_data:  # a Gaussian with its own sigma: already a density in nats
+        likelihood["notes"].append(
+            "a Gaussian density on continuous grey levels, in nats; not comparable with "
+            "published NLLs of binarised images"
+        )
     elif not binarize:
         likelihood["notes"].append(
             "the Bernoulli likelihood of grey-level pixels is not a normalised likelihood; for a "
