@@ -69,6 +69,8 @@ GOOD = idx_bytes(np.arange(12, dtype=np.uint8).reshape(3, 4))
         (GOOD[:6], "truncated IDX header"),
         (GOOD[:-1], "truncated"),
         (GOOD + b"\x00", "trailing bytes"),
+        # 65536^4 bytes: a size that wraps around to 0 in 64-bit integers
+        (b"\x00\x00\x08\x04" + (1 << 16).to_bytes(4, "big") * 4, "truncated"),
     ],
 )
 def test_idx_rejections_name_the_file(tmp_path, payload, message):
@@ -107,6 +109,32 @@ def test_labels_out_of_range_are_refused(tmp_path):
     write_idx(folder / "train-labels-idx1-ubyte.gz", np.full(256, 7, dtype=np.uint8))
     with pytest.raises(DataError, match=r"labels span 7\.\.7 but there are 3 classes"):
         load_dataset(folder)
+
+
+def test_labels_that_are_not_integers_and_unreadable_class_names_are_named(tmp_path):
+    folder = write_idx_dataset(tmp_path / "d")
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.full(256, 1.7, dtype=np.float32))
+    with pytest.raises(DataError, match="labels are float32; they must be class indices"):
+        load_dataset(folder)
+    folder = write_idx_dataset(tmp_path / "e")
+    (folder / "classes.txt").write_bytes("Café\nThé\nEau\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"classes\.txt: cannot read the class names .* UTF-8"):
+        load_dataset(folder)
+
+
+def test_npz_class_names_saved_as_bytes_and_an_unsupported_zip_method(tmp_path):
+    x, y = make_images(10)
+    np.savez(tmp_path / "b.npz", x=x, y=y, classes=np.array([b"cat", b"dog", "caf\xe9".encode()]))
+    assert load_dataset(tmp_path / "b.npz", test_fraction=0).classes == ["cat", "dog", "caf\xe9"]
+    data = bytearray((tmp_path / "b.npz").read_bytes())
+    for magic, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # the method: Deflate64
+        start = data.find(magic)
+        while start >= 0:
+            data[start + offset : start + offset + 2] = (9).to_bytes(2, "little")
+            start = data.find(magic, start + 1)
+    (tmp_path / "d64.npz").write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"d64\.npz: not a readable \.npz file"):
+        load_dataset(tmp_path / "d64.npz")
 
 
 def test_label_count_mismatch(tmp_path):
@@ -195,6 +223,36 @@ def test_vaegen_cache_dir_holds_downloads_too(fake_named, tmp_path, monkeypatch)
     assert (tmp_path / "mine" / "fake" / "t10k-labels-idx1-ubyte.gz").is_file()
     assert not (tmp_path / "cache" / "vaegen").exists()
     assert datasets.locate("fake") == tmp_path / "mine" / "fake"
+
+
+def test_a_download_cut_short_moves_on_to_the_next_mirror(fake_named, tmp_path):
+    import http.server
+    import threading
+
+    class CutShort(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # promises 100,000 bytes, sends 10, hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ds, src = fake_named
+        cut = f"http://127.0.0.1:{server.server_address[1]}/"
+        folder = datasets.download(ds, tmp_path / "dl", mirrors=[cut, src.as_uri() + "/"])
+        assert len(datasets.verify("fake", folder)) == 4
+        with pytest.raises(
+            DataError, match=r"(?s)could not download train-images.*IncompleteRead\(10 bytes read"
+        ):
+            datasets.download(ds, tmp_path / "dl2", mirrors=[cut])
+    finally:
+        server.shutdown()
 
 
 def test_missing_named_dataset_says_the_three_ways(fake_named, monkeypatch):

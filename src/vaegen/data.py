@@ -197,6 +197,8 @@ def _from_arrays(
     if labels is not None:
         if labels.ndim != 1 or len(labels) != len(images):
             raise DataError(f"{where}: {len(images)} images but labels of shape {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):  # an IDX file may hold floats
+            raise DataError(f"{where}: labels are {labels.dtype}; they must be class indices")
         y = torch.from_numpy(labels.astype(np.int64))
         if not classes:
             classes = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
@@ -227,7 +229,13 @@ def _load_idx_folder(folder: Path, split: str) -> ImageDataset:
     classes: list[str] = []
     classes_file = folder / "classes.txt"
     if classes_file.is_file():
-        classes = classes_file.read_text(encoding="utf-8").splitlines()
+        try:
+            classes = classes_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(
+                f"{classes_file}: cannot read the class names ({e}); save it as UTF-8 text, one "
+                "name a line"
+            ) from None
     return _from_arrays(images, labels, classes, folder.name, str(found["images"]))
 
 

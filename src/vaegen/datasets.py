@@ -8,6 +8,7 @@ checks of `idx.parse_idx`); a bad file raises `DataError` naming the file and wh
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import urllib.request
@@ -274,7 +275,8 @@ def download(
                     log.info("downloading %s", url)
                     with urllib.request.urlopen(url, timeout=30) as r:
                         payload = r.read()
-                except OSError as e:
+                # a transfer cut short is an HTTPException (IncompleteRead), a bad URL a ValueError
+                except (OSError, http.client.HTTPException, ValueError) as e:
                     errors.append(f"  {url}: {e}")
                     continue
                 try:

@@ -7,6 +7,7 @@ byte count); a bad file raises `DataError` naming the file and what is wrong.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -68,7 +69,7 @@ def parse_idx(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
         raise DataError(f"{source}: truncated IDX header ({len(data)} bytes, need {header})")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = _IDX_DTYPES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise DataError(

@@ -20,6 +20,9 @@ import numpy as np
 from .errors import DataError
 
 _LAYOUTS = "N x H x W, N x H x W x C or N x C x H x W with C = 1 or 3"
+# what Python's zipfile raises for a damaged archive, one it cannot decompress (Deflate64, as
+# Windows writes large zips: NotImplementedError) or an encrypted one (RuntimeError)
+_ZIP_ERRORS = (zlib.error, zipfile.BadZipFile, NotImplementedError, RuntimeError)
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
@@ -33,7 +36,9 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
         names = arrays["classes"]
         if names.ndim != 1:
             raise DataError(f"{path}: classes must be a list of names, got shape {names.shape}")
-        classes = [str(c) for c in names]
+        # names saved as bytes (an "S" array, as h5py gives them) are UTF-8 text, not b'...'
+        classes = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+                   for c in names.tolist()]  # fmt: skip
     y = arrays.get("y")
     return x, None if y is None else _labels(y, len(x), classes, path), classes
 
@@ -51,7 +56,7 @@ def npz_layout(path: Path) -> tuple[int, tuple[int, int, int], bool, int] | None
             if read is None:
                 return None
             shape, _, dtype = read(f)
-    except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, EOFError, *_ZIP_ERRORS):
         return None
     if dtype.hasobject or len(shape) not in (3, 4):
         return None
@@ -73,7 +78,7 @@ def _arrays(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, *_ZIP_ERRORS) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
     if not hasattr(loaded, "files"):  # a single .npy array
         raise DataError(
@@ -95,7 +100,7 @@ def _arrays(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
                         "objects, which vaegen never unpickles; save plain numeric arrays"
                     ) from None
                 raise DataError(f"{path}: not a readable .npz file ({key!r}: {e})") from None
-            except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+            except (OSError, EOFError, *_ZIP_ERRORS) as e:
                 raise DataError(f"{path}: not a readable .npz file ({key!r}: {e})") from None
     return out, found
 
