@@ -225,6 +225,27 @@ def test_vaegen_cache_dir_holds_downloads_too(fake_named, tmp_path, monkeypatch)
     assert datasets.locate("fake") == tmp_path / "mine" / "fake"
 
 
+def test_a_data_folder_holding_another_datasets_files_is_passed_over(
+    fake_named, tmp_path, monkeypatch, caplog
+):
+    """MNIST's and FashionMNIST's files have the same names: $VAEGEN_DATA pointing at one's
+    folder must not make the other's load fail as corrupt."""
+    other = write_idx_dataset(tmp_path / "mnist-files", n_train=20, n_test=10, classes=2)
+    monkeypatch.setenv("VAEGEN_DATA", str(other))
+    # with nothing else to use, reading them says they may be another dataset's
+    with pytest.raises(
+        DataError, match=r"mnist-files/train-images.*: checksum .* or another dataset's"
+    ):
+        datasets.verify("fake")
+    with caplog.at_level("WARNING", logger="vaegen"):
+        assert datasets.locate("fake") == tmp_path / "cache" / "vaegen" / "fake"  # downloaded
+    assert f"{other} holds files named as fake's that are not its own" in caplog.text
+    assert len(datasets.verify("fake")) == 4
+    _, src = fake_named
+    monkeypatch.setenv("VAEGEN_DATA", str(src))  # the dataset's own files: used where they are
+    assert datasets.locate("fake") == src
+
+
 def test_a_download_cut_short_moves_on_to_the_next_mirror(fake_named, tmp_path):
     import http.server
     import threading

@@ -164,6 +164,12 @@ def _verify_file(path: Path, spec: FileSpec) -> bytes:
     return _verify_bytes(read_raw(path), spec, path)
 
 
+_NOT_OURS = (
+    "the file is damaged or another dataset's (MNIST's and FashionMNIST's files have the same "
+    "names); delete it and fetch this dataset's again"
+)
+
+
 def _verify_bytes(raw: bytes, spec: FileSpec, source: str | Path) -> bytes:
     """Return the decompressed `raw` (the bytes of a file or download named `source`) after
     checking its size and checksum."""
@@ -176,7 +182,7 @@ def _verify_bytes(raw: bytes, spec: FileSpec, source: str | Path) -> bytes:
     if len(data) != spec.raw_size:
         raise DataError(
             f"{source}: {len(data)} bytes after decompression, expected {spec.raw_size}: "
-            "the file is truncated or not this dataset's; delete it and fetch again"
+            + _NOT_OURS
         )
     if gz_ok:
         return data
@@ -185,19 +191,16 @@ def _verify_bytes(raw: bytes, spec: FileSpec, source: str | Path) -> bytes:
         if hashlib.sha256(data).hexdigest() != spec.raw_sha256:
             raise DataError(
                 f"{source}: checksum mismatch (SHA-256 of the content is not the official one): "
-                "the file is corrupt; delete it and fetch again"
+                + _NOT_OURS
             )
     elif spec.raw_md5 is not None:
         if hashlib.md5(data).hexdigest() != spec.raw_md5:
             raise DataError(
                 f"{source}: checksum mismatch (MD5 of the content is not the official one): "
-                "the file is corrupt; delete it and fetch again"
+                + _NOT_OURS
             )
     elif spec.gz_md5 is not None and str(source).endswith(".gz"):
-        raise DataError(
-            f"{source}: checksum mismatch (MD5 is not the official one): "
-            "the file is corrupt; delete it and fetch again"
-        )
+        raise DataError(f"{source}: checksum mismatch (MD5 is not the official one): " + _NOT_OURS)
     elif spec.gz_md5 is not None:
         # only the official .gz's MD5 is known: an uncompressed file has nothing to compare with
         raise DataError(
@@ -234,6 +237,20 @@ def _find_file(dirs: Sequence[Path], filename: str) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+def _holds(folder: Path, ds: NamedDataset) -> bool:
+    """Whether the smallest of the dataset's files in `folder` is its own (the test labels,
+    10 KB: cheap to verify)."""
+    spec = min((s for split in SPLITS for s in ds.files[split]), key=lambda s: s.raw_size)
+    path = _find_file([folder], spec.name)
+    if path is None:
+        return False
+    try:
+        _verify_file(path, spec)
+    except DataError:
+        return False
+    return True
 
 
 def _missing_message(ds: NamedDataset, filename: str, dirs: Sequence[Path], why: str) -> str:
@@ -299,17 +316,32 @@ def locate(name: str, data_dir: str | Path | None = None, fetch: bool = True) ->
     """Find the folder holding a named dataset's files, downloading them if allowed and needed."""
     ds = _named(name)
     dirs = _candidate_dirs(name, data_dir)
+    other = None  # a folder of files with the dataset's names but (maybe) another's content
     for d in dirs:
         if all(_find_file([d], spec.name) for split in SPLITS for spec in ds.files[split]):
-            return d
+            # MNIST and FashionMNIST share file names and sizes: a folder not named after the
+            # dataset ($VAEGEN_DATA, --data-dir) may hold the other's
+            if d.name == name or _holds(d, ds):
+                _passed_over(other, name, d)
+                return d
+            other = other or d
+    why = ""
     if fetch:
         try:
-            return download(ds)
+            found = download(ds)
+            _passed_over(other, name, found)
+            return found
         except DataError as e:
-            first = ds.files["train"][0].name
             why = f"and the download failed: {e}\n"
-            raise DataError(_missing_message(ds, first, dirs, why)) from None
-    raise DataError(_missing_message(ds, ds.files["train"][0].name, dirs, ""))
+    if other is not None:  # reading its files says what is wrong with them
+        return other
+    raise DataError(_missing_message(ds, ds.files["train"][0].name, dirs, why))
+
+
+def _passed_over(other: Path | None, name: str, used: Path) -> None:
+    if other is not None:
+        log.warning("%s holds files named as %s's that are not its own (another dataset's, or "
+                    "damaged); using %s", other, name, used)  # fmt: skip
 
 
 def _named(name: str) -> NamedDataset:
