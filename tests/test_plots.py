@@ -294,3 +294,34 @@ def test_figures_without_test_images_do_not_load_the_test_split(
     run.metrics = [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "test_recon": 1, "test_kl": 0}]
     plots.draw_all(run, only=["manifold.png", "samples.png", "loss_curve.png"])
     assert calls == ["manifold.png", "samples.png", "loss_curve.png"]
+
+
+@pytest.mark.parametrize("k", [3, 10, 13, 25])
+def test_the_scatter_and_the_explorer_give_each_class_one_colour(tmp_path, monkeypatch, k):
+    """latent_scatter.png colours class i as the report's explorer does (matplotlib's
+    get_cmap(name, k) would spread k colours over the whole map instead)."""
+    import matplotlib.axes
+    from matplotlib.colors import to_hex
+
+    from vaegen.report.payload import explorer_data
+
+    classes = [f"c{i}" for i in range(k)]
+    run = dim_run(tmp_path / "r", conditional=False)
+    run = Run(run.path, run.config, run.model, classes, GREY)
+    test = dim_test_split()
+    test = ImageDataset(test.images, torch.arange(12) % k, classes)
+    drawn = []
+    real = matplotlib.axes.Axes.scatter
+
+    def spy(self, *args, **kwargs):
+        drawn.append(real(self, *args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", spy)
+    plots.latent_scatter(run, test, tmp_path / "s.png")
+    (points,) = drawn
+    shown = [to_hex(points.to_rgba(i), keep_alpha=False) for i in range(k)]
+    assert shown == explorer_data(run, test)["colors"]
+    assert len(set(shown)) == k
+    if k <= 10:  # tab10's first colours, in its order
+        assert shown[:3] == ["#1f77b4", "#ff7f0e", "#2ca02c"]

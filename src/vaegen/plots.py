@@ -13,6 +13,7 @@ Images of one channel are drawn in grey, images of three in colour (RGB).
 
 from __future__ import annotations
 
+import colorsys
 import logging
 from collections.abc import Callable, Collection
 from functools import partial
@@ -25,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.colors import ListedColormap
 
 from . import run as rundir
 from .data import ImageDataset, load_dataset, safe_name, to_float
@@ -101,6 +103,22 @@ def _project_2d(z: torch.Tensor) -> tuple[np.ndarray, str]:
     return (centred @ v[:2].T).numpy(), f"first 2 principal components of the {z.shape[1]}-D latent"
 
 
+TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]  # fmt: skip
+TAB20 = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
+         "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7",
+         "#bcbd22", "#dbdb8d", "#17becf", "#9edae5"]  # fmt: skip
+
+
+def class_colours(k: int) -> list[str]:
+    """One colour ("#rrggbb") per class, the same in latent_scatter.png and the report's explorer:
+    the first k of matplotlib's tab10 (k <= 10) or tab20 (k <= 20), else k evenly spaced hues."""
+    if k <= 20:
+        return (TAB10 if k <= 10 else TAB20)[:k]
+    rgb = (colorsys.hls_to_rgb(i / k, 0.45, 0.65) for i in range(k))
+    return ["#" + "".join(f"{round(255 * c):02x}" for c in colour) for colour in rgb]
+
+
 def latent_scatter(run: Run, test: ImageDataset, path: Path) -> Path:
     labels = test.labels if run.config.model.conditional else None
     points, what = _project_2d(latent_means(run.model, test.images, labels))
@@ -109,7 +127,7 @@ def latent_scatter(run: Run, test: ImageDataset, path: Path) -> Path:
         ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
     else:
         k = len(run.classes)
-        cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)
+        cmap = ListedColormap(class_colours(k))  # not get_cmap(name, k): that resamples it
         sc = ax.scatter(
             points[:, 0], points[:, 1], c=test.labels.numpy(), cmap=cmap, s=2, alpha=0.6,
             vmin=-0.5, vmax=k - 0.5,

@@ -42,12 +42,6 @@ log = logging.getLogger(__name__)
 
 MAX_POINTS = 10_000  # test images drawn in the explorer; more only slows the page down
 LOOKUP_GRID = 21  # images per side of the precomputed grid for models not run in JavaScript
-# matplotlib's tab10 / tab20, so the explorer's colours match latent_scatter.png
-TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]  # fmt: skip
-TAB20 = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
-         "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7",
-         "#bcbd22", "#dbdb8d", "#17becf", "#9edae5"]  # fmt: skip
 
 
 def report_data(run: Run, test: ImageDataset | None = None) -> ReportData:
@@ -175,7 +169,7 @@ def explorer_data(run: Run, test: ImageDataset | None) -> dict[str, Any]:
     if d == 1:
         xy[:, 1] *= 0.8 * extent
     k = max(len(classes), 1)
-    palette = TAB10 if k <= 10 else TAB20 if k <= 20 else _hues(k)
+    palette = plots.class_colours(k)  # latent_scatter.png's
     out: dict[str, Any] = {
         "image_shape": list(run.image_shape),
         "latent_dim": d,
@@ -207,11 +201,6 @@ def _extent(xy: np.ndarray) -> float:
         if len(finite):
             reach = max(reach, 1.05 * float(np.quantile(finite.max(1), 0.999)))
     return math.ceil(reach * 2) / 2
-
-
-def _hues(k: int) -> list[str]:
-    """k distinct colours for more classes than tab20 has: evenly spaced hues."""
-    return [f"hsl({round(360 * i / k)}, 65%, 45%)" for i in range(k)]
 
 
 def _mlp_decoder(model: VAE, lk: Likelihood) -> dict[str, Any]:
