@@ -233,9 +233,11 @@ def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monke
 
 
 def test_fit_prior_redraws_the_samples_figure_from_the_new_prior(runs, tmp_path):
+    import base64
     import shutil
 
     from vaegen.plots import draw_all
+    from vaegen.report import write_report
 
     out = shutil.copytree(runs["plain"], tmp_path / "plain")
     draw_all(load_run(out), only=["samples.png", "manifold.png"])
@@ -244,6 +246,19 @@ def test_fit_prior_redraws_the_samples_figure_from_the_new_prior(runs, tmp_path)
     assert main(["-q", "fit-prior", str(out), "--components", "2"]) == 0
     assert (figures / "samples.png").read_bytes() != before["samples.png"]
     assert (figures / "manifold.png").read_bytes() == before["manifold.png"]  # not the prior's
+    assert not (out / "report.html").exists()  # none is made where there was none
+
+    def embedded(figure: str) -> bool:
+        uri = base64.b64encode((figures / figure).read_bytes()).decode()
+        return uri in (out / "report.html").read_text()
+
+    write_report(load_run(out))
+    assert main(["-q", "fit-prior", str(out), "--components", "3"]) == 0
+    assert embedded("samples.png")  # the report shows the figure of the new prior
+    fit_prior(load_run(out), components=2)  # the API redraws nothing
+    old = (figures / "samples.png").read_bytes()
+    assert main(["-q", "plot", str(out)]) == 0  # `vaegen plot` redraws it, and the report
+    assert (figures / "samples.png").read_bytes() != old and embedded("samples.png")
 
 
 def test_the_fit_is_seeded_and_takes_one_component_but_not_zero():

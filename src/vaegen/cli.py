@@ -34,6 +34,7 @@ from .config import (
 from .errors import VaegenError
 from .losses import ALIASES, LIKELIHOODS, LOSS_CHOICES
 from .priors import PRIOR_CHOICES
+from .run import Run
 
 # flag -> (section, field); defaults live in the dataclasses, not here
 _TRAIN_FLAGS = {
@@ -323,9 +324,27 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from .plots import draw_all
     from .run import load_run
 
-    for path in draw_all(load_run(args.run)):
+    run = load_run(args.run)
+    for path in draw_all(run):
         print(path)
+    _refresh_report(run)
     return 0
+
+
+def _cmd_fit_prior(args: argparse.Namespace) -> int:
+    from .run import load_run
+
+    cmd_fit_prior(args)
+    _refresh_report(load_run(args.run))  # its samples figure is drawn from the new prior
+    return 0
+
+
+def _refresh_report(run: Run) -> None:
+    """Rewrite RUN/report.html, where there is one, after figures it embeds were redrawn."""
+    from .report import REPORT, write_report
+
+    if (run.path / REPORT).exists():
+        print(f"report: {write_report(run)}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -343,7 +362,7 @@ _COMMANDS = {
     "plot": _cmd_plot,
     "report": _cmd_report,
     "data": cmd_data,
-    "fit-prior": cmd_fit_prior,
+    "fit-prior": _cmd_fit_prior,
 }
 
 
