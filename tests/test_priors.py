@@ -272,6 +272,36 @@ def test_the_fit_is_seeded_and_takes_one_component_but_not_zero():
     assert torch.allclose(one.means[0, 0], z.double().mean(0))
     with pytest.raises(VaegenError, match="components = 0 is not valid"):
         fit_gaussian_mixture(z, None, num_classes=2, components=0)
+    # any seed torch takes (a run's --seed): scikit-learn gets it modulo 2**32
+    for seed, same in ((-1, 2**32 - 1), (2**32 + 4, 4)):
+        c = fit_gaussian_mixture(z, y, num_classes=2, components=3, seed=seed)
+        d = fit_gaussian_mixture(z, y, num_classes=2, components=3, seed=same)
+        assert torch.equal(c.means, d.means)
+
+
+def test_fit_prior_refuses_a_bad_reg_covar_and_components_0_drops_the_mixture(
+    runs, tmp_path, capsys
+):
+    import shutil
+
+    out = shutil.copytree(runs["plain"], tmp_path / "plain")
+    for bad in ("-1", "nan", "inf"):
+        assert main(["-q", "fit-prior", str(out), "--reg-covar", bad]) == 2
+        assert f"reg_covar = {float(bad)} is not valid" in capsys.readouterr().err
+        with pytest.raises(VaegenError, match="prior_reg_covar"):  # train's flag, the same
+            TrainConfig(prior_reg_covar=float(bad))
+    assert main(["-q", "fit-prior", str(out), "--components", "2"]) == 0
+    assert load_prior(load_run(out)).kind == "gmm"
+    # resumed with --prior-components 0 (nothing left to train): N(0, I) from now on
+    assert main(["-q", "train", "--out", str(out), "--resume", "--prior-components", "0",
+                 "--no-plots"]) == 0  # fmt: skip
+    assert "its fitted mixture is removed" in capsys.readouterr().out
+    run = load_run(out)
+    assert run.config.train.prior_components == 0 and load_prior(run).kind == "standard"
+    assert (out / "prior" / "posterior.json").exists()  # --prior posterior still works
+    fitted, _ = generate(run, 5, seed=3)
+    standard, _ = generate(run, 5, seed=3, prior="standard")
+    assert torch.equal(fitted, standard)
 
 
 # ------------------------------------------------------------------ the aggregate posterior

@@ -259,10 +259,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if not procs.is_main:  # the prior, figures, report and summary are the first process's
         return 0
-    if config.train.prior_components and run.metrics:
-        from .priors import fit_prior
+    from .priors import drop_mixture, fit_prior
 
+    if config.train.prior_components and run.metrics:
         fit_prior(run)  # what run.config names, with its training seed
+    elif not config.train.prior_components and drop_mixture(run):
+        print(f"{run.path}: --prior-components 0, so its fitted mixture is removed")
     if not args.no_plots:
         test = rundir.load_split(run, "test")
         draw_all(run, test)

@@ -14,23 +14,24 @@ def add_mixture_flags(p: argparse.ArgumentParser, prefix: str, when: str) -> Non
     """fit-prior's --components, --draws and --reg-covar; train's --prior-components,
     --prior-draws and --prior-reg-covar (default None: the config's value)."""
     article, synth = TrainConfig(), PRESETS["synth"].train
+    default = "default: the run's own; a new run's" if not prefix else "default for a new run"
     p.add_argument(
         f"--{prefix}components", type=int, metavar="K",
         help=f"{when}a Gaussian mixture prior of K components per class, used by generate "
-        f"(default {article.prior_components}, {synth.prior_components} for --preset synth"
-        f"{'; 0: none' if prefix else ''})",
+        f"({default} {article.prior_components}, {synth.prior_components} with --preset synth"
+        f"{'; 0: none, and a resumed run drops the one it has' if prefix else ''})",
     )  # fmt: skip
     p.add_argument(
         f"--{prefix}draws", type=int, metavar="R",
         help="fit the mixture to R codes drawn from each training image's posterior q(z|x) "
-        f"instead of to their means (default {article.prior_draws}: the means; "
-        f"{synth.prior_draws} for --preset synth)",
+        f"instead of to their means ({default} {article.prior_draws}: the means; "
+        f"{synth.prior_draws} with --preset synth)",
     )  # fmt: skip
     p.add_argument(
         f"--{prefix}reg-covar", type=float, metavar="V",
         help="variance added to each component's covariance, in squared latent units: larger "
-        f"widens the components beyond the codes they were fitted to (default "
-        f"{article.prior_reg_covar:g}, {synth.prior_reg_covar:g} for --preset synth)",
+        f"widens the components beyond the codes they were fitted to ({default} "
+        f"{article.prior_reg_covar:g}, {synth.prior_reg_covar:g} with --preset synth)",
     )  # fmt: skip
 
 

@@ -137,7 +137,10 @@ class TrainConfig:
         )
         _require(self.prior_draws >= 0, "prior_draws", self.prior_draws, "an integer >= 0")
         _require(
-            self.prior_reg_covar >= 0, "prior_reg_covar", self.prior_reg_covar, "a number >= 0"
+            0 <= self.prior_reg_covar < float("inf"),
+            "prior_reg_covar",
+            self.prior_reg_covar,
+            "a finite number >= 0",
         )
 
 

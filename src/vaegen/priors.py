@@ -204,6 +204,8 @@ def fit_prior(
         seed = run.config.train.seed
     if draws < 0:
         raise VaegenError(f"draws = {draws} is not valid: use 0 (the means) or more")
+    if not 0 <= reg_covar < math.inf:  # NaN fails this too
+        raise VaegenError(f"reg_covar = {reg_covar} is not valid: use a finite number >= 0")
     if train is None:
         train = rundir.load_split(run, "train")
     elif tuple(train.image_shape) != tuple(run.image_shape):
@@ -231,6 +233,16 @@ def fit_prior(
     log.info("fitted a %d-component Gaussian mixture%s to %s: %s",
              components, " per class" if conditional else "", fitted_to, folder)  # fmt: skip
     return prior
+
+
+def drop_mixture(run: rundir.Run) -> bool:
+    """Remove the run's fitted mixture (a run set to --prior-components 0 samples N(0, I)); its
+    aggregate posterior stays. Whether there was one."""
+    info = run.path / rundir.PRIOR / INFO
+    found = info.exists()
+    info.unlink(missing_ok=True)  # the JSON first: a mixture is only found through it
+    (run.path / rundir.PRIOR / PARAMS).unlink(missing_ok=True)
+    return found
 
 
 def save_prior(folder: Path, prior: GaussianMixturePrior) -> None:
