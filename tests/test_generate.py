@@ -217,6 +217,9 @@ def test_unknown_format_and_existing_output(runs, tmp_path, capsys):
     run = str(runs["mlp-plain"])
     assert main(["generate", run, "--n", "3", "--out", str(tmp_path / "x.csv")]) == 2
     assert "unknown output format '.csv'" in capsys.readouterr().err
+    assert main(["generate", run, "--n", "3", "--format", "npz", "--out", str(tmp_path / "y")]) == 2
+    assert "an .npz output needs a path ending in .npz" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
     out = tmp_path / "x.npz"
     assert main(["generate", run, "--n", "3", "--out", str(out)]) == 0
     before = out.read_bytes()

@@ -45,6 +45,8 @@ def output_format(out: Path, fmt: str | None) -> str:
             f"{out}: unknown output format {out.suffix!r}; give a path ending in .npz, "
             "or a folder (IDX .gz files, or PNGs with --format png)"
         )
+    if fmt == "npz":  # a folder's name would become an .npz file's
+        raise VaegenError(f"{out}: an .npz output needs a path ending in .npz")
     return fmt or "idx"
 
 
