@@ -368,6 +368,26 @@ def test_16_bit_grey_is_scaled_to_8_bits_and_unscaled_32_bit_pixels_are_refused(
         load_dataset(folder, test_fraction=0)
 
 
+def test_images_stored_turned_are_loaded_as_their_exif_orientation_shows_them(tmp_path):
+    """A phone stores a portrait photo landscape with EXIF Orientation 6 ("turn 90 degrees
+    clockwise to show"); viewers show it upright, and so must the dataset."""
+    stored = grey(4, 8)  # 4 rows, 8 columns
+    upright = grey(8, 4)
+    folder = tmp_path / "d"
+    (folder / "a").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(folder / "a" / "0.png", exif=exif)
+    Image.fromarray(upright).save(folder / "a" / "1.png")
+    ds = load_dataset(folder, test_fraction=0)
+    assert ds.images.shape == (2, 1, 8, 4)
+    assert np.array_equal(ds.images[0, 0].numpy(), np.rot90(stored, k=-1))  # clockwise
+    assert np.array_equal(ds.images[1, 0].numpy(), upright)
+    assert any("image shape: 1 x 8 x 4" in line for line in info_lines(folder, test_fraction=0))
+    # the memory check's estimate, from the headers alone, sees it upright too
+    assert images_module._header_shape([folder / "a" / "0.png"], None, None) == (1, 8, 4)
+
+
 def _png_bytes(a: np.ndarray) -> bytes:
     import io
 

@@ -89,6 +89,13 @@ def _is_colour(im: Any) -> bool:
     return im.mode not in _GREY_MODES and not im.mode.startswith("I")
 
 
+def _orientation(im: Any) -> int:
+    """The image's EXIF orientation (1: as stored; 2..8: mirrored and/or turned, 5..8 swapping
+    width and height), read from its header."""
+    value = im.getexif().get(0x0112, 1)  # the Orientation tag
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def _grey_8bit(im: Any) -> tuple[Any, str]:
     """(im as 8-bit grey, "") for a grey image of more than 8 bits, or (None, why not); other
     images unchanged. Pillow's own conversion to "L" clips such values at 255 instead."""
@@ -119,7 +126,7 @@ def _resized(im: Any, size: int | None) -> Any:
 def _decode(path: Path, mode: str | None, size: int | None) -> tuple[np.ndarray | None, str]:
     """(pixels, "") with pixels H x W (grey) or H x W x 3 (colour) uint8, in `mode` ("L" or
     "RGB") or else the file's own, resized to size x size; or (None, what is wrong)."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as im:
@@ -131,6 +138,8 @@ def _decode(path: Path, mode: str | None, size: int | None) -> tuple[np.ndarray 
                     f"{limit} (PIL.Image.MAX_IMAGE_PIXELS); refused"
                 )
             im.load()
+            if _orientation(im) > 1:  # stored turned or mirrored (phone photos): shown upright
+                im = ImageOps.exif_transpose(im)
             target = mode or ("RGB" if _is_colour(im) else "L")
             im8, why = _grey_8bit(im)
             if im8 is None:
@@ -262,7 +271,8 @@ def _header_shape(
             try:
                 with Image.open(files[i]) as im:
                     colour |= _is_colour(im)
-                    hw = hw or (im.size[1], im.size[0])
+                    w, h = im.size
+                    hw = hw or ((w, h) if _orientation(im) >= 5 else (h, w))  # 5..8 turn it
             except (Image.DecompressionBombError, *_DECODE_ERRORS):
                 continue  # decoding names the file
     if hw is None:
