@@ -195,6 +195,27 @@ def test_manifold_figure_shows_the_decoded_grid(
     assert_shows(got, want)
 
 
+def test_the_manifold_of_a_1d_latent_is_one_line(
+    tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
+) -> None:
+    config = RunConfig(DataConfig("unused"), ModelConfig(latent_dim=1, hidden=32), TrainConfig())
+    torch.manual_seed(0)
+    model = build_model(config, GREY, len(CLASSES))
+    with torch.no_grad():
+        model.fc3.weight.mul_(6.0)
+        model.fc4.weight.mul_(0.04)
+        model.fc4.bias.fill_(0.4)
+    run = Run(tmp_path, config, model.eval(), CLASSES, GREY)
+    n = 7
+    path = plots.manifold(run, tmp_path / "manifold.png", n=n)
+    g = torch.tensor([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)])
+    with torch.no_grad():
+        tiles = run.likelihood.mean(run.model.decode(g[:, None])).double().view(1, n, *GREY)
+    want = mosaic(tiles, gap=0)
+    (got,) = shown(path, drawn[path.name], want.shape, grey=True)
+    assert_shows(got, want)
+
+
 def test_reconstructions_figure_shows_the_images_and_their_reconstructions(
     shape, tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
 ) -> None:

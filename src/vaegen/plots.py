@@ -173,20 +173,23 @@ def decode_grid(
 
 
 def manifold(run: Run, path: Path, label: int | None = None, n: int = 15) -> Path:
-    imgs = decode_grid(run, label, manifold_grid(n))
     c, h, w = run.image_shape
-    mosaic = imgs.permute(2, 0, 3, 1, 4).reshape(c, n * h, n * w).numpy()
+    line = run.config.model.latent_dim == 1  # a 1-D latent: every row would be the same
+    rows = 1 if line else n
+    imgs = decode_grid(run, label, manifold_grid(n))[n - rows :]
+    mosaic = imgs.permute(2, 0, 3, 1, 4).reshape(c, rows * h, n * w).numpy()
     g = manifold_grid(n).numpy()
-    fig, ax = plt.subplots(figsize=(9, 9))
+    fig, ax = plt.subplots(figsize=(9, 2.5 if line else 9))
     img = mosaic[0] if c == 1 else mosaic.transpose(1, 2, 0)
     ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ticks = np.arange(n) * w + w / 2
     labels = [f"{v:.2f}".replace("-0.00", "0.00") for v in g]
     ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
-    ax.set_yticks(ticks, labels[::-1], fontsize=7)
+    ax.set_yticks([] if line else ticks, [] if line else labels[::-1], fontsize=7)
     ax.set_xlabel("z[0]")
-    ax.set_ylabel("z[1]")
-    title = f"Decoded latent plane, {n} x {n} grid at N(0, 1) quantiles 0.05..0.95"
+    ax.set_ylabel("" if line else "z[1]")
+    what = f"line, {n} points" if line else f"plane, {n} x {n} grid"
+    title = f"Decoded latent {what} at N(0, 1) quantiles 0.05..0.95"
     if run.config.model.latent_dim > 2:
         title += f"\n(slice z[2:] = 0 of the {run.config.model.latent_dim}-D latent)"
     if label is not None:
