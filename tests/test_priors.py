@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -383,6 +384,77 @@ def test_the_aggregate_posterior_round_trips_and_generate_decodes_it(runs, tmp_p
         load_prior(run, "posterior")
 
 
+def test_a_finished_run_resumed_keeps_the_mixture_it_has_and_refits_another(runs, tmp_path):
+    import shutil
+
+    out = shutil.copytree(runs["plain"], tmp_path / "plain")
+    assert main(["-q", "fit-prior", str(out), "--components", "3", "--seed", "5"]) == 0
+    before = (out / "prior" / "prior.json").read_bytes()
+    resume = ["-q", "train", "--out", str(out), "--resume", "--no-plots"]
+    assert main(resume) == 0  # nothing to train, and the mixture it has is the one it names
+    assert (out / "prior" / "prior.json").read_bytes() == before  # not refitted with seed 0
+    assert main([*resume, "--prior-components", "4"]) == 0  # another one: refitted
+    assert load_prior(load_run(out)).info["components"] == 4
+    for flag, value, key in (("--prior-draws", "2", "draws"), ("--prior-reg-covar", "0.5",
+                                                                "reg_covar")):  # fmt: skip
+        assert main([*resume, flag, value]) == 0
+        assert load_prior(load_run(out)).info[key] == float(value)
+    assert main([*resume, "--epochs", "3"]) == 0  # trained on: refitted to the new weights
+    run = load_run(out)
+    assert load_prior(run).info["model_sha256"] == run.weights_sha256()
+
+
+PROBE = """
+import sys
+from pathlib import Path
+from vaegen.errors import RunError
+from vaegen.run import lock_for_writing
+try:
+    with lock_for_writing(Path(sys.argv[1]), "probe"):
+        print("free", flush=True)
+        if len(sys.argv) > 2:  # hold it
+            sys.stdin.readline()
+except RunError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+def test_the_run_is_locked_while_its_prior_is_fitted(runs, tmp_path, monkeypatch):
+    """`vaegen evaluate` (or another writer) started while `vaegen train` fits its prior, or
+    while `fit-prior` runs, is refused rather than reading half a prior."""
+    import shutil
+
+    import vaegen.priors
+
+    out = shutil.copytree(runs["plain"], tmp_path / "plain")
+    (tmp_path / "probe.py").write_text(PROBE)
+    probe = [sys.executable, str(tmp_path / "probe.py"), str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(vaegen.priors.__file__).parents[1])}
+    seen = []
+    real = vaegen.priors.fit_prior
+
+    def probing(run, *args, **kwargs):
+        seen.append(subprocess.run(probe, env=env, capture_output=True, text=True))
+        return real(run, *args, **kwargs)
+
+    monkeypatch.setattr(vaegen.priors, "fit_prior", probing)
+    assert main(["-q", "train", "--out", str(out), "--resume", "--prior-components", "2",
+                 "--no-plots"]) == 0  # fmt: skip
+    (during,) = seen
+    assert during.returncode == 3 and "is in use by process" in during.stdout
+    assert subprocess.run(probe, env=env).returncode == 0  # free again afterwards
+    # fit_prior itself takes the lock: refused while another process holds it
+    holder = subprocess.Popen([*probe, "hold"], env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "free"
+        with pytest.raises(RunError, match=r"is in use by process \d+ on .*\(probe, "):
+            real(load_run(out), components=2)
+    finally:
+        holder.communicate("\n", timeout=60)
+
+
 def test_the_mixture_can_be_fitted_to_codes_drawn_from_the_posteriors(runs, tmp_path, capsys):
     import shutil
 
@@ -397,8 +469,12 @@ def test_the_mixture_can_be_fitted_to_codes_drawn_from_the_posteriors(runs, tmp_
     assert torch.equal(fitted.means, by_hand.means)
     assert torch.equal(fitted.covariances, by_hand.covariances) and fitted.info["reg_covar"] == 0.2
     assert fitted.info["draws"] == 3 and "3 codes drawn from each of" in fitted.info["fitted_to"]
-    means = fit_prior(run, components=2, seed=4)
+    # config.json names the mixture the run has now: it is the default of the next fit
+    tc = run.config.train
+    assert (tc.prior_components, tc.prior_draws, tc.prior_reg_covar) == (2, 3, 0.2)
+    means = fit_prior(run, seed=4, draws=0)
     assert not torch.equal(means.means, fitted.means) and means.info["draws"] == 0
+    assert means.info["components"] == 2 and load_run(out).config.train.prior_draws == 0
     with pytest.raises(VaegenError, match="draws = -1 is not valid"):
         fit_prior(run, components=2, draws=-1)
 

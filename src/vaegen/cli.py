@@ -6,6 +6,7 @@ Every flag of `vaegen train` maps onto one config field (--latent-dim <-> model.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -234,8 +235,6 @@ def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
     from . import run as rundir
-    from .plots import draw_all
-    from .report import write_report
     from .train import train
 
     procs = distributed.from_env()
@@ -253,22 +252,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     defaulted = not (resumed or args.preset or args.loss) and loss != config.train.loss
     if defaulted:
         config = replace(config, train=replace(config.train, loss=loss))
-    run = train(
-        config, out, resume=args.resume, progress=not args.quiet,
-        checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,
-    )  # fmt: skip
-    if not procs.is_main:  # the prior, figures, report and summary are the first process's
-        return 0
-    from .priors import drop_mixture, fit_prior
-
-    if config.train.prior_components and run.metrics:
-        fit_prior(run)  # what run.config names, with its training seed
-    elif not config.train.prior_components and drop_mixture(run):
-        print(f"{run.path}: --prior-components 0, so its fitted mixture is removed")
-    if not args.no_plots:
-        test = rundir.load_split(run, "test")
-        draw_all(run, test)
-        print(f"report: {write_report(run, test=test)}")
+    # the lock train() takes is held on until the prior, figures and report are written too
+    with rundir.lock_for_writing(out, "training") if procs.is_main else contextlib.nullcontext():
+        run = train(
+            config, out, resume=args.resume, progress=not args.quiet,
+            checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,
+        )  # fmt: skip
+        if not procs.is_main:  # the prior, figures, report and summary are the first process's
+            return 0
+        _finish_training(run, args.no_plots)
     last = run.metrics[-1] if run.metrics else None
     if last:
         print(
@@ -279,6 +271,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
                "(--loss gaussian gives the article's)" if defaulted else "")
         )  # fmt: skip
     return 0
+
+
+def _finish_training(run: Run, no_plots: bool) -> None:
+    """The prior run.config names (fitted unless the run has it already: a finished run resumed
+    keeps a mixture `fit-prior` made), then the figures and the report."""
+    from . import run as rundir
+    from .plots import draw_all
+    from .priors import drop_mixture, fit_prior, mixture_is_current
+    from .report import write_report
+
+    if run.config.train.prior_components and run.metrics and not mixture_is_current(run):
+        fit_prior(run)  # with the run's training seed
+    elif not run.config.train.prior_components and drop_mixture(run):
+        print(f"{run.path}: --prior-components 0, so its fitted mixture is removed")
+    if not no_plots:
+        test = rundir.load_split(run, "test")
+        draw_all(run, test)
+        print(f"report: {write_report(run, test=test)}")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:

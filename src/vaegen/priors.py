@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -215,24 +215,49 @@ def fit_prior(
         )
     conditional = run.config.model.conditional
     labels = train.labels if conditional else None
-    mu, logvar = latent_posteriors(run.model, train.images, labels)
-    folder = run.path / rundir.PRIOR
-    posterior = aggregate_posterior(mu, logvar, labels, len(run.classes))
-    z, z_labels, fitted_to = mu, labels, f"latent means of {len(mu)} training images"
-    if draws:
-        z, z_labels = posterior.draws(draws, torch.Generator().manual_seed(seed))
-        fitted_to = f"{draws} codes drawn from each of {len(mu)} training images' posteriors"
-    prior = fit_gaussian_mixture(z, z_labels, len(run.classes), components, seed, reg_covar)
-    prior.info.update(fitted_to=fitted_to, draws=draws)
-    # written only once both are fitted (a failed or interrupted fit keeps the previous pair),
-    # each stamped with the weights it belongs to (load_prior refuses it for other weights)
-    weights = run.weights_sha256()
-    posterior.info[FITTED_WEIGHTS] = prior.info[FITTED_WEIGHTS] = weights
-    save_posterior(folder, posterior)
-    save_prior(folder, prior)
+    with rundir.lock_for_writing(run.path, "fitting the prior"):  # not while evaluate reads it
+        mu, logvar = latent_posteriors(run.model, train.images, labels)
+        folder = run.path / rundir.PRIOR
+        posterior = aggregate_posterior(mu, logvar, labels, len(run.classes))
+        z, z_labels, fitted_to = mu, labels, f"latent means of {len(mu)} training images"
+        if draws:
+            z, z_labels = posterior.draws(draws, torch.Generator().manual_seed(seed))
+            fitted_to = f"{draws} codes drawn from each of {len(mu)} training images' posteriors"
+        prior = fit_gaussian_mixture(z, z_labels, len(run.classes), components, seed, reg_covar)
+        prior.info.update(fitted_to=fitted_to, draws=draws)
+        # written only once both are fitted (a failed or interrupted fit keeps the previous
+        # pair), each stamped with the weights it belongs to (load_prior refuses other weights)
+        weights = run.weights_sha256()
+        posterior.info[FITTED_WEIGHTS] = prior.info[FITTED_WEIGHTS] = weights
+        save_posterior(folder, posterior)
+        save_prior(folder, prior)
+        _record_settings(run, components, draws, reg_covar)
     log.info("fitted a %d-component Gaussian mixture%s to %s: %s",
              components, " per class" if conditional else "", fitted_to, folder)  # fmt: skip
     return prior
+
+
+def _record_settings(run: rundir.Run, components: int, draws: int, reg_covar: float) -> None:
+    """config.json names the mixture the run now has, so that `train --resume` keeps it."""
+    fields = {"prior_components": components, "prior_draws": draws, "prior_reg_covar": reg_covar}
+    if all(getattr(run.config.train, k) == v for k, v in fields.items()):
+        return
+    saved, facts = rundir.load_config(run.path)
+    rundir.save_config(run.path, replace(saved, train=replace(saved.train, **fields)), facts)
+    run.config = replace(run.config, train=replace(run.config.train, **fields))
+
+
+def mixture_is_current(run: rundir.Run) -> bool:
+    """Whether RUN/prior/ holds the mixture run.config names, fitted to the run's weights."""
+    path = run.path / rundir.PRIOR / INFO
+    if not path.exists():
+        return False
+    info, tc = ckpt.read_json(path), run.config.train
+    return isinstance(info, dict) and (
+        info.get(FITTED_WEIGHTS) == run.weights_sha256()
+        and (info.get("components"), info.get("draws"), info.get("reg_covar"))
+        == (tc.prior_components, tc.prior_draws, tc.prior_reg_covar)
+    )
 
 
 def drop_mixture(run: rundir.Run) -> bool:
