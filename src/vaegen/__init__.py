@@ -16,6 +16,7 @@ from .data import ImageDataset, load_dataset
 from .evaluate import evaluate
 from .generate import generate
 from .models import VAE, ConvVAE
+from .priors import fit_prior
 from .run import Run, load_run
 from .train import train
 
@@ -30,6 +31,7 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "evaluate",
+    "fit_prior",
     "generate",
     "load_dataset",
     "load_run",
