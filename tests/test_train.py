@@ -15,6 +15,7 @@ from vaegen.checkpoint import load_state, read_tensors
 from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, TrainConfig
 from vaegen.errors import RunError, VaegenError
+from vaegen.run import read_metrics
 
 
 def tiny_config(data: Path, epochs: int = 4, **train_kw) -> RunConfig:
@@ -212,6 +213,27 @@ def test_non_finite_loss_stops_with_a_hint(tiny_data, tmp_path):
         Exception, match=r"the loss became .* at epoch 1, step \d+: try a smaller learning rate"
     ):
         train(cfg, tmp_path / "nan", progress=False)
+
+
+def test_a_non_finite_test_loss_stops_before_the_epoch_is_recorded(
+    tiny_data, tmp_path, monkeypatch
+):
+    import importlib
+
+    module = importlib.import_module("vaegen.train")  # the package exports a function `train`
+    real, calls = module.evaluate_loss, []
+
+    def nan_the_second_time(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return {**out, "kl": float("inf")} if len(calls) == 2 else out
+
+    monkeypatch.setattr(module, "evaluate_loss", nan_the_second_time)
+    says = r"the test loss became inf after epoch 2 \(its training loss stayed finite\): .*--lr"
+    with pytest.raises(Exception, match=says):
+        train(tiny_config(tiny_data, epochs=3), tmp_path / "r", progress=False)
+    assert [m["epoch"] for m in read_metrics(tmp_path / "r")] == [1]  # valid JSON, epoch 1 only
+    assert load_state(tmp_path / "r" / "state").progress.epoch == 1
 
 
 def test_conditional_needs_labels(tmp_path):

@@ -299,6 +299,12 @@ def _end_epoch(loop: _Loop, epoch: int, t0: float, writer: Any) -> None:
     n = len(data.x_train)
     seconds = p.elapsed_in_epoch
     test = evaluate_loss(loop.run.model, data.x_test, data.y_test, tc.loss, seed=tc.seed + 3)
+    if not math.isfinite(test["recon"] + test["kl"]):  # metrics.jsonl would hold NaN, not JSON
+        raise NonFiniteLossError(
+            f"the test loss became {test['recon'] + test['kl']} after epoch {epoch + 1} (its "
+            f"training loss stayed finite): try a smaller learning rate (--lr, now {tc.lr}); the "
+            f"last good checkpoint is kept in {loop.run_dir / rundir.STATE}"
+        )
     totals = loop.running.tolist()
     record = {
         "epoch": epoch + 1,
