@@ -136,7 +136,7 @@ def latent_scatter(run: Run, test: ImageDataset, path: Path) -> Path:
         bar.ax.set_yticklabels(run.classes)
     title = f"Latent means of the {len(points):,} test images"
     if run.config.model.conditional:
-        title += " (conditional model: classes overlap by design)"
+        title += "\n(conditional model: classes overlap by design)"  # one line is too wide
     ax.set_title(title)
     ax.set_xlabel(f"{what} [0]" if "principal" not in what else "PC 1")
     ax.set_ylabel(f"{what} [1]" if "principal" not in what else "PC 2")
