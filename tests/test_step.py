@@ -208,3 +208,34 @@ def test_the_bf16_objective_computes_its_loss_terms_in_float32():
         out = model(x, generator=gen)
     kl = kl_divergence(out.mu.float(), out.logvar.float()).sum()
     torch.testing.assert_close(got[2], kl, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_processes_share_out_the_noise_one_process_draws(monkeypatch, bf16):
+    """Each of N processes takes its part of the whole batch's noise, drawn as the model draws it
+    alone (in mu's dtype: bfloat16 under autocast, where a float32 draw gives other numbers)."""
+    from vaegen.distributed import Processes
+    from vaegen.step import autograd_step
+
+    model = VAE(image_shape=(1, 4, 4), latent_dim=3, hidden=8)
+    x = torch.rand(7, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    seen = []
+    real = step_module.objective
+
+    def spy(net, lk, beta, xb, yb, eps=None, generator=None, bf16=False):
+        seen.append(eps)
+        return real(net, lk, beta, xb, yb, eps=eps, generator=generator, bf16=bf16)
+
+    monkeypatch.setattr(step_module, "objective", spy)
+    opt = torch.optim.Adam(model.parameters())
+    for rank in (0, 1):
+        step = autograd_step(
+            model, model, likelihood("gaussian"), 1.0, opt, Processes(rank, 2), bf16
+        )
+        step(x, None, torch.Generator().manual_seed(5))
+    alone = torch.randn((7, 3), generator=torch.Generator().manual_seed(5),
+                        dtype=torch.bfloat16 if bf16 else torch.float32)  # fmt: skip
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        mu = model.fc_mu(torch.relu(model.fc1(x.view(7, -1))))
+    assert alone.dtype == mu.dtype  # the model's own draw, in mu's dtype
+    assert torch.equal(torch.cat(seen), alone)

@@ -236,6 +236,33 @@ def test_a_non_finite_test_loss_stops_before_the_epoch_is_recorded(
     assert load_state(tmp_path / "r" / "state").progress.epoch == 1
 
 
+@pytest.mark.parametrize(("at_step", "where", "epochs_saved"),
+                         [(5, "the end of epoch 1", None), (10, "epoch 2, step 3", 1)])  # fmt: skip
+def test_an_optimizer_state_that_overflows_while_the_loss_stays_finite_is_named(
+    tiny_data, tmp_path, monkeypatch, at_step, where, epochs_saved
+):
+    """8 steps an epoch, a checkpoint every 11: the state overflowed at `at_step` is refused at
+    the next save (the end of epoch 1, or global step 11), with the epoch and step and a hint."""
+    from vaegen.step import Step
+
+    real = Step.train_step
+
+    def overflowing(self, xb, yb, generator, global_step):
+        sums = real(self, xb, yb, generator, global_step)
+        if global_step == at_step:  # as Adam's second moments overflow at a huge learning rate
+            for state in self.optimizer.state.values():
+                state["exp_avg_sq"].view(-1)[0] = float("inf")
+        return sums
+
+    monkeypatch.setattr(Step, "train_step", overflowing)
+    cfg = tiny_config(tiny_data, epochs=2, step="autograd")
+    says = rf"'0\.exp_avg_sq': it holds NaN or infinite values at {where}: try a smaller"
+    with pytest.raises(Exception, match=says):
+        train(cfg, tmp_path / "r", progress=False, checkpoint_every=11)
+    state = load_state(tmp_path / "r" / "state")
+    assert (state and state.progress.epoch) == epochs_saved  # the last good checkpoint
+
+
 def test_conditional_needs_labels(tmp_path):
     import numpy as np
 

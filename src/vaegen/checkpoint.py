@@ -32,7 +32,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ._io import atomic_write_bytes, atomic_write_text, fsync_dir
-from .errors import RunError, VaegenError
+from .errors import NonFiniteError, RunError, VaegenError
 
 MANIFEST = "manifest.json"
 
@@ -49,7 +49,9 @@ def tensors_to_bytes(tensors: Mapping[str, torch.Tensor], check_finite: bool = T
     for name, t in tensors.items():
         t = t.detach().to("cpu").contiguous()
         if check_finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise VaegenError(f"refusing to save tensor {name!r}: it holds NaN or infinite values")
+            raise NonFiniteError(
+                f"refusing to save tensor {name!r}: it holds NaN or infinite values"
+            )
         out[name] = t.clone() if t.untyped_storage().size() != t.numel() * t.element_size() else t
     return st_save(out)
 

@@ -13,5 +13,9 @@ class RunError(VaegenError, ValueError):
     """A run directory or one of its files is missing, corrupt or inconsistent."""
 
 
+class NonFiniteError(VaegenError, ValueError):
+    """A tensor to be saved holds NaN or infinity: it is refused, and the old file kept."""
+
+
 class WriteError(VaegenError, OSError):
     """A file could not be written (a full disk, no permission); the old file is untouched."""

@@ -156,7 +156,11 @@ def autograd_step(
     ) -> torch.Tensor:
         eps = None
         if procs.several:  # the whole batch's noise, then this process's part of both
-            eps = torch.randn((len(xb), model.latent_dim), generator=generator, device=xb.device)
+            # in the dtype of mu, as the model draws it alone (bfloat16 under autocast; a float32
+            # draw takes other numbers from the generator)
+            dtype = torch.bfloat16 if bf16 else torch.float32
+            eps = torch.randn((len(xb), model.latent_dim), generator=generator, device=xb.device,
+                              dtype=dtype)  # fmt: skip
             part = procs.shard(len(xb))
             xb, yb, eps = xb[part], None if yb is None else yb[part], eps[part]
             sums = objective(net, lk, beta, xb, yb, eps=eps, bf16=bf16)

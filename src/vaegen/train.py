@@ -25,7 +25,7 @@ from . import collapse, distributed
 from . import run as rundir
 from ._io import show_progress
 from .config import RunConfig
-from .errors import RunError, VaegenError, WriteError
+from .errors import NonFiniteError, RunError, VaegenError, WriteError
 from .losses import evaluate_loss, likelihood
 from .run import Run, build_model, resolve_device
 from .step import Step, make_step
@@ -355,7 +355,14 @@ def _save(loop: _Loop) -> None:
         progress=p,
     )
     state_dir = loop.run_dir / rundir.STATE
-    _write(state_dir, ckpt.save_state, state_dir, state)
+    try:
+        _write(state_dir, ckpt.save_state, state_dir, state)
+    except NonFiniteError as e:  # Adam's moments can overflow while the loss stays finite
+        at = f"epoch {p.epoch + 1}, step {p.step}" if p.step else f"the end of epoch {p.epoch}"
+        raise NonFiniteLossError(
+            f"{e} at {at}: try a smaller learning rate (--lr, now {loop.config.train.lr}); the "
+            f"last good checkpoint is kept in {state_dir}"
+        ) from None
 
 
 def _write(what: Path, fn: Any, *args: Any) -> None:
