@@ -215,6 +215,19 @@ def test_a_non_finite_loss_stops_every_process(tiny_data, tmp_path):
     assert not (out / "model.safetensors").exists()
 
 
+def test_a_failure_of_process_0_alone_is_one_line_in_every_process(tiny_data, tmp_path):
+    """Process 0 alone writes the run: when a write fails there, it prints why and leaves, and
+    the others, cut off mid-collective, say so in one line instead of a gloo traceback."""
+    out = tmp_path / "r"
+    (out / "model.safetensors" / "x").mkdir(parents=True)  # the weights cannot be written
+    result = torchrun(["-q", "train", "--data", str(tiny_data), *FLAGS, "--out", str(out),
+                       "--no-plots"], ok=False)  # fmt: skip
+    assert "vaegen: error: cannot write" in result.stderr
+    assert "[rank1]: Traceback" not in result.stderr  # (torchrun's own traceback follows)
+    if "process 1" in result.stderr:  # unless torchrun stopped it first
+        assert "vaegen: error: process 1 stopped: another process left the group" in result.stderr
+
+
 def test_shards_cover_each_image_once():
     for n in (1, 2, 7, 30, 128):
         for world in (1, 2, 3, 8):

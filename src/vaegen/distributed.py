@@ -78,9 +78,23 @@ def process_group(procs: Processes, device: torch.device) -> Iterator[None]:
         logger.setLevel(logging.WARNING)
     try:
         yield
+    except RuntimeError as e:
+        if procs.is_main or not _peer_gone(e):
+            raise
+        # process 0 failed alone (a write, its data) and left: it prints the reason
+        raise VaegenError(
+            f"process {procs.rank} stopped: another process left the group (its connection "
+            "closed); process 0's error says why"
+        ) from None
     finally:
         logger.setLevel(old_level)
         dist.destroy_process_group()
+
+
+def _peer_gone(e: BaseException) -> bool:
+    """Whether a collective failed because another process closed its connection."""
+    text = str(e)
+    return any(s in text for s in ("closed by peer", "reset by peer", "Broken pipe"))
 
 
 def sum_over_processes(t: torch.Tensor) -> torch.Tensor:
