@@ -29,7 +29,7 @@ from vaegen.report import write_report
 from vaegen.run import Run, load_both_splits
 from vaegen.scorecard import format_table
 
-from .conftest import as_fashion_mnist_run, make_images
+from .conftest import as_fashion_mnist_run, make_images, write_idx_dataset
 
 # the package exports the function `evaluate`, which hides the package of the same name
 CONTEXT = importlib.import_module("vaegen.evaluate.context")
@@ -171,6 +171,12 @@ def test_the_network_is_retrained_when_its_sidecar_does_not_match(tmp_path, monk
     (folder / "classifier.safetensors").write_bytes(first_weights)
     evaluate(run, **{**KW, "feature_epochs": FE + 1})
     check(5, epochs=FE + 1)
+    # a sidecar that lacks what the scorecard reads of it: trained again, not a KeyError
+    sidecar = json.loads((folder / "classifier.json").read_text())
+    del sidecar["n_test"]
+    (folder / "classifier.json").write_text(json.dumps(sidecar))
+    evaluate(run, **{**KW, "feature_epochs": FE + 1})
+    check(6, n_test=60)
 
 
 # ------------------------------------------------------------------ the numbers measured with it
@@ -256,6 +262,11 @@ def test_an_unlabelled_run_skips_them_with_the_reason(tmp_path, monkeypatch):
     np.savez(tmp_path / "one.npz", x=x, y=np.zeros(300, np.uint8), classes=np.array(["all"]))
     result = evaluate(_run(tmp_path / "one.npz", tmp_path / "one"), **KW)
     assert "the dataset has 1 class" in result["frechet"]["skipped"] and calls == []
+    # labels for the training images but none for the test images: it says which
+    idx = write_idx_dataset(tmp_path / "idx")
+    (idx / "t10k-labels-idx1-ubyte.gz").unlink()
+    result = evaluate(_run(idx, tmp_path / "i"), **KW)
+    assert result["frechet"]["skipped"].startswith("the test split has no labels") and calls == []
 
 
 def test_runs_on_the_same_data_share_a_network_through_feature_net(tmp_path, monkeypatch, capsys):
@@ -264,14 +275,18 @@ def test_runs_on_the_same_data_share_a_network_through_feature_net(tmp_path, mon
     calls = _count_trainings(monkeypatch)
     first = evaluate(a, **KW)
     shared = a.path / "feature_net"
-    files = {name: (shared / name).read_bytes() for name in NET_FILES[1:]}
     argv = ["-q", "evaluate", str(b.path), "--iw-samples", "2", "--n-generated", "100"]
     assert main([*argv, "--feature-net", str(shared)]) == 0
     got = json.loads((b.path / "eval.json").read_text())
     assert len(calls) == 1 and not (b.path / "feature_net").exists()
     assert got["frechet"]["feature_network"] == first["frechet"]["feature_network"]
     assert got["settings"]["feature_net"] == str(shared)
+    files = {name: (shared / name).read_bytes() for name in NET_FILES[1:]}
+    assert json.loads(files["classifier.json"])["shared"] is True
     capsys.readouterr()
+    # now its owner run cannot replace it behind b's back either (other epochs asked for)
+    with pytest.raises(VaegenError, match=r"feature_net: its network has epochs .* not replaced"):
+        evaluate(a, **{**KW, "feature_epochs": FE + 1})
     # a run on other data is refused that network, which is left as it was
     other = _run(_npz(tmp_path / "other.npz", seed=4), tmp_path / "o")
     assert main(["-q", "evaluate", str(other.path), "--feature-net", str(shared)]) == 2

@@ -16,7 +16,9 @@ A trained network's numbers are specific to the dataset and to that network: two
 only when both were evaluated with the same network, which the sidecar's weights_sha256 (the `id`
 in eval.json) identifies. Runs on the same data share one by pointing --feature-net at a single
 folder: another run's RUN/feature_net, or a folder of the user's (trained there on first use).
-Such a folder is never retrained behind its other users' backs: a mismatch there is an error.
+Such a folder is never retrained behind its other users' backs: a mismatch there is an error, and
+a run's own folder that another run has used so is marked `shared` in its sidecar, after which
+its own run cannot replace it either.
 
 An unlabelled dataset cannot train a classifier: the parts that need features are skipped.
 """
@@ -133,7 +135,7 @@ def feature_network(
             )
         return _reference(run)
     if train.labels is None or test.labels is None or len(run.classes) < 2:
-        return FeatureNet(None, {}, skip=_unlabelled_reason(train))
+        return FeatureNet(None, {}, skip=_unlabelled_reason(train, test))
     if epochs is not None and epochs < 1:
         raise VaegenError(f"--feature-epochs {epochs} is not valid: use an integer >= 1")
     shared = folder is not None
@@ -156,15 +158,20 @@ def feature_network(
         wanted["epochs"] = epochs
     with ckpt.lock(folder, rundir.LOCK, "feature network"):
         sidecar, why = _saved(folder, wanted)
-        if sidecar is None and why is not None and shared:
+        # a run's own folder that another run has measured through (--feature-net) is shared too
+        if sidecar is None and why is not None and (shared or _marked_shared(folder)):
             raise VaegenError(
-                f"--feature-net {folder}: {why}; it measures other runs' numbers, so it is not "
-                "replaced: name another folder for this data (or delete this one to retrain it)"
+                f"{'--feature-net ' if shared else ''}{folder}: {why}; it measures other runs' "
+                "numbers, so it is not replaced: name another folder with --feature-net for this "
+                "evaluation (or delete this one to retrain it)"
             )
         if sidecar is None:
             if why is not None:
                 log.info("%s: %s; training it again", folder, why)
             sidecar = _train_and_save(run, train, test, folder, wanted, epochs, progress)
+        if shared and not sidecar.get("shared"):  # from now on its owner run cannot replace it
+            sidecar = {**sidecar, "shared": True}
+            atomic_write_text(folder / SIDECAR, json.dumps(sidecar, indent=2) + "\n")
         # read while the folder is held: another evaluation cannot replace the weights meanwhile
         model = load_classifier(folder / WEIGHTS, run.image_shape, len(run.classes), run.device)
     label = _label(folder, sidecar)
@@ -183,17 +190,27 @@ def _reference(run: Run) -> FeatureNet:
     return FeatureNet(model, label, "the reference classifier", label["test_accuracy"])
 
 
-def _unlabelled_reason(train: ImageDataset) -> str:
-    if train.labels is None:
+def _unlabelled_reason(train: ImageDataset, test: ImageDataset) -> str:
+    if train.labels is None or test.labels is None:
+        which = "dataset has" if train.labels is None else "test split has"
         return (
-            "the dataset has no labels, and a feature network is a classifier trained on this "
-            "dataset's classes (the reference classifier reads FashionMNIST only); label the "
-            "images (one sub-folder per class, or an .npz with y) to get these numbers"
+            f"the {which} no labels, and a feature network is a classifier trained and checked "
+            "on this dataset's classes (the reference classifier reads FashionMNIST only); label "
+            "the images (one sub-folder per class, or an .npz with y) to get these numbers"
         )
     return (
         f"the dataset has {len(train.classes)} class, and a feature network is a classifier "
         "trained to tell this dataset's classes apart; it needs at least 2"
     )
+
+
+def _marked_shared(folder: Path) -> bool:
+    """Whether the network in `folder` has measured runs through --feature-net (its sidecar says
+    so, readable or not otherwise)."""
+    try:
+        return json.loads((folder / SIDECAR).read_text(encoding="utf-8")).get("shared") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _saved(folder: Path, wanted: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
@@ -208,6 +225,9 @@ def _saved(folder: Path, wanted: dict[str, Any]) -> tuple[dict[str, Any] | None,
         return None, f"{path} is unreadable ({e})"
     if not isinstance(sidecar, dict):
         return None, f"{path} is not a JSON object"
+    for key, kind in _SIDECAR_FIELDS.items():  # what the label and FeatureNet read
+        if not isinstance(sidecar.get(key), kind):
+            return None, f"{path} has no valid {key!r}"
     for key, value in wanted.items():
         if sidecar.get(key) != value:
             if key == "data_sha256":
@@ -225,6 +245,12 @@ def _saved(folder: Path, wanted: dict[str, Any]) -> tuple[dict[str, Any] | None,
         # files copied from two networks
         return None, f"{WEIGHTS} is not the network its sidecar describes (SHA-256 differs)"
     return sidecar, None
+
+
+_SIDECAR_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "weights_sha256": str, "test_accuracy": (int, float), "n_test": int, "epochs": int,
+    "seed": int, "data": dict,
+}  # fmt: skip
 
 
 def _train_and_save(
