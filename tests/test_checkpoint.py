@@ -76,6 +76,57 @@ def test_flipped_bytes_in_a_checkpoint_are_caught_by_the_manifest(tmp_path, run_
         load_state(run / "state")
 
 
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"checkpoint": "epoch-0009-step-00000099"},  # a folder that is not there
+        {},
+        None,
+        [],
+        "FILES",  # the right folder, but no file's hash to check
+    ],
+)
+def test_a_bad_manifest_is_named_and_the_checkpoint_it_lost_is_not_deleted(
+    tmp_path, run_dir, manifest
+):
+    run = _copy_run(run_dir, tmp_path / "r")
+    state = run / "state"
+    (folder,) = [p for p in state.iterdir() if p.is_dir()]
+    if manifest == "FILES":
+        manifest = {"checkpoint": folder.name, "files": {}}
+    elif isinstance(manifest, dict) and "checkpoint" in manifest:
+        manifest["files"] = json.loads((state / "manifest.json").read_text())["files"]
+    (state / "manifest.json").write_text(json.dumps(manifest))
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(RunError, match=r"manifest\.json: not the manifest of a checkpoint in"):
+        train(tiny_config(json.loads((run / "config.json").read_text())["data"]["source"],
+                          epochs=2), run, resume=True, progress=False)  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == before  # the checkpoint is kept
+
+
+def test_a_progress_record_of_the_wrong_types_is_named(tmp_path, run_dir):
+    import hashlib
+
+    run = _copy_run(run_dir, tmp_path / "r")
+    state = run / "state"
+    (folder,) = [p for p in state.iterdir() if p.is_dir()]
+    info = json.loads((folder / "progress.json").read_text())
+    info["progress"]["epoch"] = "1"  # edited, and the manifest's hash made to match
+    data = json.dumps(info).encode()
+    (folder / "progress.json").write_bytes(data)
+    manifest = json.loads((state / "manifest.json").read_text())
+    manifest["files"]["progress.json"] = hashlib.sha256(data).hexdigest()
+    (state / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match=r"progress\.json: not a vaegen progress record \(a field"):
+        load_state(state)
+
+
+def test_a_run_folder_that_cannot_be_locked_is_a_one_line_error(tmp_path, tiny_data):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(RunError, match=r"cannot lock .*afile for training"):
+        train(tiny_config(tiny_data, epochs=1), tmp_path / "afile", progress=False)
+
+
 def test_wrong_shapes(tmp_path):
     save_file({k: v for k, v in VAE(hidden=8).state_dict().items()}, tmp_path / "m.safetensors")
     with pytest.raises(

@@ -35,6 +35,12 @@ from ._io import atomic_write_bytes, atomic_write_text, fsync_dir
 from .errors import NonFiniteError, RunError, VaegenError
 
 MANIFEST = "manifest.json"
+CHECKPOINT_FILES = (
+    "model.safetensors",
+    "optimizer.safetensors",
+    "rng.safetensors",
+    "progress.json",
+)
 
 # torch.save writes a zip archive (PK..) or, in old versions, a raw pickle (protocol byte 0x80).
 _PICKLE_SIGNATURES = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
@@ -151,7 +157,18 @@ class Progress:
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict) or not {"epoch", "step", "global_step"} <= set(d):
             raise RunError(f"{source}: not a vaegen progress record")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        p = cls(**{k: v for k, v in d.items() if k in names})
+        counts = (p.epoch, p.step, p.global_step)
+        numbers = [*p.running, p.elapsed_in_epoch]
+        if not (
+            all(type(v) is int and v >= 0 for v in counts)
+            and isinstance(p.running, list) and len(p.running) == 3
+            and all(isinstance(v, (int, float)) for v in numbers)
+            and isinstance(p.metrics, list) and all(isinstance(m, dict) for m in p.metrics)
+            and isinstance(p.device_type, str)
+        ):  # fmt: skip
+            raise RunError(f"{source}: not a vaegen progress record (a field of the wrong type)")
+        return p
 
 
 @dataclass
@@ -196,7 +213,7 @@ def save_state(state_dir: Path, state: TrainingState) -> None:
     if folder.exists():
         shutil.rmtree(folder)
     opt_tensors, opt_meta = _optimizer_to_flat(state.optimizer)
-    files = {
+    files = {  # CHECKPOINT_FILES
         "model.safetensors": tensors_to_bytes(state.model),
         "optimizer.safetensors": tensors_to_bytes(opt_tensors),
         "rng.safetensors": tensors_to_bytes(state.rng, check_finite=False),
@@ -222,18 +239,39 @@ def _drop_checkpoints_except(state_dir: Path, keep: str | None) -> list[Path]:
 
 def remove_stale_temporaries(run_dir: Path, state_dir: Path) -> list[Path]:
     """Delete temporary files under `run_dir` and unfinished checkpoint folders in `state_dir`
-    that a killed process left behind.
+    that a killed process left behind; with a manifest that does not name a checkpoint folder,
+    no folder (load_state then says what is wrong, and nothing is lost).
 
     Safe only while no other process writes this run (hold `lock`). Returns what was removed."""
     removed = [p for p in run_dir.rglob(".*.tmp") if p.is_file()]
     for p in removed:
         p.unlink(missing_ok=True)
     if state_dir.is_dir():
-        current = None
-        if (state_dir / MANIFEST).exists():
-            current = read_json(state_dir / MANIFEST).get("checkpoint")
+        try:
+            current = _manifest(state_dir)[0] if (state_dir / MANIFEST).exists() else None
+        except RunError:
+            return removed
         removed += _drop_checkpoints_except(state_dir, current)
     return removed
+
+
+def _manifest(state_dir: Path) -> tuple[str, dict[str, str]]:
+    """(the checkpoint folder's name, its files' SHA-256) from the manifest, checked to name a
+    folder of `state_dir` and every file of a checkpoint; a RunError otherwise."""
+    path = state_dir / MANIFEST
+    m = read_json(path)
+    name = m.get("checkpoint") if isinstance(m, dict) else None
+    files = m.get("files") if isinstance(m, dict) else None
+    if (
+        not isinstance(name, str) or Path(name).name != name or not (state_dir / name).is_dir()
+        or not isinstance(files, dict) or set(files) != set(CHECKPOINT_FILES)
+        or not all(isinstance(v, str) for v in files.values())
+    ):  # fmt: skip
+        raise RunError(
+            f"{path}: not the manifest of a checkpoint in {state_dir}; move {state_dir} away "
+            "to train the run from the start"
+        )
+    return name, files
 
 
 def load_state(state_dir: Path) -> TrainingState | None:
@@ -245,12 +283,8 @@ def load_state(state_dir: Path) -> TrainingState | None:
     manifest_path = state_dir / MANIFEST
     if not manifest_path.exists():
         return None
-    manifest = read_json(manifest_path)
-    try:
-        folder = state_dir / manifest["checkpoint"]
-        hashes = dict(manifest["files"])
-    except (KeyError, TypeError):
-        raise RunError(f"{manifest_path}: not a vaegen checkpoint manifest") from None
+    name, hashes = _manifest(state_dir)
+    folder = state_dir / name
     for filename, digest in hashes.items():
         path = folder / filename
         if not path.is_file() or _sha256(path.read_bytes()) != digest:
@@ -259,10 +293,18 @@ def load_state(state_dir: Path) -> TrainingState | None:
                 "the checkpoint was damaged after it was written"
             )
     info = read_json(folder / "progress.json")
+    if not isinstance(info, dict) or not isinstance(info.get("optimizer"), dict):
+        raise RunError(f"{folder / 'progress.json'}: not a vaegen progress record")
     opt_tensors = read_tensors(folder / "optimizer.safetensors")
+    try:
+        optimizer = _optimizer_from_flat(opt_tensors, info["optimizer"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise RunError(
+            f"{folder}: its optimizer state and progress.json do not fit together"
+        ) from None
     return TrainingState(
         model=read_tensors(folder / "model.safetensors"),
-        optimizer=_optimizer_from_flat(opt_tensors, info["optimizer"]),
+        optimizer=optimizer,
         rng=read_tensors(folder / "rng.safetensors"),
         progress=Progress.from_dict(info.get("progress"), folder / "progress.json"),
     )
@@ -291,8 +333,14 @@ def lock(run_dir: Path, name: str, purpose: str) -> Iterator[None]:
             fd, depth = _HELD[path]
             _HELD[path] = (fd, depth - 1)
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:  # a read-only folder, a file where the folder should be
+        raise RunError(
+            f"cannot lock {run_dir} for {purpose} ({e.strerror or e}: {e.filename or path}); "
+            "make it a writable folder, or choose another"
+        ) from None
     try:
         _acquire(fd, path, run_dir)
         holder = {
@@ -302,8 +350,9 @@ def lock(run_dir: Path, name: str, purpose: str) -> Iterator[None]:
             "command": " ".join(sys.argv[:3]),
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it is for messages only (a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
     except BaseException:
         os.close(fd)
         raise
