@@ -670,3 +670,28 @@ def test_every_blas_library_runs_one_thread_while_the_mixtures_are_fitted():
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
     assert seen and set(seen) == {1}, seen
+
+
+def test_a_prior_file_with_a_nan_or_another_dtype_is_refused_not_sampled(runs, tmp_path):
+    """A NaN mean decoded to black images, and a float64 posterior crashed inside the model."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out = shutil.copytree(runs["cond"], tmp_path / "cond")
+    fit_prior(load_run(out), components=2)
+    for name, tensor, change in (
+        ("prior.safetensors", "means", lambda t: t.index_fill(0, torch.tensor([0]), math.nan)),
+        ("posterior.safetensors", "mu", lambda t: t.double()),
+        ("posterior.safetensors", "labels", lambda t: t.float()),
+    ):
+        path = out / "prior" / name
+        good = path.read_bytes()
+        tensors = load_file(path)
+        tensors[tensor] = change(tensors[tensor])
+        save_file(tensors, path)
+        which = "fitted" if name == "prior.safetensors" else "posterior"
+        with pytest.raises(RunError, match=rf"{name}: tensor '{tensor}' must be finite"):
+            generate(load_run(out), 4, prior=which)
+        path.write_bytes(good)
+    assert len(generate(load_run(out), 4)[0]) == 4

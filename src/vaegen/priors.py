@@ -304,11 +304,10 @@ def load_prior(run: rundir.Run, which: str = "fitted") -> Prior:
     if not isinstance(info, dict) or info.get("kind") != "gmm":
         raise RunError(f"{folder / INFO}: not a vaegen prior (kind {info.get('kind')!r})")
     _check_weights(run, info, folder / INFO)
-    t = ckpt.read_tensors(folder / PARAMS)
+    f64 = torch.float64
+    t = _read(folder / PARAMS, {"weights": f64, "means": f64, "covariances": f64})
     try:
         prior = GaussianMixturePrior(t["weights"], t["means"], t["covariances"], info)
-    except KeyError as e:
-        raise RunError(f"{folder / PARAMS}: missing tensor {e}") from None
     except torch.linalg.LinAlgError:
         raise RunError(f"{folder / PARAMS}: a covariance is not positive definite") from None
     c, _, d = prior.means.shape
@@ -321,6 +320,29 @@ def load_prior(run: rundir.Run, which: str = "fitted") -> Prior:
     if not math.isclose(float(prior.weights.sum(1).min()), 1.0, rel_tol=1e-6):
         raise RunError(f"{folder / PARAMS}: mixture weights do not sum to 1")
     return prior
+
+
+def _read(path: Path, want: dict[str, torch.dtype]) -> dict[str, torch.Tensor]:
+    """The tensors of `path` named in `want` ("name?": optional), each of its dtype and finite;
+    a RunError naming the file and the tensor otherwise (a NaN would decode to black images)."""
+    t = ckpt.read_tensors(path)
+    for key, dtype in want.items():
+        name = key.rstrip("?")
+        if name not in t and key.endswith("?"):
+            continue
+        if name not in t:
+            found = "missing"
+        elif t[name].dtype != dtype:
+            found = f"it is {t[name].dtype}"
+        elif not bool(t[name].isfinite().all()):
+            found = "it holds NaN or infinity"
+        else:
+            continue
+        raise RunError(
+            f"{path}: tensor {name!r} must be finite {dtype} ({found}); refit it with "
+            f"`vaegen fit-prior {path.parents[1]}`"
+        )
+    return t
 
 
 def _check_weights(run: rundir.Run, info: dict[str, Any], path: Path) -> None:
@@ -345,11 +367,9 @@ def _load_posterior(run: rundir.Run, folder: Path) -> AggregatePosterior:
     if not isinstance(info, dict) or info.get("kind") != "posterior":
         raise RunError(f"{folder / POSTERIOR_INFO}: not a vaegen aggregate posterior")
     _check_weights(run, info, folder / POSTERIOR_INFO)
-    t = ckpt.read_tensors(folder / POSTERIOR_PARAMS)
-    try:
-        posterior = AggregatePosterior(t["mu"], t["sigma"], t.get("labels"), info)
-    except KeyError as e:
-        raise RunError(f"{folder / POSTERIOR_PARAMS}: missing tensor {e}") from None
+    f32 = torch.float32
+    t = _read(folder / POSTERIOR_PARAMS, {"mu": f32, "sigma": f32, "labels?": torch.int64})
+    posterior = AggregatePosterior(t["mu"], t["sigma"], t.get("labels"), info)
     conditional = run.config.model.conditional
     d = run.config.model.latent_dim
     labels = posterior.labels
