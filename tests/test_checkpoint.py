@@ -193,6 +193,20 @@ def test_bad_config_json(tmp_path, run_dir):
     (run / "config.json").write_text(json.dumps({"model": {"depth": 3}}))
     with pytest.raises(RunError, match=r"unknown fields \['depth'\]"):
         load_run(run)
+    (run / "config.json").write_text(json.dumps({"dataset": "xy"}))
+    with pytest.raises(RunError, match=r"config\.json: \"dataset\" must be a JSON object"):
+        load_run(run)
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b'{"epoch": 1}\n[1, 2]\n', r"line 2: not an epoch's record"),
+    (b'{"epoch": 1}\n\xff\n', "not UTF-8 text"),
+])  # fmt: skip
+def test_a_metrics_file_with_a_line_that_is_no_record_is_named(tmp_path, run_dir, content, says):
+    run = _copy_run(run_dir, tmp_path / "r")
+    (run / "metrics.jsonl").write_bytes(content)
+    with pytest.raises(RunError, match=rf"metrics\.jsonl.*{says}"):
+        load_run(run)
 
 
 def test_no_temporary_files_are_left(run_dir):

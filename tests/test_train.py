@@ -197,6 +197,15 @@ def test_max_steps_ending_an_epoch_records_it_and_a_negative_checkpoint_every_is
         train(tiny_config(tiny_data, epochs=1), tmp_path / "n", checkpoint_every=-2)
 
 
+def test_resume_removes_what_a_run_killed_in_its_first_write_left(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / ".lock").touch()
+    (out / ".config.json.x1y2.tmp").write_text("{half")  # killed writing config.json
+    train(tiny_config(tiny_data, epochs=1), out, resume=True, progress=False)
+    assert not list(out.rglob("*.tmp")) and len(load_run(out).metrics) == 1
+
+
 def test_cli_resume_keeps_the_saved_config(tiny_data, tmp_path):
     out = tmp_path / "r"
     base = ["-q", "train", "--data", str(tiny_data), "--hidden", "32", "--batch-size", "32",

@@ -207,8 +207,11 @@ def load_config(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
         # written before held-out splits: an .npz or image folder served as both splits
         if source_kind(str(data.get("source", "fashion-mnist"))) not in (*OWN_SPLIT, None):
             d = {**d, "data": {**data, "test_fraction": 0.0}}
+    facts = d.get("dataset") or {}
+    if not isinstance(facts, dict):
+        raise RunError(f'{run_dir / CONFIG}: "dataset" must be a JSON object')
     try:
-        return RunConfig.from_dict(d), dict(d.get("dataset") or {})
+        return RunConfig.from_dict(d), dict(facts)
     except (VaegenError, TypeError) as e:
         raise RunError(f"{run_dir / CONFIG}: {e}") from None
 
@@ -223,12 +226,19 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RunError(f"{path}: not UTF-8 text ({e})") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise RunError(f"{path}, line {n}: not valid JSON ({e})") from None
+            if not isinstance(record, dict):
+                raise RunError(f"{path}, line {n}: not an epoch's record (a JSON object)")
+            records.append(record)
     return records
 
 

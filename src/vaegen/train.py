@@ -88,7 +88,8 @@ def train(
         _torch_settings(device, tc.threads or default_threads(), tc.deterministic),
         distributed.process_group(procs, device),
     ):
-        if rundir.check_resumable(run_dir, config, resume) and procs.is_main:
+        resumable = rundir.check_resumable(run_dir, config, resume)
+        if (resumable or resume) and procs.is_main:  # (killed before config.json: resume too)
             # it holds the lock: no other process writes this run
             for path in ckpt.remove_stale_temporaries(run_dir, run_dir / rundir.STATE):
                 log.info("removed %s, left by an interrupted run", path)
