@@ -95,6 +95,27 @@ def test_a_full_disk_is_a_one_line_error_and_the_run_resumes(
     assert_same_weights(out, tmp_path / "whole")
 
 
+def test_a_figure_that_cannot_be_written_is_a_one_line_error_and_keeps_the_old_one(
+    tiny_data, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "r"
+    train(tiny_config(tiny_data, epochs=1), out, progress=False)
+    assert main(["-q", "plot", str(out)]) == 0
+    before = (out / "figures" / "samples.png").read_bytes()
+    real_write = _io._atomic_write
+
+    def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_io, "_atomic_write", disk_full)
+    assert main(["-q", "plot", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vaegen: error: cannot write") and "figures" in err and "\n" not in err
+    monkeypatch.setattr(_io, "_atomic_write", real_write)
+    assert (out / "figures" / "samples.png").read_bytes() == before
+    assert not [p for p in (out / "figures").iterdir() if p.name.startswith(".")]
+
+
 def test_a_config_field_of_the_wrong_type_is_named(tiny_data, tmp_path, capsys):
     out = tmp_path / "r"
     train(tiny_config(tiny_data, epochs=1), out, progress=False)

@@ -14,6 +14,7 @@ Images of one channel are drawn in grey, images of three in colour (RGB).
 from __future__ import annotations
 
 import colorsys
+import io
 import logging
 from collections.abc import Callable, Collection
 from functools import partial
@@ -29,6 +30,7 @@ import torch
 from matplotlib.colors import ListedColormap
 
 from . import run as rundir
+from ._io import atomic_write_bytes
 from .data import ImageDataset, load_dataset, safe_name, to_float
 from .generate import generate
 from .metrics import latent_means
@@ -284,12 +286,15 @@ def loss_curve(run: Run, path: Path) -> Path:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    """The figure as a PNG at `path`, written atomically (a full disk or a read-only run is a
+    one-line WriteError, and the previous figure stays)."""
+    try:
+        fig.tight_layout()
+        png = io.BytesIO()
+        fig.savefig(png, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())
     return path
 
 
