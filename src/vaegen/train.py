@@ -268,12 +268,10 @@ def _train_epoch(
                 total = loop.running[0].item()  # waits for the device
                 if not math.isfinite(total):
                     since = f"{unchecked + 1}-" if unchecked < step else ""  # a range of steps
-                    raise NonFiniteLossError(
-                        f"the loss became {total} at epoch {epoch + 1}, step {since}{step + 1}: "
-                        f"try a smaller learning rate (--lr, now {tc.lr}) and check that the data "
-                        f"is scaled to [0, 1]; the last good checkpoint is kept in "
-                        f"{loop.run_dir / rundir.STATE}"
-                    )
+                    raise _diverged(
+                        loop, f"the loss became {total} at epoch {epoch + 1}, step {since}"
+                        f"{step + 1}", " and check that the data is scaled to [0, 1]",
+                    )  # fmt: skip
                 unchecked = step + 1
                 if not bar.disable and ((step + 1) % 20 == 0 or last):
                     seen = min((step + 1) * tc.batch_size, n)
@@ -301,11 +299,10 @@ def _end_epoch(loop: _Loop, epoch: int, t0: float, writer: Any) -> None:
     seconds = p.elapsed_in_epoch
     test = evaluate_loss(loop.run.model, data.x_test, data.y_test, tc.loss, seed=tc.seed + 3)
     if not math.isfinite(test["recon"] + test["kl"]):  # metrics.jsonl would hold NaN, not JSON
-        raise NonFiniteLossError(
-            f"the test loss became {test['recon'] + test['kl']} after epoch {epoch + 1} (its "
-            f"training loss stayed finite): try a smaller learning rate (--lr, now {tc.lr}); the "
-            f"last good checkpoint is kept in {loop.run_dir / rundir.STATE}"
-        )
+        raise _diverged(
+            loop, f"the test loss became {test['recon'] + test['kl']} after epoch {epoch + 1} "
+            "(its training loss stayed finite)",
+        )  # fmt: skip
     totals = loop.running.tolist()
     record = {
         "epoch": epoch + 1,
@@ -360,10 +357,16 @@ def _save(loop: _Loop) -> None:
         _write(state_dir, ckpt.save_state, state_dir, state)
     except NonFiniteError as e:  # Adam's moments can overflow while the loss stays finite
         at = f"epoch {p.epoch + 1}, step {p.step}" if p.step else f"the end of epoch {p.epoch}"
-        raise NonFiniteLossError(
-            f"{e} at {at}: try a smaller learning rate (--lr, now {loop.config.train.lr}); the "
-            f"last good checkpoint is kept in {state_dir}"
-        ) from None
+        raise _diverged(loop, f"{e} at {at}") from None
+
+
+def _diverged(loop: _Loop, what: str, advice: str = "") -> NonFiniteLossError:
+    """The error that stops a run whose numbers left the finite: what happened, the learning-rate
+    hint (and `advice`), and where the last good checkpoint is."""
+    return NonFiniteLossError(
+        f"{what}: try a smaller learning rate (--lr, now {loop.config.train.lr}){advice}; the "
+        f"last good checkpoint is kept in {loop.run_dir / rundir.STATE}"
+    )
 
 
 def _write(what: Path, fn: Any, *args: Any) -> None:
