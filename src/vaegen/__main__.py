@@ -2,11 +2,13 @@ import os
 import sys
 
 from .cli import main
+from .distributed import from_env
+from .errors import VaegenError
 
 status = main()
 try:
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-except ValueError:
+    several = from_env().several
+except VaegenError:  # a bad layout, which main() has reported
     several = False
 if several:
     # A torchrun worker leaves without the interpreter's teardown, in which PyTorch's C++ state
