@@ -344,10 +344,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit_prior(args: argparse.Namespace) -> int:
-    from .run import load_run
-
-    cmd_fit_prior(args)
-    _refresh_report(load_run(args.run))  # its samples figure is drawn from the new prior
+    _refresh_report(cmd_fit_prior(args))  # its samples figure is drawn from the new prior
     return 0
 
 

@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from .config import PRESETS, TrainConfig
+from .run import Run
 
 
 def add_mixture_flags(p: argparse.ArgumentParser, prefix: str, when: str) -> None:
@@ -51,7 +52,8 @@ def add_fit_prior_command(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def cmd_fit_prior(args: argparse.Namespace) -> int:
+def cmd_fit_prior(args: argparse.Namespace) -> Run:
+    """Fit the prior, redraw the samples figure where there is one; the refitted run."""
     from . import run as rundir
     from .plots import draw_all
     from .priors import fit_prior
@@ -68,4 +70,4 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
     fits, k = prior.info["per_class"], prior.info["components"]
     print(f"{run.path / 'prior'}: {len(fits)} mixture(s) of up to {k} Gaussians "
           f"({sum(f['converged'] for f in fits)} converged)")  # fmt: skip
-    return 0
+    return run
