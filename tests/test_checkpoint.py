@@ -123,7 +123,7 @@ def test_a_progress_record_of_the_wrong_types_is_named(tmp_path, run_dir):
 
 def test_a_run_folder_that_cannot_be_locked_is_a_one_line_error(tmp_path, tiny_data):
     (tmp_path / "afile").write_text("not a folder")
-    with pytest.raises(RunError, match=r"cannot lock .*afile for training"):
+    with pytest.raises(RunError, match=r"afile is a file, not a run directory"):
         train(tiny_config(tiny_data, epochs=1), tmp_path / "afile", progress=False)
 
 

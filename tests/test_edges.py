@@ -100,7 +100,10 @@ def test_generate_to_writes_the_test_split_and_unconditional_pngs(tiny_data, tmp
     run = train(tiny_config(tiny_data, epochs=1), tmp_path / "plain", progress=False)
     images, _ = generate(run, 12, seed=1)
     generate_to(run, 12, tmp_path / "idx", seed=1, split="test")
-    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["t10k-images-idx3-ubyte.gz"]
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [
+        ".vaegen-output.json",
+        "t10k-images-idx3-ubyte.gz",
+    ]
     assert np.array_equal(read_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz"), images[:, 0])
     generate_to(run, 12, tmp_path / "png", seed=1, fmt="png")
     files = sorted((tmp_path / "png" / "samples").iterdir())

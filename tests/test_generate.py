@@ -407,9 +407,8 @@ class _Interrupted(Exception):
 @pytest.mark.parametrize("fmt", ["npz", "idx", "png"])
 @pytest.mark.parametrize("error", [_Interrupted, KeyboardInterrupt])
 def test_an_error_midway_leaves_no_file_and_no_temporary(runs, tmp_path, monkeypatch, fmt, error):
-    """The decoder fails on the 3rd block: no .npz or IDX file appears under its name (the old
-    one, when overwriting, is untouched) and no temporary is left; PNGs written before the error
-    are whole files."""
+    """The decoder fails on the 3rd block: no file of the new output appears (the old output, when
+    overwriting, is untouched, PNGs included) and no temporary or staging folder is left."""
     from vaegen.generate import generate_to
 
     run = load_run(runs["mlp-cond"])
@@ -428,17 +427,14 @@ def test_an_error_midway_leaves_no_file_and_no_temporary(runs, tmp_path, monkeyp
     with pytest.raises(error):
         generate_to(run, 100, out, fmt=fmt, overwrite=True, batch_size=10, block=10)
     assert calls == [10, 10, 10]
-    leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    staging = (".vaegen-new-", ".vaegen-old-")  # files.replace_folder's
+    leftovers = [
+        p.name
+        for p in tmp_path.rglob("*")
+        if p.name.endswith(".tmp") or any(s in p.name for s in staging)
+    ]
     assert leftovers == []
-    after = _files(out)
-    if fmt != "png":
-        assert after == before
-    else:  # the 20 images before the error, all of class 0, replaced or added whole
-        assert len(after) == 12 + 16 and set(before) <= set(after)
-        from PIL import Image
-
-        for name in after:
-            Image.open(out / name).load()  # a complete PNG
+    assert _files(out) == before
 
 
 @pytest.mark.parametrize("fmt", ["npz", "idx", "png"])
@@ -463,30 +459,34 @@ def test_existing_files_are_refused_before_any_work(runs, tmp_path, monkeypatch,
     assert f"{first} already exists ({count} of the output files do)" in capsys.readouterr().err
     assert _files(out) == before
     assert main([*again, "--overwrite"]) == 0
-    assert len(_files(out)) == (9 if fmt == "png" else len(before))
+    assert len(_files(out)) == (10 if fmt == "png" else len(before))  # PNGs and the record
 
 
 def test_an_overwritten_output_holds_only_the_new_files(runs, tmp_path, capsys):
     """Files of the earlier output that the new one does not write are removed: the folder never
-    reads back as a dataset that mixes the two, or pairs new images with old labels."""
+    reads back as a dataset that mixes the two, or pairs new images with old labels. A user's
+    file inside the output is never removed: the write is refused, naming it."""
     cond, plain = str(runs["mlp-cond"]), str(runs["mlp-plain"])
     pngs = tmp_path / "pngs"
     assert main(["generate", cond, "--n", "30", "--format", "png", "--out", str(pngs)]) == 0
     (pngs / "01_shape_1" / "notes.txt").write_text("a user's file, not a numbered PNG")
     again = ["generate", cond, "--n", "4", "--label", "shape <1>", "--format", "png", "--seed",
              "5", "--out", str(pngs), "--overwrite"]  # fmt: skip
-    assert main(again) == 0
-    assert sorted(_files(pngs)) == [f"01_shape_1/{k:05d}.png" for k in range(4)] + [
-        "01_shape_1/notes.txt"
-    ]
+    before = _files(pngs)
+    assert main(again) == 2
+    assert "01_shape_1/notes.txt" in capsys.readouterr().err and _files(pngs) == before
     (pngs / "01_shape_1" / "notes.txt").unlink()
+    assert main(again) == 0
+    assert sorted(_files(pngs)) == [".vaegen-output.json"] + [
+        f"01_shape_1/{k:05d}.png" for k in range(4)
+    ]
     back = load_dataset(pngs, test_fraction=0)
     want, _ = generate(load_run(cond), 4, ["shape <1>"], seed=5)
     assert back.classes == ["01_shape_1"] and torch.equal(back.images, want)
     # an unconditional output over the conditional one: samples/ only
     argv = ["generate", plain, "--n", "2", "--format", "png", "--out", str(pngs), "--overwrite"]
     assert main(argv) == 0
-    assert sorted(_files(pngs)) == ["samples/00000.png", "samples/00001.png"]
+    assert sorted(_files(pngs)) == [".vaegen-output.json", "samples/00000.png", "samples/00001.png"]
 
     idx = tmp_path / "idx"
     assert main(["generate", cond, "--n", "6", "--out", str(idx)]) == 0
@@ -496,7 +496,7 @@ def test_an_overwritten_output_holds_only_the_new_files(runs, tmp_path, capsys):
     assert main(["generate", plain, "--n", "6", "--out", str(idx)]) == 2
     assert "train-labels-idx1-ubyte.gz already exists (2 of" in capsys.readouterr().err
     assert main(["generate", plain, "--n", "6", "--out", str(idx), "--overwrite"]) == 0
-    assert sorted(_files(idx)) == ["train-images-idx3-ubyte.gz"]
+    assert sorted(_files(idx)) == [".vaegen-output.json", "train-images-idx3-ubyte.gz"]
 
 
 _MEMORY_PROBE = """

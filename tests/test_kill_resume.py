@@ -24,7 +24,7 @@ KILLER = """
 import os, signal, sys
 from pathlib import Path
 import vaegen.checkpoint as ckpt
-from vaegen._io import atomic_write_bytes
+from vaegen.files import atomic_write_bytes
 from vaegen.cli import main
 
 kill_at, calls = int(sys.argv[1]), 0

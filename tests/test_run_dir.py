@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import vaegen
-from vaegen import _io, evaluate, load_run, train
+from vaegen import evaluate, files, load_run, train
 from vaegen.cli import main
 from vaegen.errors import RunError
 
@@ -23,7 +23,7 @@ from .test_train import assert_same_weights, tiny_config
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from vaegen.checkpoint import lock
+from vaegen.locks import lock
 with lock(Path(sys.argv[1]), ".lock", "training"):
     print("held", flush=True)
     time.sleep(120)
@@ -71,14 +71,14 @@ def test_a_failed_start_leaves_no_run_directory(tmp_path):
 def test_a_full_disk_is_a_one_line_error_and_the_run_resumes(
     tiny_data, tmp_path, capsys, monkeypatch
 ):
-    real_write = _io._atomic_write
+    real_write = files._atomic_write
 
     def disk_full_at_epoch_2(path: Path, data: bytes) -> None:
         if "epoch-0002" in str(path) and path.name == "optimizer.safetensors":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write(path, data)
 
-    monkeypatch.setattr(_io, "_atomic_write", disk_full_at_epoch_2)
+    monkeypatch.setattr(files, "_atomic_write", disk_full_at_epoch_2)
     out = tmp_path / "r"
     argv = ["-q", "train", "--data", str(tiny_data), "--hidden", "32", "--batch-size", "32",
             "--epochs", "3", "--out", str(out), "--no-plots", "--loss", "gaussian"]  # fmt: skip
@@ -87,7 +87,7 @@ def test_a_full_disk_is_a_one_line_error_and_the_run_resumes(
     assert "\n" not in err and "Traceback" not in err
     assert "No space left on device" in err and "optimizer.safetensors" in err
     assert "epoch-0002-step-00000016" in err and "--resume" in err
-    monkeypatch.setattr(_io, "_atomic_write", real_write)  # space freed
+    monkeypatch.setattr(files, "_atomic_write", real_write)  # space freed
 
     assert main([*argv, "--resume"]) == 0
     assert [m["epoch"] for m in load_run(out).metrics] == [1, 2, 3]
@@ -102,16 +102,16 @@ def test_a_figure_that_cannot_be_written_is_a_one_line_error_and_keeps_the_old_o
     train(tiny_config(tiny_data, epochs=1), out, progress=False)
     assert main(["-q", "plot", str(out)]) == 0
     before = (out / "figures" / "samples.png").read_bytes()
-    real_write = _io._atomic_write
+    real_write = files._atomic_write
 
     def disk_full(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(_io, "_atomic_write", disk_full)
+    monkeypatch.setattr(files, "_atomic_write", disk_full)
     assert main(["-q", "plot", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("vaegen: error: cannot write") and "figures" in err and "\n" not in err
-    monkeypatch.setattr(_io, "_atomic_write", real_write)
+    monkeypatch.setattr(files, "_atomic_write", real_write)
     assert (out / "figures" / "samples.png").read_bytes() == before
     assert not [p for p in (out / "figures").iterdir() if p.name.startswith(".")]
 

@@ -201,7 +201,9 @@ def test_resume_removes_what_a_run_killed_in_its_first_write_left(tiny_data, tmp
     out = tmp_path / "r"
     out.mkdir()
     (out / ".lock").touch()
-    (out / ".config.json.x1y2.tmp").write_text("{half")  # killed writing config.json
+    (out / ".config.json.x1y2z3w4.tmp").write_text(
+        "{half"
+    )  # mkstemp's name  # killed writing config.json
     train(tiny_config(tiny_data, epochs=1), out, resume=True, progress=False)
     assert not list(out.rglob("*.tmp")) and len(load_run(out).metrics) == 1
 

@@ -1,22 +1,16 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one. And .npy
-arrays in an .npz written piece by piece, for outputs larger than memory; and the command line's
-log lines on stderr."""
+"""The user cache's location, progress bars and log lines on stderr, and .npy arrays in an .npz
+written piece by piece, for outputs larger than memory. (Safe file writes: vaegen.files.)"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-import tempfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-
-from .errors import WriteError
 
 
 def cache_root() -> Path:
@@ -25,89 +19,6 @@ def cache_root() -> Path:
     if os.environ.get("VAEGEN_CACHE_DIR"):
         return Path(os.environ["VAEGEN_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaegen"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to a temporary name beside `path`, fsync it, rename it over `path`, and fsync
-    the folder so that the rename itself survives a power loss."""
-    path = Path(path)
-    try:
-        _atomic_write(path, data)
-    except OSError as e:  # a full disk, a read-only folder: one line that names the file
-        raise _write_error(path, e) from None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
-    """A binary file for writing `path` piece by piece: the streaming counterpart of
-    `atomic_write_bytes`. The file is a temporary beside `path` while the block runs; when the
-    block ends normally it is fsynced and renamed over `path`; when it raises (an error, an
-    interrupt) the temporary is deleted and `path` keeps its previous content, if any. An OSError
-    (a full disk) becomes a one-line WriteError that names `path`."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise _write_error(path, e) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise _write_error(path, e) from None
-        raise
-    fsync_dir(path.parent)
-
-
-def _write_error(path: Path, e: OSError) -> WriteError:
-    return WriteError(
-        f"cannot write {path}: {e.strerror or e}; the previous file, if any, is unchanged"
-    )
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def show_progress(wanted: bool) -> bool:

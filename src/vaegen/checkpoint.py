@@ -11,17 +11,12 @@ Nothing is ever unpickled: a file in torch's pickle format is refused before it 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import os
-import shutil
-import socket
-import sys
-import time
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +26,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ._io import atomic_write_bytes, atomic_write_text, fsync_dir
 from .errors import NonFiniteError, RunError, VaegenError
+from .files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    fsync_dir,
+    is_link,
+    is_temporary,
+    remove_tree,
+)
 
 MANIFEST = "manifest.json"
 CHECKPOINT_FILES = (
@@ -210,8 +212,7 @@ def save_state(state_dir: Path, state: TrainingState) -> None:
     checkpoints."""
     name = f"epoch-{state.progress.epoch:04d}-step-{state.progress.global_step:08d}"
     folder = state_dir / name
-    if folder.exists():
-        shutil.rmtree(folder)
+    remove_tree(folder)
     opt_tensors, opt_meta = _optimizer_to_flat(state.optimizer)
     files = {  # CHECKPOINT_FILES
         "model.safetensors": tensors_to_bytes(state.model),
@@ -229,29 +230,58 @@ def save_state(state_dir: Path, state: TrainingState) -> None:
     fsync_dir(state_dir)
 
 
+def _is_checkpoint_name(name: str) -> bool:
+    """Whether `name` is one save_state gives a checkpoint folder."""
+    return re.fullmatch(r"epoch-\d{4,}-step-\d{8,}", name) is not None
+
+
 def _drop_checkpoints_except(state_dir: Path, keep: str | None) -> list[Path]:
-    """Delete every checkpoint folder but `keep` (the one the manifest names); return them."""
-    dropped = [p for p in state_dir.iterdir() if p.is_dir() and p.name != keep]
+    """Delete every checkpoint folder but `keep` (the one the manifest names); return them. Only
+    names save_state gives its folders are touched, and a link is removed, never followed."""
+    dropped = [
+        state_dir / name
+        for name in sorted(os.listdir(state_dir))
+        if name != keep and _is_checkpoint_name(name)
+    ]
     for folder in dropped:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
     return dropped
 
 
-def remove_stale_temporaries(run_dir: Path, state_dir: Path) -> list[Path]:
-    """Delete temporary files under `run_dir` and unfinished checkpoint folders in `state_dir`
-    that a killed process left behind; with a manifest that does not name a checkpoint folder,
-    no folder (load_state then says what is wrong, and nothing is lost).
+def remove_stale_temporaries(state_dir: Path) -> list[Path]:
+    """Delete what a killed process left in `state_dir`: the temporaries of its atomic writes
+    (there and in its checkpoint folders) and the unfinished checkpoint folders; with a manifest
+    that does not name a checkpoint folder, no folder (load_state then says what is wrong, and
+    nothing is lost). `state_dir` must be the run's own folder, not a link (the run's lock
+    checks that).
 
     Safe only while no other process writes this run (hold `lock`). Returns what was removed."""
-    removed = [p for p in run_dir.rglob(".*.tmp") if p.is_file()]
-    for p in removed:
-        p.unlink(missing_ok=True)
-    if state_dir.is_dir():
-        try:
-            current = _manifest(state_dir)[0] if (state_dir / MANIFEST).exists() else None
-        except RunError:
-            return removed
-        removed += _drop_checkpoints_except(state_dir, current)
+    if is_link(state_dir) or not state_dir.is_dir():
+        return []
+    removed = remove_temporaries_in(state_dir)
+    for name in sorted(os.listdir(state_dir)):
+        if _is_checkpoint_name(name) and not is_link(state_dir / name):
+            removed += remove_temporaries_in(state_dir / name)
+    try:
+        current = _manifest(state_dir)[0] if (state_dir / MANIFEST).exists() else None
+    except RunError:
+        return removed
+    removed += _drop_checkpoints_except(state_dir, current)
+    return removed
+
+
+def remove_temporaries_in(folder: Path) -> list[Path]:
+    """Delete the temporaries of atomic writes (".NAME.xxxxxxxx.tmp" regular files) directly in
+    `folder`, not below it; a link of that name is left alone. Returns what was removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        if is_temporary(entry.name) and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
     return removed
 
 
@@ -308,83 +338,3 @@ def load_state(state_dir: Path) -> TrainingState | None:
         rng=read_tensors(folder / "rng.safetensors"),
         progress=Progress.from_dict(info.get("progress"), folder / "progress.json"),
     )
-
-
-# ------------------------------------------------------------------------------------ lock
-
-_HELD: dict[Path, tuple[int, int]] = {}  # lock file -> (descriptor, depth): re-entrant per process
-
-
-@contextlib.contextmanager
-def lock(run_dir: Path, name: str, purpose: str) -> Iterator[None]:
-    """Hold RUN/`name` exclusively while `purpose` ("training", "evaluation") writes the run.
-
-    An advisory `flock`: the kernel releases it when the process dies, so a killed run never
-    leaves a stale lock. A second process gets a RunError naming the holder (its pid, host,
-    command and purpose). Re-entrant within one process. Where flock does not exist (Windows)
-    this only records the holder."""
-    path = (run_dir / name).resolve()
-    if path in _HELD:
-        fd, depth = _HELD[path]
-        _HELD[path] = (fd, depth + 1)
-        try:
-            yield
-        finally:
-            fd, depth = _HELD[path]
-            _HELD[path] = (fd, depth - 1)
-        return
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:  # a read-only folder, a file where the folder should be
-        raise RunError(
-            f"cannot lock {run_dir} for {purpose} ({e.strerror or e}: {e.filename or path}); "
-            "make it a writable folder, or choose another"
-        ) from None
-    try:
-        _acquire(fd, path, run_dir)
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "purpose": purpose,
-            "command": " ".join(sys.argv[:3]),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        with contextlib.suppress(OSError):  # who holds it is for messages only (a full disk)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder).encode(), 0)
-    except BaseException:
-        os.close(fd)
-        raise
-    _HELD[path] = (fd, 1)
-    try:
-        yield
-    finally:
-        del _HELD[path]
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)  # the next reader of a free lock sees no stale holder
-        os.close(fd)  # closing the descriptor releases the flock
-
-
-def _acquire(fd: int, path: Path, run_dir: Path) -> None:
-    try:
-        import fcntl
-    except ImportError:  # no flock on this platform
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise
-        try:
-            h = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            who = (
-                f"process {h['pid']} on {h['host']} ({h['purpose']}, {h['command']!r}, "
-                f"since {h['since']})"
-            )
-        except (ValueError, KeyError, TypeError):
-            who = "another process"
-        raise RunError(
-            f"{run_dir} is in use by {who}; wait for it to finish or stop it, "
-            f"or choose another run directory (lock file {path})"
-        ) from None

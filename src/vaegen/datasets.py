@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write_bytes, cache_root
+from ._io import cache_root
 from .errors import DataError
+from .files import atomic_write_bytes
 from .idx import decompress, parse_idx, read_raw
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_open, cache_root
+from ._io import cache_root
+from .files import atomic_open
 
 log = logging.getLogger(__name__)
 

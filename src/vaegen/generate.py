@@ -25,11 +25,22 @@ import torch
 from tqdm.auto import tqdm
 
 from ._io import show_progress
+from ._version import __version__
 from .data import to_float
 from .errors import VaegenError
+from .files import sweep_file_temporaries, sweep_folder_temporaries
+from .locks import output_lock
 from .priors import Prior, load_prior
 from .run import Run
-from .writers import Chunk, existing, output_format, write_idx, write_npz, write_png
+from .writers import (
+    Chunk,
+    output_format,
+    plan_folder,
+    write_folder,
+    write_idx,
+    write_npz,
+    write_png,
+)
 
 BLOCK = 65_536  # images per latent block; changing it changes what a seed draws beyond block 0
 
@@ -222,34 +233,55 @@ def generate_to(
     MNIST-style IDX .gz files (train- or t10k- prefix by `split`, plus classes.txt), or a folder
     of PNGs with one sub-folder per class. Memory does not grow with n.
 
-    Existing files are refused, before any work, unless overwrite=True; then the output holds
-    only the new files (vaegen.writers). Every file is written to a temporary name and renamed
-    when complete; the .npz and IDX files are renamed only once all of them are, so an error or
-    an interrupt leaves the previous files, if any, as they were.
-    block: images per latent block (see the module's doc; the default is what a seed means)."""
-    out = Path(out)
+    Existing files are refused, before any work, unless overwrite=True. The output is written as
+    a whole or not at all (vaegen.writers): an error, an interrupt or a kill leaves the previous
+    output, if any, as it was. A folder holding files vaegen did not write is refused (its
+    contents are never replaced or removed); the IDX train and test splits share a folder. One
+    process writes a path at a time (a second is refused). block: images per latent block (see the
+    module's doc; the default is what a seed means)."""
+    out = Path(out).resolve()  # absolute; a link to a folder: the output goes where it points
     fmt = output_format(out, fmt)
     req = request(run, n, labels, seed, temperature, prior)
     classes = None if req.chosen is None else run.classes
     counts = None if req.chosen is None else class_counts(n, req.chosen, len(run.classes))
     c = run.image_shape[0]
     shape = (n, *run.image_shape) if c > 1 else (n, *run.image_shape[1:])  # as stored
-    found = existing(out, fmt, split)
-    if found and not overwrite:
-        raise VaegenError(
-            f"{found[0]} already exists ({len(found)} of the output files do); "
-            "pass --overwrite to replace them, or choose another --out"
-        )
-    bar = tqdm(total=n, desc="generate", unit="img", unit_scale=True, delay=1.0,
-               disable=not show_progress(progress))  # fmt: skip
-    with bar:
-        chunks = _counted(decoded_chunks(req, batch_size, block), bar)
-        if fmt == "npz":
-            files = write_npz(out, shape, chunks, req.labels, classes)
-        elif fmt == "idx":
-            files = write_idx(out, split, shape, chunks, req.labels, classes)
-        else:
-            files = write_png(out, chunks, classes)
+    record = {
+        "n": n,
+        "image_shape": list(run.image_shape),
+        "classes": None if classes is None else list(classes),
+        "run": str(Path(run.path).absolute()),
+        "weights_sha256": run.weights_sha256(),
+        "seed": seed,
+        "temperature": temperature,
+        "prior": prior,
+        "labels": req.chosen,
+        "vaegen": __version__,
+    }
+    with output_lock(out, "--out"):
+        sweep_file_temporaries(out) if fmt == "npz" else sweep_folder_temporaries(out)
+        plan = None if fmt == "npz" else plan_folder(out, fmt, split, record)
+        if plan is None and out.is_dir():
+            raise VaegenError(f"--out {out} is a folder; an .npz output is a file")
+        found = plan.replaces if plan is not None else ([out] if out.exists() else [])
+        if found and not overwrite:
+            raise VaegenError(
+                f"{found[0]} already exists ({len(found)} of the output files do); "
+                "pass --overwrite to replace them, or choose another --out"
+            )
+        bar = tqdm(total=n, desc="generate", unit="img", unit_scale=True, delay=1.0,
+                   disable=not show_progress(progress))  # fmt: skip
+        with bar:
+            chunks = _counted(decoded_chunks(req, batch_size, block), bar)
+            if plan is None:
+                files = write_npz(out, shape, chunks, req.labels, classes)
+            elif fmt == "idx":
+                names = write_folder(plan, record, fmt, lambda folder: write_idx(
+                    folder, split, shape, chunks, req.labels, classes))  # fmt: skip
+                files = len(names)
+            else:
+                write_folder(plan, record, fmt, lambda folder: write_png(folder, chunks, classes))
+                files = n
     return Written(n, files, counts)
 
 

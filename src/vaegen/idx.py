@@ -14,8 +14,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ._io import atomic_write_bytes
 from .errors import DataError
+from .files import atomic_write_bytes
 
 # IDX type codes; data is big-endian.
 _IDX_DTYPES: dict[int, np.dtype] = {

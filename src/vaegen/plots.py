@@ -30,8 +30,8 @@ import torch
 from matplotlib.colors import ListedColormap
 
 from . import run as rundir
-from ._io import atomic_write_bytes
 from .data import ImageDataset, load_dataset, safe_name, to_float
+from .files import atomic_write_bytes
 from .generate import generate
 from .metrics import latent_means
 from .priors import load_prior
@@ -356,7 +356,8 @@ def draw_all(
             draw[_manifold_file(k, name)] = partial(manifold, run, label=k)
     folder = run.path / rundir.FIGURES
     run.model.eval()
-    return [draw[name](folder / name) for name in files]
+    with rundir.lock_for_writing(run.path, "drawing figures"):  # not through a planted link
+        return [draw[name](folder / name) for name in files]
 
 
 def draw_missing(run: Run, test: ImageDataset | None = None) -> list[Path]:

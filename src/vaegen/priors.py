@@ -37,11 +37,11 @@ import torch
 
 from . import checkpoint as ckpt
 from . import run as rundir
-from ._io import atomic_write_bytes, atomic_write_text
 from ._version import __version__
 from .config import TrainConfig
 from .data import ImageDataset
 from .errors import RunError, VaegenError
+from .files import write_group
 from .metrics import latent_posteriors
 from .mixture import fit_mixtures
 from .posterior import AggregatePosterior, aggregate_posterior, class_rows
@@ -229,8 +229,7 @@ def fit_prior(
         # pair), each stamped with the weights it belongs to (load_prior refuses other weights)
         weights = run.weights_sha256()
         posterior.info[FITTED_WEIGHTS] = prior.info[FITTED_WEIGHTS] = weights
-        save_posterior(folder, posterior)
-        save_prior(folder, prior)
+        write_group(folder, {**_posterior_files(posterior), **_prior_files(prior)})
         _record_settings(run, components, draws, reg_covar)
     log.info("fitted a %d-component Gaussian mixture%s to %s: %s",
              components, " per class" if conditional else "", fitted_to, folder)  # fmt: skip
@@ -263,29 +262,33 @@ def mixture_is_current(run: rundir.Run) -> bool:
 def drop_mixture(run: rundir.Run) -> bool:
     """Remove the run's fitted mixture (a run set to --prior-components 0 samples N(0, I)); its
     aggregate posterior stays. Whether there was one."""
-    info = run.path / rundir.PRIOR / INFO
-    found = info.exists()
-    info.unlink(missing_ok=True)  # the JSON first: a mixture is only found through it
-    (run.path / rundir.PRIOR / PARAMS).unlink(missing_ok=True)
+    folder = run.path / rundir.PRIOR
+    found = (folder / INFO).exists()
+    if found:
+        with rundir.lock_for_writing(run.path, "removing the prior"):
+            write_group(folder, {}, drop=(PARAMS, INFO))
     return found
 
 
-def save_prior(folder: Path, prior: GaussianMixturePrior) -> None:
-    """RUN/prior/prior.safetensors (float64 parameters) and prior.json, each written atomically;
-    the JSON last, so that a prior is only found once its parameters are complete."""
+def _prior_files(prior: GaussianMixturePrior) -> dict[str, bytes]:
+    """RUN/prior/prior.safetensors (float64 parameters) and prior.json."""
     tensors = {"weights": prior.weights, "means": prior.means, "covariances": prior.covariances}
-    atomic_write_bytes(folder / PARAMS, ckpt.tensors_to_bytes(tensors))
-    atomic_write_text(folder / INFO, json.dumps(prior.info, indent=1) + "\n")
+    return {
+        PARAMS: ckpt.tensors_to_bytes(tensors),
+        INFO: (json.dumps(prior.info, indent=1) + "\n").encode(),
+    }
 
 
-def save_posterior(folder: Path, posterior: AggregatePosterior) -> None:
+def _posterior_files(posterior: AggregatePosterior) -> dict[str, bytes]:
     """RUN/prior/posterior.safetensors (mu, sigma: float32 N x D; labels: int64 N for a
-    conditional run) and posterior.json, the JSON last as for the mixture."""
+    conditional run) and posterior.json."""
     tensors = {"mu": posterior.mu, "sigma": posterior.sigma}
     if posterior.labels is not None:
         tensors["labels"] = posterior.labels
-    atomic_write_bytes(folder / POSTERIOR_PARAMS, ckpt.tensors_to_bytes(tensors))
-    atomic_write_text(folder / POSTERIOR_INFO, json.dumps(posterior.info, indent=1) + "\n")
+    return {
+        POSTERIOR_PARAMS: ckpt.tensors_to_bytes(tensors),
+        POSTERIOR_INFO: (json.dumps(posterior.info, indent=1) + "\n").encode(),
+    }
 
 
 def load_prior(run: rundir.Run, which: str = "fitted") -> Prior:

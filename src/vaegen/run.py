@@ -12,7 +12,11 @@
                                    other than FashionMNIST; safetensors + JSON)
     runs/NAME/report.html          the self-contained report
     runs/NAME/tensorboard/         TensorBoard events (--tensorboard)
-    runs/NAME/.lock                held by the process that writes the run (vaegen.checkpoint.lock)
+    runs/NAME/.lock                held by the process that writes the run (vaegen.locks.lock)
+    runs/NAME/.vaegen-run          marks the folder as a run vaegen made (older runs: config.json)
+
+vaegen writes into a folder only when it is absent, empty or a run, and never through a link at
+one of the names above (`lock_for_writing` checks both before the first write).
 
 Everything that reads or writes a run asks this module for the names. The trainer writes runs;
 generate, plots, metrics, evaluate and the report read them through `load_run` and never import
@@ -25,7 +29,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import shutil
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +39,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from ._io import atomic_write_text
+from ._version import __version__
 from .config import RunConfig, differences
 from .data import (
     OWN_SPLIT,
@@ -47,6 +51,8 @@ from .data import (
     source_kind,
 )
 from .errors import RunError, VaegenError
+from .files import atomic_write_text, is_link, is_temporary_of, sweep_folder_temporaries
+from .locks import lock
 from .losses import Likelihood, likelihood
 from .models import MODELS
 
@@ -61,6 +67,9 @@ FEATURE_NET = "feature_net"
 REPORT = "report.html"
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"
+MARKER = ".vaegen-run"
+OWN_NAMES = (CONFIG, WEIGHTS, METRICS, STATE, FIGURES, PRIOR, EVAL, FEATURE_NET, REPORT,
+             TENSORBOARD, LOCK, MARKER)  # fmt: skip
 
 # Fields that may change when a run is resumed: where and how fast it runs, and how long.
 RESUMABLE_CHANGES = (
@@ -140,8 +149,19 @@ def resolve_data(config: RunConfig) -> RunConfig:
         check_labelled(config.data.source)
     fraction = effective_test_fraction(config.data.source, config.data.test_fraction)
     return dataclasses.replace(
-        config, data=dataclasses.replace(config.data, test_fraction=fraction)
+        config,
+        data=dataclasses.replace(
+            config.data, source=absolute_source(config.data.source), test_fraction=fraction
+        ),
     )
+
+
+def absolute_source(source: str) -> str:
+    """A data source as config.json records it: a named dataset as its name, a path made absolute
+    (a relative one would name another folder for a command run from elsewhere)."""
+    if source_kind(source) == "named":
+        return source
+    return os.path.abspath(source)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -263,15 +283,76 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
 @contextlib.contextmanager
 def lock_for_writing(run_dir: Path, purpose: str) -> Iterator[None]:
     """Hold RUN/.lock while `purpose` ("training", "evaluation") writes the run (see
-    checkpoint.lock). A run directory this call created and that holds nothing but the lock when
-    the block ends (it failed before its first write) is removed again."""
+    locks.lock), after `check_run_folder`; marks the folder as a run (MARKER). A run
+    directory this call created and that holds nothing but the lock and the marker when the block
+    ends (it failed before its first write) is removed again."""
     created = not run_dir.exists()
+    check_run_folder(run_dir)
     try:
-        with ckpt.lock(run_dir, LOCK, purpose):
+        with lock(run_dir, LOCK, purpose):
+            if not (run_dir / MARKER).exists():
+                atomic_write_text(run_dir / MARKER, json.dumps({"vaegen": __version__}) + "\n")
             yield
     finally:
-        if created and run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [LOCK]:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if created and run_dir.is_dir() and sorted(os.listdir(run_dir)) == sorted([LOCK, MARKER]):
+            for name in (MARKER, LOCK):
+                (run_dir / name).unlink(missing_ok=True)
+            run_dir.rmdir()
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """A RunError unless vaegen may write a run into `run_dir`: it is absent, empty, or a run
+    (its MARKER, or config.json for runs older than the marker), and none of the run's own names
+    (OWN_NAMES) in it is a symbolic link, which every write and cleanup would follow out of the
+    run. A link to the run directory itself is fine (a run kept on another disk)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a run directory; choose another --out")
+    if not run_dir.is_dir():
+        return
+    entries = sorted(os.listdir(run_dir))
+    # what a run killed before its first file leaves (the lock, a temporary of config.json)
+    # does not make a folder foreign
+    leftovers = [e for e in entries if e != LOCK and not _is_own_temporary(e)]
+    if leftovers and not is_run_dir(run_dir):
+        shown = ", ".join(entries[:5]) + (
+            f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+        )
+        raise RunError(
+            f"{run_dir} is not a vaegen run and not empty (it holds {shown}); vaegen writes a "
+            "run only into a new or empty folder: choose another --out"
+        )
+    links = [name for name in OWN_NAMES if is_link(run_dir / name)]
+    if links:
+        raise RunError(
+            f"{run_dir}: {', '.join(links)} {'is a symbolic link' if len(links) == 1 else 'are symbolic links'}; "
+            "vaegen never writes or cleans up through a link inside a run: replace it with a "
+            "folder or file (to keep a run on another disk, link the whole run directory)"
+        )
+
+
+def _is_own_temporary(name: str) -> bool:
+    return any(is_temporary_of(name, own) for own in OWN_NAMES)
+
+
+def is_run_dir(run_dir: Path) -> bool:
+    """Whether `run_dir` is a run vaegen made: it holds MARKER, or config.json (runs made before
+    the marker existed)."""
+    return any(
+        (run_dir / name).is_file() and not is_link(run_dir / name) for name in (MARKER, CONFIG)
+    )
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete what a killed process left in the run: the temporaries of its atomic writes in the
+    run directory and its own folders (never below a link), a half-assembled prior, and the
+    unfinished checkpoints (checkpoint.remove_stale_temporaries). Only while holding the run's
+    lock. Returns what was removed."""
+    removed = ckpt.remove_temporaries_in(run_dir)
+    for name in (FIGURES, PRIOR, FEATURE_NET):
+        if not is_link(run_dir / name):
+            removed += ckpt.remove_temporaries_in(run_dir / name)
+    removed += sweep_folder_temporaries(run_dir / PRIOR)
+    return removed + ckpt.remove_stale_temporaries(run_dir / STATE)
 
 
 def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> bool:
@@ -284,6 +365,10 @@ def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> bool:
             f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
         )
     saved, _ = load_config(run_dir)
+    # a run recorded before sources were stored absolute named its source relative to where it ran
+    saved = dataclasses.replace(
+        saved, data=dataclasses.replace(saved.data, source=absolute_source(saved.data.source))
+    )
     diff = differences(saved, config, ignore=RESUMABLE_CHANGES)
     if diff:
         raise RunError(

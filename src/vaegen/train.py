@@ -91,7 +91,7 @@ def train(
         resumable = rundir.check_resumable(run_dir, config, resume)
         if (resumable or resume) and procs.is_main:  # (killed before config.json: resume too)
             # it holds the lock: no other process writes this run
-            for path in ckpt.remove_stale_temporaries(run_dir, run_dir / rundir.STATE):
+            for path in rundir.remove_stale_temporaries(run_dir):
                 log.info("removed %s, left by an interrupted run", path)
         distributed.barrier()  # every process has looked at run_dir before the first writes
         run = _train(config, run_dir, device, resume, progress, checkpoint_every,

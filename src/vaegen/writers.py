@@ -1,28 +1,36 @@
 """Simulated datasets as files: an .npz, a folder of MNIST-style IDX .gz files, or PNGs.
 
-Each writer takes the images as an iterable of chunks, so memory does not grow with their number,
-and writes every file to a temporary name that is renamed when complete. An output written over
-another (`generate --overwrite`) holds only the new output afterwards: the IDX labels and
-classes.txt an unconditional output does not write, and the numbered PNGs it does not write
-(another class's folder, images beyond the new count), are removed once the new files are in
-place, so the folder never reads back as a dataset that pairs new images with old labels.
+Each writer takes the images as an iterable of chunks, so memory does not grow with their number.
+An output is written as a whole or not at all: an .npz is a temporary renamed when complete; a
+folder (IDX or PNG) is assembled in a hidden sibling and exchanged with the old one in one step
+(`_io.replace_folder`), so a kill or a full disk leaves the old output or the new one, never a mix.
+
+A generated folder holds OUTPUT_MARKER, a JSON record of what vaegen wrote there (per output: its
+files, run, weights, seed, temperature, prior, classes, image shape). vaegen writes into a folder
+only when it is absent, empty, or marked so and holds nothing the record does not name: a user's
+own files are never replaced or removed. The IDX train and test splits share a folder (the
+`--split test` of a run beside its train split); replacing one keeps the other.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from ._io import NpyWriter, atomic_open, atomic_write_bytes, npz_member
+from ._io import NpyWriter, npz_member
 from .data import safe_name
 from .errors import VaegenError
+from .files import atomic_open, atomic_write_bytes, is_link, is_temporary, replace_folder
 from .idx import IdxGzipWriter
 
 FORMATS = ("npz", "idx", "png")
@@ -55,17 +63,106 @@ def _idx_names(out: Path, split: str, ndim: int) -> tuple[Path, Path]:
     return out / f"{prefix}-images-idx{ndim}-ubyte.gz", out / f"{prefix}-labels-idx1-ubyte.gz"
 
 
-def _idx_outputs(out: Path, split: str) -> list[Path]:
-    """Every file an IDX output of `split` may hold: images of either rank (grey N x H x W,
-    colour N x H x W x C), labels, classes.txt."""
-    images3, labels = _idx_names(out, split, 3)
-    return [images3, _idx_names(out, split, 4)[0], labels, out / "classes.txt"]
-
-
 def _png_folders(out: Path, classes: Sequence[str] | None) -> list[Path]:
     if classes is None:
         return [out / "samples"]
     return [out / f"{i:02d}_{safe_name(c)}" for i, c in enumerate(classes)]
+
+
+OUTPUT_MARKER = ".vaegen-output.json"
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """Writing output `key` ("train", "test" for IDX; "png") into the folder `out`: `replaces`
+    are the files of the folder this write replaces (an error without overwrite), `keep` the
+    names of the other outputs' files carried into the new folder, `others` their records."""
+
+    out: Path
+    key: str
+    replaces: list[Path]
+    keep: list[str] = field(default_factory=list)
+    others: dict[str, Any] = field(default_factory=dict)
+
+
+def output_key(fmt: str, split: str) -> str:
+    return split if fmt == "idx" else fmt
+
+
+def read_marker(out: Path) -> dict[str, Any] | None:
+    """The record OUTPUT_MARKER holds, or None when `out` has none; an error naming the file when
+    it is not one of vaegen's records."""
+    path = out / OUTPUT_MARKER
+    if not path.exists() and not is_link(path):
+        return None
+    try:
+        if is_link(path):
+            raise ValueError("a symbolic link")
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or not isinstance(record.get("outputs"), dict):
+            raise ValueError("not a record of vaegen's outputs")
+        for entry in record["outputs"].values():
+            if not isinstance(entry, dict) or not isinstance(entry.get("files"), list):
+                raise ValueError("an output without its list of files")
+            if not all(isinstance(f, str) and Path(f).name == f for f in entry["files"]):
+                raise ValueError("a file name that is not a plain name")
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise VaegenError(
+            f"{path}: not vaegen's record of this folder ({e}); vaegen leaves the folder as it "
+            "is: choose another --out"
+        ) from None
+    return record
+
+
+def plan_folder(out: Path, fmt: str, split: str, record: dict[str, Any]) -> FolderPlan:
+    """Check that vaegen may write output `record` (format `fmt`, `split`) into the folder `out`,
+    and say what it replaces and keeps. Refused with a VaegenError: a path that is not a folder,
+    a folder holding anything vaegen did not write (unmarked, or beyond its record), and an IDX
+    split whose classes or image shape differ from the other split's in the folder."""
+    key = output_key(fmt, split)
+    if is_link(out) and not out.exists():
+        raise VaegenError(f"--out {out} is a broken symbolic link; name a folder")
+    if not out.exists():
+        return FolderPlan(out, key, [])
+    if not out.is_dir():
+        raise VaegenError(f"--out {out} is a file; a {fmt} output is a folder")
+    entries = sorted(e for e in os.listdir(out) if not is_temporary(e))
+    if not entries:
+        return FolderPlan(out, key, [])
+    marker = read_marker(out)
+    if marker is None:
+        shown = ", ".join(entries[:5]) + (
+            f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+        )
+        raise VaegenError(
+            f"--out {out} holds files vaegen did not write ({shown}); generate writes into a new "
+            "or empty folder, or one it wrote itself: choose another --out"
+        )
+    outputs = marker["outputs"]
+    listed = {OUTPUT_MARKER} | {f for entry in outputs.values() for f in entry["files"]}
+    foreign = [e for e in entries if e not in listed] + _foreign_in_folders(out, listed)
+    if foreign:
+        raise VaegenError(
+            f"--out {out} holds files that {OUTPUT_MARKER} does not name ({', '.join(foreign[:5])}"
+            f"{' ...' if len(foreign) > 5 else ''}); vaegen does not replace or remove what it did "
+            "not write: move them away, or choose another --out"
+        )
+    if marker.get("format") != fmt:  # another format's output: all of it is replaced
+        return FolderPlan(out, key, [out / e for e in entries if e != OUTPUT_MARKER])
+    others = {k: v for k, v in outputs.items() if k != key}
+    for other, entry in others.items():
+        for what in ("classes", "image_shape"):
+            if entry.get(what) != record.get(what):
+                raise VaegenError(
+                    f"--out {out} holds the {other} split of images with other {what.replace('_', ' ')} "
+                    f"({entry.get(what)} here, {record.get(what)} now); both splits of a folder "
+                    "must be one dataset's: choose another --out"
+                )
+    ours = [out / f for f in outputs.get(key, {}).get("files", [])]  # in the order written
+    replaces = [p for p in ours if p.exists() or is_link(p)]
+    replaces = [q for p in replaces for q in (_folder_files(p) if p.is_dir() else [p])]
+    kept = sorted({f for entry in others.values() for f in entry["files"]})
+    return FolderPlan(out, key, replaces, kept, others)
 
 
 def _png_index(name: str) -> int | None:
@@ -74,23 +171,40 @@ def _png_index(name: str) -> int | None:
     return int(stem) if stem.isdigit() and f"{int(stem):05d}.png" == name else None
 
 
-def _numbered_pngs(out: Path) -> list[Path]:
-    """The PNGs named as write_png names them in out's sub-folders, in sorted order."""
-    if not out.is_dir():
-        return []
-    folders = sorted(p for p in out.iterdir() if p.is_dir())
-    return [
-        f / name for f in folders for name in sorted(os.listdir(f)) if _png_index(name) is not None
-    ]
+def _folder_files(folder: Path) -> list[Path]:
+    return [folder / name for name in sorted(os.listdir(folder))]
 
 
-def existing(out: Path, fmt: str, split: str) -> list[Path]:
-    """The files at `out` that writing this output would replace or remove."""
-    if fmt == "npz":
-        return [out] if out.exists() else []
-    if fmt == "idx":
-        return [p for p in _idx_outputs(out, split) if p.exists()]
-    return _numbered_pngs(out)
+def _foreign_in_folders(out: Path, listed: set[str]) -> list[str]:
+    """What the listed class folders of a PNG output hold besides write_png's numbered PNGs
+    (a link in their place too), as names relative to `out`."""
+    foreign = []
+    for name in sorted(listed):
+        folder = out / name
+        if is_link(folder) or not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            if _png_index(entry.name) is None or not entry.is_file(follow_symlinks=False):
+                foreign.append(f"{name}/{entry.name}")
+    return foreign
+
+
+def write_folder(
+    plan: FolderPlan, record: dict[str, Any], fmt: str, write: Callable[[Path], list[str]]
+) -> list[str]:
+    """Replace plan.out as a whole by a folder holding what `write(folder)` writes (it returns the
+    names it wrote), the other outputs' files, and OUTPUT_MARKER recording all of them. Returns
+    the names `write` wrote."""
+    files: list[str] = []
+
+    def build(folder: Path) -> None:
+        files.extend(write(folder))
+        outputs = {**plan.others, plan.key: {**record, "files": files}}
+        marker = {"format": fmt, "outputs": dict(sorted(outputs.items()))}
+        atomic_write_bytes(folder / OUTPUT_MARKER, (json.dumps(marker, indent=1) + "\n").encode())
+
+    replace_folder(plan.out, build, plan.keep)
+    return files
 
 
 def write_npz(
@@ -121,14 +235,13 @@ def write_npz(
 def write_idx(
     out: Path, split: str, shape: tuple[int, ...], chunks: Iterable[Chunk], labels: LabelRange,
     classes: Sequence[str] | None,
-) -> int:  # fmt: skip
-    """Each .gz is written header first through a gzip stream. All files stay temporaries until
-    all are complete and are then renamed together, so that an error or an interrupt while
-    writing never pairs new images with old labels. Returns the files written."""
+) -> list[str]:  # fmt: skip
+    """The IDX .gz files of `split` (and classes.txt) written into the folder `out` (a fresh one:
+    write_folder's), each header first through a gzip stream. Returns the names written."""
     n = shape[0]
     images_path, labels_path = _idx_names(out, split, len(shape))
     written = [images_path]
-    with ExitStack() as stack:  # on an error every file is deleted, none renamed
+    with ExitStack() as stack:
         images = IdxGzipWriter(stack.enter_context(atomic_open(images_path)), np.uint8, shape)
         for x, _ in chunks:
             images.write(x.numpy())
@@ -143,14 +256,12 @@ def write_idx(
                 "".join(f"{c}\n" for c in classes).encode()
             )
             written += [labels_path, out / "classes.txt"]
-    for stale in set(_idx_outputs(out, split)) - set(written):  # another output's
-        stale.unlink(missing_ok=True)
-    return len(written)
+    return [p.name for p in written]
 
 
-def write_png(out: Path, chunks: Iterable[Chunk], classes: Sequence[str] | None) -> int:
-    """One PNG per image, each written atomically, numbered per class folder in order. Returns
-    the files written."""
+def write_png(out: Path, chunks: Iterable[Chunk], classes: Sequence[str] | None) -> list[str]:
+    """One PNG per image, numbered per class folder in order, in the folder `out` (a fresh one:
+    write_folder's). Returns the class folders' names, each holding at least one image."""
     from PIL import Image
 
     folders = _png_folders(out, classes)
@@ -161,13 +272,7 @@ def write_png(out: Path, chunks: Iterable[Chunk], classes: Sequence[str] | None)
         for img, cls in zip(pixels, [0] * len(x) if y is None else y.tolist(), strict=True):
             buf = io.BytesIO()  # one file per image: the file I/O is the cost here
             Image.fromarray(img).save(buf, format="PNG")
+            folders[cls].mkdir(exist_ok=True)
             atomic_write_bytes(folders[cls] / f"{written[cls]:05d}.png", buf.getvalue())
             written[cls] += 1
-    ours = {f: count for f, count in zip(folders, written, strict=True)}
-    for path in _numbered_pngs(out):  # another output's, or beyond this one's count
-        index = _png_index(path.name)
-        if index is None or index >= ours.get(path.parent, 0):
-            path.unlink()
-            if not any(path.parent.iterdir()):  # an empty class folder reads as an error
-                path.parent.rmdir()
-    return sum(written)
+    return [f.name for f, count in zip(folders, written, strict=True) if count]

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 
 from .. import run as rundir
-from .._io import atomic_write_text
 from .._version import __version__
 from ..classifier import CLASSIFIER_LR
 from ..errors import VaegenError
+from ..files import atomic_write_text
 from ..metrics import KNN_K, PR_K
 from ..priors import load_prior
 from ..run import EVAL, Run

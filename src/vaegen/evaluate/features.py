@@ -37,7 +37,6 @@ import numpy as np
 
 from .. import checkpoint as ckpt
 from .. import run as rundir
-from .._io import atomic_write_bytes, atomic_write_text
 from .._version import __version__
 from ..classifier import (
     CLASSIFIER_LR,
@@ -52,6 +51,8 @@ from ..classifier import (
 from ..data import ImageDataset
 from ..datasets import FASHION_MNIST
 from ..errors import VaegenError
+from ..files import atomic_write_text, write_group
+from ..locks import lock
 from ..run import Run
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def feature_network(
     }
     if epochs is not None:
         wanted["epochs"] = epochs
-    with ckpt.lock(folder, rundir.LOCK, "feature network"):
+    with lock(folder, rundir.LOCK, "feature network"):
         sidecar, why = _saved(folder, wanted)
         # a run's own folder that another run has measured through (--feature-net) is shared too
         if sidecar is None and why is not None and (shared or _marked_shared(folder)):
@@ -293,8 +294,9 @@ def _train_and_save(
         "vaegen_version": __version__,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }  # fmt: skip
-    atomic_write_bytes(folder / WEIGHTS, weights)
-    atomic_write_text(folder / SIDECAR, json.dumps(sidecar, indent=2) + "\n")
+    write_group(
+        folder, {WEIGHTS: weights, SIDECAR: (json.dumps(sidecar, indent=2) + "\n").encode()}
+    )
     return sidecar
 
 

@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 
 from .. import run as rundir
-from .._io import atomic_write_text
 from ..data import ImageDataset
+from ..files import atomic_write_text
 from ..run import Run
 from .payload import report_data
 from .render import ReportData, render_page, render_value, script_json
@@ -41,8 +41,13 @@ def write_report(run: Run, path: Path | None = None, *, test: ImageDataset | Non
     run's data source. Without it the page still works, with no points in the explorer. Figures
     missing from RUN/figures are drawn first (plots.draw_missing), which needs the test split too.
     """
-    path = run.path / REPORT if path is None else Path(path)
-    atomic_write_text(path, build_report(run, test))
+    if path is None:  # into the run: held as its other writers hold it
+        with rundir.lock_for_writing(run.path, "writing the report"):
+            path = run.path / REPORT
+            atomic_write_text(path, build_report(run, test))
+    else:
+        path = Path(path)
+        atomic_write_text(path, build_report(run, test))
     log.debug("wrote %s", path)
     return path
 
