@@ -32,7 +32,7 @@ from .config import (
     default_loss,
     preset,
 )
-from .errors import VaegenError
+from .errors import Terminated, VaegenError, terminated_as_interrupt
 from .losses import ALIASES, LIKELIHOODS, LOSS_CHOICES
 from .priors import PRIOR_CHOICES
 from .run import Run
@@ -380,11 +380,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(logging.WARNING if args.quiet else logging.INFO)
     try:
-        return _COMMANDS[args.command](args)
+        with terminated_as_interrupt():
+            return _COMMANDS[args.command](args)
     except VaegenError as e:
         print(f"vaegen: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("vaegen: interrupted; a run continues with `vaegen train --out RUN --resume`",
               file=sys.stderr)  # fmt: skip
-        return 130
+        return 143 if isinstance(e, Terminated) else 130

@@ -1,4 +1,12 @@
-"""The one exception type the command line prints cleanly (exit status 2, no traceback)."""
+"""The one exception type the command line prints cleanly (exit status 2, no traceback), and
+SIGTERM turned into an interrupt, so that a stopped command unwinds through its cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 
 
 class VaegenError(Exception):
@@ -19,3 +27,26 @@ class NonFiniteError(VaegenError, ValueError):
 
 class WriteError(VaegenError, OSError):
     """A file could not be written (a full disk, no permission); the old file is untouched."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a scheduler's time limit, torchrun stopping its workers)."""
+
+
+@contextlib.contextmanager
+def terminated_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises Terminated, as Ctrl-C raises KeyboardInterrupt, so that it unwinds through
+    the same cleanup: temporaries and half-assembled outputs removed, the previous files kept
+    (Python's default for SIGTERM ends the process at once and leaves them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
