@@ -119,6 +119,18 @@ def test_a_planted_lock_link_is_refused_and_its_target_untouched(
     assert victim.read_text() == "someone's file"
 
 
+def test_the_lock_itself_never_opens_a_link(tmp_path):
+    """The lock is also taken on folders that are not runs (a --feature-net folder)."""
+    folder = tmp_path / "features"
+    folder.mkdir()
+    victim = tmp_path / "precious.txt"
+    victim.write_text("someone's file")
+    (folder / ".lock").symlink_to(victim)
+    with pytest.raises(RunError, match="is a symbolic link"), lock(folder, ".lock", "training"):
+        pass
+    assert victim.read_text() == "someone's file"
+
+
 def test_a_lock_file_with_another_hard_link_is_refused(tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
@@ -200,6 +212,17 @@ def test_png_overwrite_never_touches_a_linked_or_user_folder(run_paths, tmp_path
     (out / "mine" / "00001.png").write_bytes(b"my png")
     before, before_outside = _tree(out), _tree(outside)
     with pytest.raises(VaegenError, match=r"does not name \(linked, mine\)"):
+        generate_to(run, 3, out, fmt="png", overwrite=True)
+    assert _tree(out) == before and _tree(outside) == before_outside
+    # inside a class folder vaegen wrote: a user's file, and a link in place of a numbered PNG
+    (out / "linked").unlink()
+    (out / "mine" / "00001.png").unlink()
+    (out / "mine").rmdir()
+    (out / "00_shape_0" / "notes.txt").write_text("mine")
+    (out / "01_shape_1" / "00000.png").unlink()
+    (out / "01_shape_1" / "00000.png").symlink_to(outside / "00000.png")
+    before = _tree(out)
+    with pytest.raises(VaegenError, match=r"00_shape_0/notes.txt, 01_shape_1/00000.png"):
         generate_to(run, 3, out, fmt="png", overwrite=True)
     assert _tree(out) == before and _tree(outside) == before_outside
 
