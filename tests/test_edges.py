@@ -148,3 +148,58 @@ def test_a_dataset_that_changed_shape_since_training_is_named(tmp_path):
         fit_prior(load_run(run.path))
     with pytest.raises(VaegenError, match=message):
         evaluate(load_run(run.path), quick=True, progress=False)
+
+
+# ------------------------------------------ sizes checked before allocation, one-line errors
+
+
+def test_json_nested_too_deeply_is_a_one_line_error_naming_the_file(tiny_data, tmp_path):
+    from vaegen.checkpoint import read_json
+
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "prior.json").write_text(deep)
+    with pytest.raises(RunError, match=r"prior\.json: .*nested too deeply"):
+        read_json(tmp_path / "prior.json")
+    out = tmp_path / "r"
+    train(tiny_config(tiny_data, epochs=1), out, progress=False)
+    good = (out / "metrics.jsonl").read_text()
+    (out / "metrics.jsonl").write_text(good + deep + "\n")
+    with pytest.raises(RunError, match=r"metrics\.jsonl, line 2: .*nested too deeply"):
+        load_run(out)
+    (out / "metrics.jsonl").write_text(good)
+    (out / "config.json").write_text(deep)
+    with pytest.raises(RunError, match=r"config\.json: .*nested too deeply"):
+        load_run(out)
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("test_loss", "abc", r"'test_loss' is 'abc'; it must be a number"),
+    ("epoch", None, r'"epoch" is None; it must be an integer >= 1'),
+    ("test_kl", [1, 2], r"'test_kl' is \[1, 2\]; it must be a number"),
+    ("train_loss", True, r"'train_loss' is True; it must be a number"),
+    ("epoch", 0, r'"epoch" is 0'),
+    ("seconds", "1 s", r"'seconds' is '1 s'"),
+    ("test_recon", ..., r"the epoch's record has no 'test_recon'"),
+])  # fmt: skip
+def test_a_metrics_record_with_a_field_of_the_wrong_type_is_named(
+    tiny_data, tmp_path, capsys, field, value, says
+):
+    import json
+
+    from vaegen.cli import main
+
+    out = tmp_path / "r"
+    train(tiny_config(tiny_data, epochs=2), out, progress=False)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    record = json.loads(lines[1])
+    if value is ...:
+        del record[field]
+    else:
+        record[field] = value
+    (out / "metrics.jsonl").write_text(lines[0] + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(RunError, match=rf"metrics\.jsonl, line 2: {says}"):
+        load_run(out)
+    for command in ("report", "plot"):
+        assert main(["-q", command, str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "metrics.jsonl, line 2" in err and "Traceback" not in err

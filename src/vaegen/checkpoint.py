@@ -125,6 +125,8 @@ def read_json(path: Path) -> Any:
         raise RunError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:  # json's decoder recurses once per level of nesting
+        raise RunError(f"{path}: not a vaegen file (JSON nested too deeply to read)") from None
 
 
 # ------------------------------------------------------------------------- training state
@@ -382,7 +384,7 @@ def _acquire(fd: int, path: Path, run_dir: Path) -> None:
                 f"process {h['pid']} on {h['host']} ({h['purpose']}, {h['command']!r}, "
                 f"since {h['since']})"
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             who = "another process"
         raise RunError(
             f"{run_dir} is in use by {who}; wait for it to finish or stop it, "

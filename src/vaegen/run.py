@@ -221,7 +221,36 @@ def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records))
 
 
+# The fields of an epoch's record (train._end_epoch writes them) that plots, the report and the
+# summary read as numbers: a record without one, or with a string, null or list there, is an
+# error naming the line here, not a traceback inside matplotlib or a format string later.
+METRIC_NUMBERS = (
+    "train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl",
+)  # fmt: skip
+METRIC_OPTIONAL_NUMBERS = ("seconds", "images_per_second", "active_dims")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_record(record: dict[str, Any], where: str) -> None:
+    """A RunError naming `where` (file and line) unless `record` is an epoch's record: epoch a
+    positive integer, the losses numbers (bool is not one), the timings numbers when present."""
+    epoch = record.get("epoch")
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1):
+        raise RunError(f'{where}: "epoch" is {epoch!r}; it must be an integer >= 1')
+    for key in METRIC_NUMBERS:
+        if key not in record:
+            raise RunError(f"{where}: the epoch's record has no {key!r}")
+    for key in (*METRIC_NUMBERS, *METRIC_OPTIONAL_NUMBERS):
+        if key in record and not _is_number(record[key]):
+            raise RunError(f"{where}: {key!r} is {record[key]!r}; it must be a number")
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of RUN/metrics.jsonl, one per finished epoch, each checked (see
+    _check_record); [] when there is no such file."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
@@ -236,8 +265,13 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise RunError(f"{path}, line {n}: not valid JSON ({e})") from None
+            except RecursionError:  # json's decoder recurses once per level of nesting
+                raise RunError(
+                    f"{path}, line {n}: not an epoch's record (JSON nested too deeply to read)"
+                ) from None
             if not isinstance(record, dict):
                 raise RunError(f"{path}, line {n}: not an epoch's record (a JSON object)")
+            _check_record(record, f"{path}, line {n}")
             records.append(record)
     return records
 
