@@ -153,6 +153,31 @@ def test_a_dataset_that_changed_shape_since_training_is_named(tmp_path):
 # ------------------------------------------ sizes checked before allocation, one-line errors
 
 
+def _write_config(run_dir, edit) -> None:
+    import json
+
+    path = run_dir / "config.json"
+    d = json.loads(path.read_text())
+    edit(d)
+    path.write_text(json.dumps(d))
+
+
+def test_a_config_json_of_another_model_is_named_before_the_model_is_built(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    train(tiny_config(tiny_data, epochs=1), out, progress=False)
+    # a wrong hidden width: the weights file and the config field are named
+    _write_config(out, lambda d: d["model"].update(hidden=33))
+    with pytest.raises(RunError, match=r"model\.safetensors: tensor 'fc1\.weight'.*config\.json"
+                       r".*hidden 33"):  # fmt: skip
+        load_run(out)
+    # images of 100,000 x 100,000 with a hidden layer of 65,536 would be 2.6 PB of weights:
+    # compared on the meta device, never allocated
+    _write_config(out, lambda d: (d["model"].update(hidden=65536),
+                                  d["dataset"].update(image_shape=[1, 100_000, 100_000])))  # fmt: skip
+    with pytest.raises(RunError, match=r"model\.safetensors.*config\.json"):
+        load_run(out)
+
+
 def test_json_nested_too_deeply_is_a_one_line_error_naming_the_file(tiny_data, tmp_path):
     from vaegen.checkpoint import read_json
 

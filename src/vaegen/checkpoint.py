@@ -62,18 +62,25 @@ def tensors_to_bytes(tensors: Mapping[str, torch.Tensor], check_finite: bool = T
     return st_save(out)
 
 
-def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; a pickle, truncated or corrupt file is a RunError naming it."""
-    path = Path(path)
+def refuse_pickle(path: Path) -> None:
+    """A RunError naming `path` when the file is missing or a pickle (its first bytes tell)."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            start = f.read(8)
     except FileNotFoundError:
         raise RunError(f"{path}: file not found") from None
-    if data.startswith(_PICKLE_SIGNATURES):
+    if start.startswith(_PICKLE_SIGNATURES):
         raise RunError(
             f"{path}: this is a pickle (torch.save) file, not safetensors; vaegen never unpickles "
             "files because unpickling can run arbitrary code"
         )
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a pickle, truncated or corrupt file is a RunError naming it."""
+    path = Path(path)
+    refuse_pickle(path)
+    data = path.read_bytes()
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:

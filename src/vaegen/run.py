@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from . import checkpoint as ckpt
@@ -276,6 +277,36 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+# safetensors' names of the dtypes in a file's header (safe_open(...).get_slice(k).get_dtype())
+_HEADER_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
+                  torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32",
+                  torch.uint8: "U8", torch.bool: "BOOL"}  # fmt: skip
+
+
+def _check_header(path: Path, expected: dict[str, torch.Tensor], blame: str) -> None:
+    """A RunError naming `path` (and ending in `blame`) unless the safetensors file holds the
+    names, shapes and dtypes of `expected` (meta tensors will do), read from its header alone:
+    no tensor is read. A pickle is refused first, unopened."""
+    ckpt.refuse_pickle(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            found = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
+                     for k in f.keys()}  # fmt: skip
+    except (SafetensorError, ValueError, RuntimeError, OSError) as e:
+        raise RunError(
+            f"{path}: not a valid safetensors file ({e}); it is truncated or corrupt"
+        ) from None
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra:
+        raise RunError(f"{path}: tensors do not match the model (missing: {missing or 'none'}; "
+                       f"unexpected: {extra or 'none'}){blame}")  # fmt: skip
+    for name, ref in expected.items():
+        want = (tuple(ref.shape), _HEADER_DTYPES.get(ref.dtype, str(ref.dtype)))
+        if found[name] != want:
+            raise RunError(f"{path}: tensor {name!r} is {found[name][1]} {found[name][0]}, the "
+                           f"model needs {want[1]} {want[0]}{blame}")  # fmt: skip
+
+
 def load_run(path: str | Path, device: str = "cpu") -> Run:
     """Rebuild a trained model from its run directory (config.json + model.safetensors)."""
     run_dir = Path(path)
@@ -285,6 +316,18 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
         classes = [str(c) for c in facts["classes"]]
     except (KeyError, TypeError, ValueError):
         raise RunError(f"{run_dir / CONFIG}: missing the dataset's image_shape/classes") from None
+    # The model is built on the meta device first (shapes, no memory) and compared with the
+    # weights file's header: a config.json with a wrong or absurd size (hidden 10**9 asks for
+    # terabytes) is a one-line error naming both files before anything is allocated.
+    with torch.device("meta"):
+        skeleton = build_model(config, image_shape, len(classes))  # type: ignore[arg-type]
+    m = config.model
+    blame = (
+        f"; {run_dir / CONFIG} describes another model (model {m.model!r}, latent_dim "
+        f"{m.latent_dim}, hidden {m.hidden}, conditional {str(m.conditional).lower()}, "
+        f"{len(classes)} classes, image_shape {list(image_shape)}): fix the field that differs"
+    )
+    _check_header(run_dir / WEIGHTS, skeleton.state_dict(), blame)
     model = build_model(config, image_shape, len(classes))  # type: ignore[arg-type]
     ckpt.load_weights(model, run_dir / WEIGHTS)
     model.to(resolve_device(device)).eval()
