@@ -178,6 +178,64 @@ def test_a_config_json_of_another_model_is_named_before_the_model_is_built(tiny_
         load_run(out)
 
 
+@pytest.mark.parametrize(("section", "field", "value"), [
+    ("model", "latent_dim", 4097), ("model", "hidden", 65537), ("train", "threads", 1025),
+    ("train", "epochs", 10**7), ("train", "batch_size", 2**31), ("train", "prior_draws", 1001),
+    ("train", "prior_components", 100_001), ("train", "seed", 2**63),
+    ("train", "seed", -(2**63) - 1), ("data", "image_size", 10**5), ("data", "split_seed", 2**64),
+])  # fmt: skip
+def test_every_size_and_count_of_a_config_has_an_upper_bound(section, field, value):
+    from vaegen import DataConfig, ModelConfig, TrainConfig
+
+    cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}[section]
+    with pytest.raises(VaegenError, match=rf"{field} = {value} is not valid"):
+        cls(**{field: value})
+
+
+def test_a_negative_seed_is_still_a_seed():
+    from vaegen import TrainConfig
+
+    assert TrainConfig(seed=-1).seed == -1
+    assert TrainConfig(seed=-(2**63)).seed == -(2**63)
+
+
+def test_the_cli_names_a_flag_out_of_bounds_before_reading_the_data(tmp_path, capsys):
+    from vaegen.cli import main
+
+    missing = str(tmp_path / "no-such.npz")  # never read: the bound is checked first
+    for flag, value in (("--hidden", "1000000000"), ("--latent-dim", "1000000000"),
+                        ("--threads", "100000"), ("--prior-draws", "100000")):  # fmt: skip
+        assert main(["-q", "train", "--data", missing, flag, value, "--out",
+                     str(tmp_path / "r")]) == 2  # fmt: skip
+        err = capsys.readouterr().err
+        assert f"{flag[2:].replace('-', '_')} = {value} is not valid" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_generate_and_evaluate_check_their_counts_before_any_work(tiny_data, tmp_path, monkeypatch):
+    from vaegen import evaluate
+    from vaegen import run as rundir
+    from vaegen.generate import request
+
+    run = train(tiny_config(tiny_data, epochs=1), tmp_path / "r", progress=False)
+    with pytest.raises(VaegenError, match=r"n = 2147483648 is not valid"):
+        request(run, 2**31)
+    with pytest.raises(VaegenError, match=r"seed = 18446744073709551616 is not valid"):
+        request(run, 10, seed=2**64)
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded before the arguments were checked")
+
+    monkeypatch.setattr(rundir, "load_both_splits", no_data)
+    for kwargs, says in (({"iw_samples": 10**7}, "iw_samples = 10000000"),
+                         ({"n_generated": 2**40}, "n_generated = 1099511627776"),
+                         ({"seed": 2**64}, "seed = 18446744073709551616"),
+                         ({"feature_epochs": 0}, "feature_epochs = 0")):  # fmt: skip
+        with pytest.raises(VaegenError, match=says):
+            evaluate(run, progress=False, **kwargs)
+
+
 def test_json_nested_too_deeply_is_a_one_line_error_naming_the_file(tiny_data, tmp_path):
     from vaegen.checkpoint import read_json
 

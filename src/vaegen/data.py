@@ -105,6 +105,8 @@ def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 # ------------------------------------------------------------------ sources and options
 
+MAX_IMAGE_SIZE = 8192  # 67 M pixels: under Pillow's bomb limit (89 M); larger is a typo
+MAX_SPLIT_SEED = 2**63 - 1  # the split hashes it as a uint64 (splits.holdout)
 OWN_SPLIT = ("named", "idx")  # the kinds of source that bring a test split of their own
 KINDS = {
     "named": "a named dataset, with its own train and test split",
@@ -134,12 +136,17 @@ def check_options(
     """A DataError, naming the option, for a value no source can take."""
     if channels is not None and channels not in MODES:
         raise DataError(f"channels = {channels!r} is not valid: 1 (grey) or 3 (RGB), or None")
-    if image_size is not None and image_size < 1:
-        raise DataError(f"image_size = {image_size!r} is not valid: an integer >= 1, or None")
+    if image_size is not None and not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise DataError(
+            f"image_size = {image_size!r} is not valid: an integer from 1 to {MAX_IMAGE_SIZE}, "
+            "or None"
+        )
     if test_fraction is not None:
         check_fraction(test_fraction)
-    if split_seed < 0:
-        raise DataError(f"split_seed = {split_seed!r} is not valid: an integer >= 0")
+    if not 0 <= split_seed <= MAX_SPLIT_SEED:
+        raise DataError(
+            f"split_seed = {split_seed!r} is not valid: an integer from 0 to {MAX_SPLIT_SEED}"
+        )
 
 
 def effective_test_fraction(source: str | Path, test_fraction: float | None) -> float | None:
