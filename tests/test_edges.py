@@ -236,6 +236,43 @@ def test_generate_and_evaluate_check_their_counts_before_any_work(tiny_data, tmp
             evaluate(run, progress=False, **kwargs)
 
 
+def _npz(path, counts, classes=None, label_of=None):
+    from .conftest import make_images
+
+    x, _ = make_images(sum(counts), size=8, classes=len(counts))
+    y = np.repeat(np.arange(len(counts)), counts)
+    arrays = {"x": x, "y": y if label_of is None else label_of(y)}
+    if classes is not None:
+        arrays["classes"] = np.array(classes)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_a_class_too_small_for_the_prior_fails_before_training(tmp_path, monkeypatch):
+    from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from vaegen.errors import DataError
+
+    data = _npz(tmp_path / "d.npz", [30, 30, 1], ["cat", "dog", "emu"])
+    cfg = RunConfig(DataConfig(str(data)), ModelConfig(hidden=8, conditional=True),
+                    TrainConfig(epochs=1, batch_size=16))  # fmt: skip
+    with pytest.raises(DataError, match=r"d\.npz: class 2 has [01] training image\(s\) \(named "
+                       r"'emu'\).*--prior-components 0"):  # fmt: skip
+        train(cfg, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "model.safetensors").exists()  # not one epoch was trained
+    # without a prior the same data trains
+    no_prior = RunConfig(cfg.data, cfg.model, TrainConfig(epochs=1, prior_components=0))
+    assert train(no_prior, tmp_path / "ok", progress=False).metrics
+    # draws that would not fit in memory fail before training too
+    import vaegen.trainset as trainset
+
+    monkeypatch.setattr(trainset, "available_bytes", lambda: 1000)
+    big = RunConfig(DataConfig(str(data), test_fraction=0.0), ModelConfig(hidden=8),
+                    TrainConfig(epochs=1, prior_draws=10))  # fmt: skip
+    with pytest.raises(DataError, match=r"--prior-draws 10 \(prior_draws\)"):
+        train(big, tmp_path / "draws", progress=False)
+    assert not (tmp_path / "draws" / "model.safetensors").exists()
+
+
 def test_json_nested_too_deeply_is_a_one_line_error_naming_the_file(tiny_data, tmp_path):
     from vaegen.checkpoint import read_json
 

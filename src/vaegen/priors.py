@@ -39,12 +39,13 @@ from . import checkpoint as ckpt
 from . import run as rundir
 from ._io import atomic_write_bytes, atomic_write_text
 from ._version import __version__
-from .config import TrainConfig
+from .config import TrainConfig, check_seed
 from .data import ImageDataset
 from .errors import RunError, VaegenError
 from .metrics import latent_posteriors
 from .mixture import fit_mixtures
 from .posterior import AggregatePosterior, aggregate_posterior, class_rows
+from .trainset import check_prior_fit
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,8 @@ def fit_prior(
         reg_covar = run.config.train.prior_reg_covar
     if seed is None:
         seed = run.config.train.seed
-    if draws < 0:
+    check_seed("seed", seed)  # components and draws: check_prior_fit, before encoding
+    if draws < 0:  # (the message the API has always given)
         raise VaegenError(f"draws = {draws} is not valid: use 0 (the means) or more")
     if not 0 <= reg_covar < math.inf:  # NaN fails this too
         raise VaegenError(f"reg_covar = {reg_covar} is not valid: use a finite number >= 0")
@@ -215,6 +217,8 @@ def fit_prior(
         )
     conditional = run.config.model.conditional
     labels = train.labels if conditional else None
+    check_prior_fit(labels, len(train), run.classes, run.config.model.latent_dim, components,
+                    draws, run.config.data.source)  # fmt: skip
     with rundir.lock_for_writing(run.path, "fitting the prior"):  # not while evaluate reads it
         mu, logvar = latent_posteriors(run.model, train.images, labels)
         folder = run.path / rundir.PRIOR

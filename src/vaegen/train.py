@@ -29,7 +29,7 @@ from .errors import NonFiniteError, RunError, VaegenError, WriteError
 from .losses import evaluate_loss, likelihood
 from .run import Run, build_model, resolve_device
 from .step import Step, make_step
-from .trainset import TrainingData, load_training_data
+from .trainset import TrainingData, check_prior_fit, load_training_data
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,11 @@ def _train(
 ) -> Run:
     tc = config.train
     data = load_training_data(config, device, procs)
+    if tc.prior_components:  # fitted after the last epoch: what would fail it fails now
+        check_prior_fit(
+            data.y_train if config.model.conditional else None, len(data.x_train), data.classes,
+            config.model.latent_dim, tc.prior_components, tc.prior_draws, config.data.source,
+        )  # fmt: skip
     torch.manual_seed(tc.seed)  # parameter initialisation
     model = build_model(config, data.image_shape, len(data.classes)).to(device)
     shuffle_gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
