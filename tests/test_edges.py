@@ -323,3 +323,26 @@ def test_a_metrics_record_with_a_field_of_the_wrong_type_is_named(
         assert main(["-q", command, str(out)]) == 2
         err = capsys.readouterr().err
         assert "metrics.jsonl, line 2" in err and "Traceback" not in err
+
+
+def _photos(root, classes=("cat", "dog")):
+    from PIL import Image
+
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((4, 4), 40 * i, np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_a_symlink_loop_in_an_image_folder_is_named(tmp_path):
+    from vaegen.data import load_dataset
+    from vaegen.errors import DataError
+
+    photos = _photos(tmp_path / "photos")
+    (photos / "cat" / "loop").symlink_to(".")  # a folder in a class folder: never entered
+    assert len(load_dataset(photos, test_fraction=0)) == 6
+    (photos / "cat" / "a.png").symlink_to("b")
+    (photos / "cat" / "b").symlink_to("a.png")
+    with pytest.raises(DataError, match=r"cat/(a\.png|b): a link that cannot be followed"):
+        load_dataset(photos, test_fraction=0)
