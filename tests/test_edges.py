@@ -2,7 +2,9 @@
 with only missing or only extra tensors, old checkpoints dropped, a run folder without a
 config.json and one whose config.json is not an object, the class one past the last, exact
 covariances of small samples, a majority vote that differs from the nearest neighbour, and the
-test split, an unconditional PNG folder and colour PNGs written by generate_to."""
+test split, an unconditional PNG folder and colour PNGs written by generate_to; then the sizes,
+counts, labels, class names, JSON files and metrics records that are checked before anything
+large is allocated or trained, each a one-line error naming the file, field or flag."""
 
 from __future__ import annotations
 
@@ -273,6 +275,30 @@ def test_a_class_too_small_for_the_prior_fails_before_training(tmp_path, monkeyp
     assert not (tmp_path / "draws" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("where", ["npz", "idx"])
+def test_labels_in_the_billions_are_refused_naming_the_file(tmp_path, where):
+    from vaegen.data import load_dataset
+    from vaegen.errors import DataError
+    from vaegen.idx import write_idx
+
+    from .conftest import write_idx_dataset
+
+    if where == "npz":
+        source = path = _npz(tmp_path / "d.npz", [5, 5],
+                             label_of=lambda y: np.where(y == 1, 2_000_000_000, y))  # fmt: skip
+    else:
+        source = write_idx_dataset(tmp_path / "idx", n_train=16, n_test=8)
+        (source / "classes.txt").unlink()
+        path = source / "train-labels-idx1-ubyte.gz"
+        write_idx(path, np.array([0] * 15 + [2_000_000_000], dtype=np.int32))
+    with pytest.raises(DataError, match=rf"{path.name}.*label 2000000000.*at most 65536"):
+        load_dataset(source, test_fraction=0.5 if where == "npz" else None)
+    if where == "idx":
+        write_idx(path, np.array([0] * 15 + [-3], dtype=np.int8))
+        with pytest.raises(DataError, match=rf"{path.name}: holds the label -3"):
+            load_dataset(source)
+
+
 def test_json_nested_too_deeply_is_a_one_line_error_naming_the_file(tiny_data, tmp_path):
     from vaegen.checkpoint import read_json
 
@@ -346,3 +372,35 @@ def test_a_symlink_loop_in_an_image_folder_is_named(tmp_path):
     (photos / "cat" / "b").symlink_to("a.png")
     with pytest.raises(DataError, match=r"cat/(a\.png|b): a link that cannot be followed"):
         load_dataset(photos, test_fraction=0)
+
+
+def test_a_class_name_with_a_control_character_is_refused_at_load(tmp_path):
+    from vaegen.data import load_dataset
+    from vaegen.errors import DataError
+
+    photos = _photos(tmp_path / "photos", ("ca\nt", "dog"))
+    with pytest.raises(DataError, match=r"photos: the class name 'ca\\nt' holds the control"):
+        load_dataset(photos, test_fraction=0)
+    data = _npz(tmp_path / "d.npz", [3, 3], ["a\tb", "c"])
+    with pytest.raises(DataError, match=r"d\.npz: the class name 'a\\tb'"):
+        load_dataset(data, test_fraction=0)
+
+
+def test_safe_names_of_long_class_names_are_bounded_and_distinct(tiny_data, tmp_path):
+    from vaegen import ModelConfig, RunConfig
+
+    long_a, long_b = "x" * 300, "x" * 299 + "y"
+    # generate writes a PNG folder per class: with names of 300 bytes it failed (ENAMETOOLONG)
+    cfg = tiny_config(tiny_data, epochs=1)
+    cfg = RunConfig(cfg.data, ModelConfig(hidden=8, conditional=True), cfg.train)
+    run = train(cfg, tmp_path / "c", progress=False)
+    run.classes = [long_a, long_b, "é" * 300]
+    generate_to(run, 6, tmp_path / "png", fmt="png", progress=False)
+    folders = sorted(p.name for p in (tmp_path / "png").iterdir() if p.is_dir())
+    assert len(folders) == 3 and len(list((tmp_path / "png").rglob("*.png"))) == 6
+    assert all(len(name.encode()) <= 112 for name in folders)  # "00_" + at most 109 bytes
+
+    from vaegen.classnames import safe_name
+
+    assert safe_name(long_a) != safe_name(long_b)  # a hash of the whole name tells them apart
+    assert safe_name("T-shirt/top") == "T-shirt_top"  # short names as before

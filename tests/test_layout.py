@@ -17,7 +17,7 @@ PACKAGE = Path(vaegen.__file__).parent
 LAYERS: dict[str, int] = {
     "errors": 0, "_version": 0,
     "_io": 1,
-    "idx": 2, "distributed": 2, "splits": 2, "foldercache": 2, "memory": 2,
+    "idx": 2, "distributed": 2, "classnames": 2, "splits": 2, "foldercache": 2, "memory": 2,
     "datasets": 3, "images": 3, "npz": 3,
     "data": 4, "models": 4, "losses": 4,
     "config": 5, "checkpoint": 5, "writers": 5, "fast_step": 5, "cuda_graph": 5, "datainfo": 5,

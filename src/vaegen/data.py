@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from . import datasets
+from .classnames import check_class_names, check_labels
 from .errors import DataError
 from .idx import read_idx
 from .images import MODES, convert, list_images, read_folder
@@ -91,11 +91,6 @@ class ImageDataset:
         return ImageDataset(
             self.images[idx], labels, self.classes, self.name, self.notes, self.cache
         )
-
-
-def safe_name(name: str) -> str:
-    """A class name made safe as a file or folder name ("T-shirt/top" -> "T-shirt_top")."""
-    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "class"
 
 
 def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -206,9 +201,11 @@ def _from_arrays(
             raise DataError(f"{where}: {len(images)} images but labels of shape {labels.shape}")
         if not np.issubdtype(labels.dtype, np.integer):  # an IDX file may hold floats
             raise DataError(f"{where}: labels are {labels.dtype}; they must be class indices")
+        check_labels(labels, where)  # before a name is made for each class up to the largest
         y = torch.from_numpy(labels.astype(np.int64))
         if not classes:
             classes = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+    check_class_names(classes, where)
     return ImageDataset(torch.from_numpy(images), y, list(classes), name)
 
 
@@ -233,6 +230,8 @@ def _load_idx_folder(folder: Path, split: str) -> ImageDataset:
         )
     images = read_idx(found["images"])
     labels = read_idx(found["labels"]) if found["labels"] else None
+    if labels is not None and np.issubdtype(labels.dtype, np.integer):  # named: the labels file
+        check_labels(labels, str(found["labels"]))
     classes: list[str] = []
     classes_file = folder / "classes.txt"
     if classes_file.is_file():

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from . import foldercache
+from .classnames import check_class_names
 from .errors import DataError
 from .memory import BYTES_PER_VALUE, check_fits
 
@@ -184,8 +185,10 @@ def list_images(folder: Path) -> tuple[list[str], list[Path], np.ndarray | None]
             raise DataError(
                 f"{d}: an empty class sub-folder (no image files); add images or remove it"
             )
+    classes = [d.name for d in class_dirs]
+    check_class_names(classes, str(folder))  # before anything is decoded or trained
     labels = np.repeat(np.arange(len(class_dirs)), [len(f) for f in per_class])
-    return [d.name for d in class_dirs], [f for files in per_class for f in files], labels
+    return classes, [f for files in per_class for f in files], labels
 
 
 def _scan(folder: Path) -> tuple[list[Path], list[Path]]:

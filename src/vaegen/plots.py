@@ -31,7 +31,8 @@ from matplotlib.colors import ListedColormap
 
 from . import run as rundir
 from ._io import atomic_write_bytes
-from .data import ImageDataset, load_dataset, safe_name, to_float
+from .classnames import safe_name
+from .data import ImageDataset, load_dataset, to_float
 from .generate import generate
 from .metrics import latent_means
 from .priors import load_prior

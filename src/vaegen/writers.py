@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ._io import NpyWriter, atomic_open, atomic_write_bytes, npz_member
-from .data import safe_name
+from .classnames import safe_name
 from .errors import VaegenError
 from .idx import IdxGzipWriter
 
