@@ -199,7 +199,8 @@ def test_bad_config_json(tmp_path, run_dir):
 
 
 @pytest.mark.parametrize(("content", "says"), [
-    (b'{"epoch": 1}\n[1, 2]\n', r"line 2: not an epoch's record"),
+    (b'{"epoch": 1, "train_loss": 1, "train_recon": 1, "train_kl": 0, "test_loss": 1, '
+     b'"test_recon": 1, "test_kl": 0}\n[1, 2]\n', r"line 2: not an epoch's record"),
     (b'{"epoch": 1}\n\xff\n', "not UTF-8 text"),
 ])  # fmt: skip
 def test_a_metrics_file_with_a_line_that_is_no_record_is_named(tmp_path, run_dir, content, says):

@@ -8,8 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.distributions import Bernoulli, Normal
-from torch.distributions import kl_divergence as torch_kl
+from torch.distributions import Bernoulli, Normal, kl_divergence as torch_kl
 
 from vaegen.losses import BERNOULLI, GAUSSIAN, kl_divergence, likelihood
 from vaegen.models import reparameterize

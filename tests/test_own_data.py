@@ -16,8 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vaegen import images as images_module
-from vaegen import load_dataset, load_run, train
+from vaegen import images as images_module, load_dataset, load_run, train
 from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.data import load_splits

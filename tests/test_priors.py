@@ -408,7 +408,7 @@ PROBE = """
 import sys
 from pathlib import Path
 from vaegen.errors import RunError
-from vaegen.run import lock_for_writing
+from vaegen.runfolder import lock_for_writing
 try:
     with lock_for_writing(Path(sys.argv[1]), "probe"):
         print("free", flush=True)

@@ -8,9 +8,15 @@ import json
 import pytest
 import torch
 
-from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, train
-from vaegen import fast_step as fast_step_module
-from vaegen import step as step_module
+from vaegen import (
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    fast_step as fast_step_module,
+    step as step_module,
+    train,
+)
 from vaegen.errors import VaegenError
 from vaegen.fast_step import FastStep
 from vaegen.losses import kl_divergence, likelihood

@@ -23,8 +23,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+from safetensors.torch import load as st_load, save as st_save
 
 from .errors import NonFiniteError, RunError, VaegenError
 from .files import (
@@ -64,18 +63,25 @@ def tensors_to_bytes(tensors: Mapping[str, torch.Tensor], check_finite: bool = T
     return st_save(out)
 
 
-def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; a pickle, truncated or corrupt file is a RunError naming it."""
-    path = Path(path)
+def refuse_pickle(path: Path) -> None:
+    """A RunError naming `path` when the file is missing or a pickle (its first bytes tell)."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            start = f.read(8)
     except FileNotFoundError:
         raise RunError(f"{path}: file not found") from None
-    if data.startswith(_PICKLE_SIGNATURES):
+    if start.startswith(_PICKLE_SIGNATURES):
         raise RunError(
             f"{path}: this is a pickle (torch.save) file, not safetensors; vaegen never unpickles "
             "files because unpickling can run arbitrary code"
         )
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a pickle, truncated or corrupt file is a RunError naming it."""
+    path = Path(path)
+    refuse_pickle(path)
+    data = path.read_bytes()
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
@@ -127,6 +133,8 @@ def read_json(path: Path) -> Any:
         raise RunError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:  # json's decoder recurses once per level of nesting
+        raise RunError(f"{path}: not a vaegen file (JSON nested too deeply to read)") from None
 
 
 # ------------------------------------------------------------------------- training state

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from . import runfolder
 from ._io import configure_logging
 from ._version import __version__
 from .cli_data import CACHE_HELP, add_data_command, add_data_flags, cmd_data
@@ -233,8 +234,7 @@ def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed
-    from . import run as rundir
+    from . import distributed, run as rundir
     from .train import train
 
     procs = distributed.from_env()
@@ -253,7 +253,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if defaulted:
         config = replace(config, train=replace(config.train, loss=loss))
     # the lock train() takes is held on until the prior, figures and report are written too
-    with rundir.lock_for_writing(out, "training") if procs.is_main else contextlib.nullcontext():
+    with runfolder.lock_for_writing(out, "training") if procs.is_main else contextlib.nullcontext():
         run = train(
             config, out, resume=args.resume, progress=not args.quiet,
             checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,

@@ -48,6 +48,36 @@ def _require(ok: bool, name: str, value: object, allowed: str) -> None:
         raise VaegenError(f"{name} = {value!r} is not valid: {allowed}")
 
 
+# Upper bounds on sizes and counts: generous (far beyond what vaegen's models and data use:
+# the synth preset's latent is 64-D, its hidden layer 2048 wide), but finite, so that a typo
+# such as --hidden 10000000000 is a one-line error at once, not terabytes asked of the
+# allocator (or an hour of work) before something fails.
+MAX_LATENT_DIM = 4096  # a 4096-D latent already needs D x D covariances per prior component
+MAX_HIDDEN = 65_536  # an MLP layer of 784 x 65,536 float32 weights is 200 MB; wider is a typo
+MAX_THREADS = 1024  # more CPU threads than any machine vaegen runs on has cores
+MAX_EPOCHS = 1_000_000
+MAX_BATCH_SIZE = 2**31 - 1  # torch indexes a batch with int32 in places; larger is no batch
+MAX_PRIOR_COMPONENTS = 100_000  # each is a D x D covariance; fits use min(K, n_class // 2)
+# each draw is another copy of every training image's code (N x D float32): 1000 draws of
+# 60,000 64-D codes are already 15 GiB (the memory itself is checked before training)
+MAX_PRIOR_DRAWS = 1000
+# A seed must fit torch's Generator.manual_seed (-2**63 .. 2**64 - 1) after the small offsets
+# vaegen adds for its separate streams (seed + 1 .. seed + 5), and numpy's SeedSequence takes
+# it modulo 2**64, scikit-learn modulo 2**32: the signed 64-bit range serves them all.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+
+
+def check_count(name: str, value: int, low: int, high: int) -> None:
+    """A VaegenError naming `name` unless low <= value <= high (an int, not a bool)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    _require(ok, name, value, f"an integer from {low} to {high}")
+
+
+def check_seed(name: str, value: int) -> None:
+    """A VaegenError naming `name` unless `value` is a seed every random stream takes."""
+    check_count(name, value, SEED_MIN, SEED_MAX)
+
+
 def _check_types(obj: object) -> None:
     """Each field has the type its annotation names, checked before any comparison, so that a
     config.json with "latent_dim": "two" is an error that names the field and the type it needs."""
@@ -96,8 +126,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check_types(self)
         _require(self.model in MODEL_KINDS, "model", self.model, f"one of {', '.join(MODEL_KINDS)}")
-        _require(self.latent_dim >= 1, "latent_dim", self.latent_dim, "an integer >= 1")
-        _require(self.hidden >= 1, "hidden", self.hidden, "an integer >= 1")
+        check_count("latent_dim", self.latent_dim, 1, MAX_LATENT_DIM)
+        check_count("hidden", self.hidden, 1, MAX_HIDDEN)
 
 
 @dataclass(frozen=True)
@@ -128,14 +158,13 @@ class TrainConfig:
         _require(self.step in STEPS, "step", self.step, f"one of {', '.join(STEPS)}")
         _require(self.precision in PRECISIONS, "precision", self.precision, " or ".join(PRECISIONS))
         _require(self.beta >= 0, "beta", self.beta, "a number >= 0")
-        _require(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        _require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check_count("epochs", self.epochs, 1, MAX_EPOCHS)
+        check_count("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         _require(self.lr > 0, "lr", self.lr, "a number > 0")
-        _require(self.threads >= 0, "threads", self.threads, "an integer >= 0")
-        _require(
-            self.prior_components >= 0, "prior_components", self.prior_components, "an integer >= 0"
-        )
-        _require(self.prior_draws >= 0, "prior_draws", self.prior_draws, "an integer >= 0")
+        check_seed("seed", self.seed)
+        check_count("threads", self.threads, 0, MAX_THREADS)
+        check_count("prior_components", self.prior_components, 0, MAX_PRIOR_COMPONENTS)
+        check_count("prior_draws", self.prior_draws, 0, MAX_PRIOR_DRAWS)
         _require(
             0 <= self.prior_reg_covar < float("inf"),
             "prior_reg_covar",

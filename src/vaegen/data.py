@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from . import datasets
+from .classnames import check_class_names, check_labels
 from .errors import DataError
 from .idx import read_idx
 from .images import MODES, convert, list_images, read_folder
@@ -93,11 +93,6 @@ class ImageDataset:
         )
 
 
-def safe_name(name: str) -> str:
-    """A class name made safe as a file or folder name ("T-shirt/top" -> "T-shirt_top")."""
-    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "class"
-
-
 def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 N x C x H x W -> float32 in [0, 1] on `device` (the article's ToTensor, for all at once)."""
     return images.to(device).float().div_(255.0)
@@ -105,6 +100,8 @@ def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 # ------------------------------------------------------------------ sources and options
 
+MAX_IMAGE_SIZE = 8192  # 67 M pixels: under Pillow's bomb limit (89 M); larger is a typo
+MAX_SPLIT_SEED = 2**63 - 1  # the split hashes it as a uint64 (splits.holdout)
 OWN_SPLIT = ("named", "idx")  # the kinds of source that bring a test split of their own
 KINDS = {
     "named": "a named dataset, with its own train and test split",
@@ -134,12 +131,17 @@ def check_options(
     """A DataError, naming the option, for a value no source can take."""
     if channels is not None and channels not in MODES:
         raise DataError(f"channels = {channels!r} is not valid: 1 (grey) or 3 (RGB), or None")
-    if image_size is not None and image_size < 1:
-        raise DataError(f"image_size = {image_size!r} is not valid: an integer >= 1, or None")
+    if image_size is not None and not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise DataError(
+            f"image_size = {image_size!r} is not valid: an integer from 1 to {MAX_IMAGE_SIZE}, "
+            "or None"
+        )
     if test_fraction is not None:
         check_fraction(test_fraction)
-    if split_seed < 0:
-        raise DataError(f"split_seed = {split_seed!r} is not valid: an integer >= 0")
+    if not 0 <= split_seed <= MAX_SPLIT_SEED:
+        raise DataError(
+            f"split_seed = {split_seed!r} is not valid: an integer from 0 to {MAX_SPLIT_SEED}"
+        )
 
 
 def effective_test_fraction(source: str | Path, test_fraction: float | None) -> float | None:
@@ -199,9 +201,11 @@ def _from_arrays(
             raise DataError(f"{where}: {len(images)} images but labels of shape {labels.shape}")
         if not np.issubdtype(labels.dtype, np.integer):  # an IDX file may hold floats
             raise DataError(f"{where}: labels are {labels.dtype}; they must be class indices")
+        check_labels(labels, where)  # before a name is made for each class up to the largest
         y = torch.from_numpy(labels.astype(np.int64))
         if not classes:
             classes = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+    check_class_names(classes, where)
     return ImageDataset(torch.from_numpy(images), y, list(classes), name)
 
 
@@ -226,6 +230,8 @@ def _load_idx_folder(folder: Path, split: str) -> ImageDataset:
         )
     images = read_idx(found["images"])
     labels = read_idx(found["labels"]) if found["labels"] else None
+    if labels is not None and np.issubdtype(labels.dtype, np.integer):  # named: the labels file
+        check_labels(labels, str(found["labels"]))
     classes: list[str] = []
     classes_file = folder / "classes.txt"
     if classes_file.is_file():

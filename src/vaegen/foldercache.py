@@ -52,7 +52,7 @@ ENV_OFF = "VAEGEN_NO_CACHE"
 FORMAT = "vaegen folder cache 2"  # a change of layout or meaning changes every key
 _STALE_S = 3600  # a temporary file this old is no write in progress but a killed one's
 # what reading a bad entry may raise (safetensors' own SafetensorError is caught by name)
-_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, struct.error)
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, struct.error, RecursionError)
 
 
 def cache_dir() -> Path | None:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ._io import show_progress
 from ._version import __version__
+from .config import check_seed
 from .data import to_float
 from .errors import VaegenError
 from .files import sweep_file_temporaries, sweep_folder_temporaries
@@ -43,6 +44,8 @@ from .writers import (
 )
 
 BLOCK = 65_536  # images per latent block; changing it changes what a seed draws beyond block 0
+# IDX files count images in 32 bits, and an .npz's arrays are built whole: more is a typo
+MAX_IMAGES = 2**31 - 1
 
 
 def resolve_labels(run: Run, labels: Sequence[int | str]) -> list[int]:
@@ -113,8 +116,9 @@ def request(
     prior: str | Prior = "fitted",
 ) -> Request:
     """Check a request (see `generate`) and load its prior if named; errors name what to change."""
-    if n <= 0:
-        raise VaegenError(f"n = {n} is not valid: ask for at least one image")
+    if not 0 < n <= MAX_IMAGES:
+        raise VaegenError(f"n = {n} is not valid: ask for 1 to {MAX_IMAGES} images")
+    check_seed("seed", seed)
     if not 0 < temperature < math.inf:  # NaN fails this too
         raise VaegenError(f"temperature = {temperature} is not valid: use a finite number > 0")
     conditional = run.config.model.conditional

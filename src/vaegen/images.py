@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from . import foldercache
+from .classnames import check_class_names
 from .errors import DataError
 from .memory import BYTES_PER_VALUE, check_fits
 
@@ -184,22 +185,30 @@ def list_images(folder: Path) -> tuple[list[str], list[Path], np.ndarray | None]
             raise DataError(
                 f"{d}: an empty class sub-folder (no image files); add images or remove it"
             )
+    classes = [d.name for d in class_dirs]
+    check_class_names(classes, str(folder))  # before anything is decoded or trained
     labels = np.repeat(np.arange(len(class_dirs)), [len(f) for f in per_class])
-    return [d.name for d in class_dirs], [f for files in per_class for f in files], labels
+    return classes, [f for files in per_class for f in files], labels
 
 
 def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
     """(sub-folders, image files) directly in `folder`, each sorted by name, names starting
-    with '.' left out. os.scandir tells files from folders without a stat call per file."""
+    with '.' left out. os.scandir tells files from folders without a stat call per file. Links
+    are followed one level (a folder inside a class folder is never entered, so `ln -s . cat/x`
+    is not walked round); a link that loops (a -> b -> a) is a DataError naming it."""
     dirs, files = [], []
     with os.scandir(folder) as entries:
         for e in entries:
             if e.name.startswith("."):
                 continue
-            if e.is_dir():
-                dirs.append(e.name)
-            elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
-                files.append(e.name)
+            try:
+                if e.is_dir():
+                    dirs.append(e.name)
+                elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
+                    files.append(e.name)
+            except OSError as err:  # ELOOP: too many levels of symbolic links
+                raise DataError(f"{e.path}: a link that cannot be followed ({err.strerror}); "
+                                "remove it or point it at an image or a folder") from None  # fmt: skip
     return [folder / d for d in sorted(dirs)], [folder / f for f in sorted(files)]
 
 

@@ -155,7 +155,7 @@ def _acquire(fd: int, path: Path, run_dir: Path) -> None:
                 f"process {h['pid']} on {h['host']} ({h['purpose']}, {h['command']!r}, "
                 f"since {h['since']})"
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             who = "another process"
         raise RunError(
             f"{run_dir} is in use by {who}; wait for it to finish or stop it, "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .classnames import check_labels
 from .errors import DataError
 
 _LAYOUTS = "N x H x W, N x H x W x C or N x C x H x W with C = 1 or 3"
@@ -145,6 +146,7 @@ def _labels(y: np.ndarray, n: int, classes: list[str], path: Path) -> np.ndarray
         raise DataError(f"{path}: y is {y.dtype}; labels must be integer class indices")
     if len(y) and int(y.min()) < 0:
         raise DataError(f"{path}: y holds the label {int(y.min())}; labels must be >= 0")
+    check_labels(y, f"{path}: y")
     if classes and len(y) and int(y.max()) >= len(classes):
         raise DataError(
             f"{path}: y holds the label {int(y.max())} but classes names {len(classes)} classes "

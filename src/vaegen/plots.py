@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
 
-from . import run as rundir
-from .data import ImageDataset, load_dataset, safe_name, to_float
+from . import run as rundir, runfolder
+from .classnames import safe_name
+from .data import ImageDataset, load_dataset, to_float
 from .files import atomic_write_bytes
 from .generate import generate
 from .metrics import latent_means
@@ -356,7 +357,7 @@ def draw_all(
             draw[_manifold_file(k, name)] = partial(manifold, run, label=k)
     folder = run.path / rundir.FIGURES
     run.model.eval()
-    with rundir.lock_for_writing(run.path, "drawing figures"):  # not through a planted link
+    with runfolder.lock_for_writing(run.path, "drawing figures"):  # not through a planted link
         return [draw[name](folder / name) for name in files]
 
 

@@ -35,16 +35,16 @@ from typing import Any, Protocol
 
 import torch
 
-from . import checkpoint as ckpt
-from . import run as rundir
+from . import checkpoint as ckpt, run as rundir, runfolder
 from ._version import __version__
-from .config import TrainConfig
+from .config import TrainConfig, check_seed
 from .data import ImageDataset
 from .errors import RunError, VaegenError
 from .files import write_group
 from .metrics import latent_posteriors
 from .mixture import fit_mixtures
 from .posterior import AggregatePosterior, aggregate_posterior, class_rows
+from .trainset import check_prior_fit
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,8 @@ def fit_prior(
         reg_covar = run.config.train.prior_reg_covar
     if seed is None:
         seed = run.config.train.seed
-    if draws < 0:
+    check_seed("seed", seed)  # components and draws: check_prior_fit, before encoding
+    if draws < 0:  # (the message the API has always given)
         raise VaegenError(f"draws = {draws} is not valid: use 0 (the means) or more")
     if not 0 <= reg_covar < math.inf:  # NaN fails this too
         raise VaegenError(f"reg_covar = {reg_covar} is not valid: use a finite number >= 0")
@@ -215,7 +216,9 @@ def fit_prior(
         )
     conditional = run.config.model.conditional
     labels = train.labels if conditional else None
-    with rundir.lock_for_writing(run.path, "fitting the prior"):  # not while evaluate reads it
+    check_prior_fit(labels, len(train), run.classes, run.config.model.latent_dim, components,
+                    draws, run.config.data.source)  # fmt: skip
+    with runfolder.lock_for_writing(run.path, "fitting the prior"):  # not while evaluate reads it
         mu, logvar = latent_posteriors(run.model, train.images, labels)
         folder = run.path / rundir.PRIOR
         posterior = aggregate_posterior(mu, logvar, labels, len(run.classes))
@@ -265,7 +268,7 @@ def drop_mixture(run: rundir.Run) -> bool:
     folder = run.path / rundir.PRIOR
     found = (folder / INFO).exists()
     if found:
-        with rundir.lock_for_writing(run.path, "removing the prior"):
+        with runfolder.lock_for_writing(run.path, "removing the prior"):
             write_group(folder, {}, drop=(PARAMS, INFO))
     return found
 

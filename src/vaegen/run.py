@@ -1,45 +1,26 @@
-"""A run directory and the trained model in it: every file name of the run, `Run`, `load_run`.
+"""A trained model and its run directory: `Run`, `load_run`, the config and metrics files, and
+resuming. The directory's file names and the rules for writing it are vaegen.runfolder's; this
+module re-exports the names, so that every reader asks `run.NAME`.
 
-    runs/NAME/config.json          RunConfig + vaegen version + facts about the dataset
-    runs/NAME/model.safetensors    the latest weights
-    runs/NAME/metrics.jsonl        one JSON object per finished epoch
-    runs/NAME/state/               checkpoints for --resume (vaegen.checkpoint)
-    runs/NAME/figures/             the figures (vaegen.plots)
-    runs/NAME/prior/               priors fitted after training (vaegen.priors): the Gaussian
-                                   mixture, and the training images' aggregate posterior
-    runs/NAME/eval.json            what `vaegen evaluate` measured
-    runs/NAME/feature_net/         the feature network evaluate trained on the run's data (data
-                                   other than FashionMNIST; safetensors + JSON)
-    runs/NAME/report.html          the self-contained report
-    runs/NAME/tensorboard/         TensorBoard events (--tensorboard)
-    runs/NAME/.lock                held by the process that writes the run (vaegen.locks.lock)
-    runs/NAME/.vaegen-run          marks the folder as a run vaegen made (older runs: config.json)
-
-vaegen writes into a folder only when it is absent, empty or a run, and never through a link at
-one of the names above (`lock_for_writing` checks both before the first write).
-
-Everything that reads or writes a run asks this module for the names. The trainer writes runs;
-generate, plots, metrics, evaluate and the report read them through `load_run` and never import
-the trainer.
+The trainer writes runs; generate, plots, metrics, evaluate and the report read them through
+`load_run` and never import the trainer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from . import checkpoint as ckpt
-from ._version import __version__
 from .config import RunConfig, differences
 from .data import (
     OWN_SPLIT,
@@ -51,25 +32,26 @@ from .data import (
     source_kind,
 )
 from .errors import RunError, VaegenError
-from .files import atomic_write_text, is_link, is_temporary_of, sweep_folder_temporaries
-from .locks import lock
+from .files import atomic_write_text
 from .losses import Likelihood, likelihood
 from .models import MODELS
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-METRICS = "metrics.jsonl"
-STATE = "state"
-FIGURES = "figures"
-PRIOR = "prior"
-EVAL = "eval.json"
-FEATURE_NET = "feature_net"
-REPORT = "report.html"
-TENSORBOARD = "tensorboard"
-LOCK = ".lock"
-MARKER = ".vaegen-run"
-OWN_NAMES = (CONFIG, WEIGHTS, METRICS, STATE, FIGURES, PRIOR, EVAL, FEATURE_NET, REPORT,
-             TENSORBOARD, LOCK, MARKER)  # fmt: skip
+# the run directory's names, re-exported: every reader asks for them as run.NAME
+from .runfolder import (
+    CONFIG as CONFIG,
+    EVAL as EVAL,
+    FEATURE_NET as FEATURE_NET,
+    FIGURES as FIGURES,
+    LOCK as LOCK,
+    MARKER as MARKER,
+    METRICS as METRICS,
+    OWN_NAMES as OWN_NAMES,
+    PRIOR as PRIOR,
+    REPORT as REPORT,
+    STATE as STATE,
+    TENSORBOARD as TENSORBOARD,
+    WEIGHTS as WEIGHTS,
+)
 
 # Fields that may change when a run is resumed: where and how fast it runs, and how long.
 RESUMABLE_CHANGES = (
@@ -241,7 +223,36 @@ def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records))
 
 
+# The fields of an epoch's record (train._end_epoch writes them) that plots, the report and the
+# summary read as numbers: a record without one, or with a string, null or list there, is an
+# error naming the line here, not a traceback inside matplotlib or a format string later.
+METRIC_NUMBERS = (
+    "train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl",
+)  # fmt: skip
+METRIC_OPTIONAL_NUMBERS = ("seconds", "images_per_second", "active_dims")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_record(record: dict[str, Any], where: str) -> None:
+    """A RunError naming `where` (file and line) unless `record` is an epoch's record: epoch a
+    positive integer, the losses numbers (bool is not one), the timings numbers when present."""
+    epoch = record.get("epoch")
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1):
+        raise RunError(f'{where}: "epoch" is {epoch!r}; it must be an integer >= 1')
+    for key in METRIC_NUMBERS:
+        if key not in record:
+            raise RunError(f"{where}: the epoch's record has no {key!r}")
+    for key in (*METRIC_NUMBERS, *METRIC_OPTIONAL_NUMBERS):
+        if key in record and not _is_number(record[key]):
+            raise RunError(f"{where}: {key!r} is {record[key]!r}; it must be a number")
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of RUN/metrics.jsonl, one per finished epoch, each checked (see
+    _check_record); [] when there is no such file."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
@@ -256,10 +267,45 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise RunError(f"{path}, line {n}: not valid JSON ({e})") from None
+            except RecursionError:  # json's decoder recurses once per level of nesting
+                raise RunError(
+                    f"{path}, line {n}: not an epoch's record (JSON nested too deeply to read)"
+                ) from None
             if not isinstance(record, dict):
                 raise RunError(f"{path}, line {n}: not an epoch's record (a JSON object)")
+            _check_record(record, f"{path}, line {n}")
             records.append(record)
     return records
+
+
+# safetensors' names of the dtypes in a file's header (safe_open(...).get_slice(k).get_dtype())
+_HEADER_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
+                  torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32",
+                  torch.uint8: "U8", torch.bool: "BOOL"}  # fmt: skip
+
+
+def _check_header(path: Path, expected: dict[str, torch.Tensor], blame: str) -> None:
+    """A RunError naming `path` (and ending in `blame`) unless the safetensors file holds the
+    names, shapes and dtypes of `expected` (meta tensors will do), read from its header alone:
+    no tensor is read. A pickle is refused first, unopened."""
+    ckpt.refuse_pickle(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            found = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
+                     for k in f.keys()}  # fmt: skip
+    except (SafetensorError, ValueError, RuntimeError, OSError) as e:
+        raise RunError(
+            f"{path}: not a valid safetensors file ({e}); it is truncated or corrupt"
+        ) from None
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra:
+        raise RunError(f"{path}: tensors do not match the model (missing: {missing or 'none'}; "
+                       f"unexpected: {extra or 'none'}){blame}")  # fmt: skip
+    for name, ref in expected.items():
+        want = (tuple(ref.shape), _HEADER_DTYPES.get(ref.dtype, str(ref.dtype)))
+        if found[name] != want:
+            raise RunError(f"{path}: tensor {name!r} is {found[name][1]} {found[name][0]}, the "
+                           f"model needs {want[1]} {want[0]}{blame}")  # fmt: skip
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:
@@ -271,6 +317,18 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
         classes = [str(c) for c in facts["classes"]]
     except (KeyError, TypeError, ValueError):
         raise RunError(f"{run_dir / CONFIG}: missing the dataset's image_shape/classes") from None
+    # The model is built on the meta device first (shapes, no memory) and compared with the
+    # weights file's header: a config.json with a wrong or absurd size (hidden 10**9 asks for
+    # terabytes) is a one-line error naming both files before anything is allocated.
+    with torch.device("meta"):
+        skeleton = build_model(config, image_shape, len(classes))  # type: ignore[arg-type]
+    m = config.model
+    blame = (
+        f"; {run_dir / CONFIG} describes another model (model {m.model!r}, latent_dim "
+        f"{m.latent_dim}, hidden {m.hidden}, conditional {str(m.conditional).lower()}, "
+        f"{len(classes)} classes, image_shape {list(image_shape)}): fix the field that differs"
+    )
+    _check_header(run_dir / WEIGHTS, skeleton.state_dict(), blame)
     model = build_model(config, image_shape, len(classes))  # type: ignore[arg-type]
     ckpt.load_weights(model, run_dir / WEIGHTS)
     model.to(resolve_device(device)).eval()
@@ -278,81 +336,6 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
 
 
 # -------------------------------------------------------------------------------- writing
-
-
-@contextlib.contextmanager
-def lock_for_writing(run_dir: Path, purpose: str) -> Iterator[None]:
-    """Hold RUN/.lock while `purpose` ("training", "evaluation") writes the run (see
-    locks.lock), after `check_run_folder`; marks the folder as a run (MARKER). A run
-    directory this call created and that holds nothing but the lock and the marker when the block
-    ends (it failed before its first write) is removed again."""
-    created = not run_dir.exists()
-    check_run_folder(run_dir)
-    try:
-        with lock(run_dir, LOCK, purpose):
-            if not (run_dir / MARKER).exists():
-                atomic_write_text(run_dir / MARKER, json.dumps({"vaegen": __version__}) + "\n")
-            yield
-    finally:
-        if created and run_dir.is_dir() and sorted(os.listdir(run_dir)) == sorted([LOCK, MARKER]):
-            for name in (MARKER, LOCK):
-                (run_dir / name).unlink(missing_ok=True)
-            run_dir.rmdir()
-
-
-def check_run_folder(run_dir: Path) -> None:
-    """A RunError unless vaegen may write a run into `run_dir`: it is absent, empty, or a run
-    (its MARKER, or config.json for runs older than the marker), and none of the run's own names
-    (OWN_NAMES) in it is a symbolic link, which every write and cleanup would follow out of the
-    run. A link to the run directory itself is fine (a run kept on another disk)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"{run_dir} is a file, not a run directory; choose another --out")
-    if not run_dir.is_dir():
-        return
-    entries = sorted(os.listdir(run_dir))
-    # what a run killed before its first file leaves (the lock, a temporary of config.json)
-    # does not make a folder foreign
-    leftovers = [e for e in entries if e != LOCK and not _is_own_temporary(e)]
-    if leftovers and not is_run_dir(run_dir):
-        shown = ", ".join(entries[:5]) + (
-            f" and {len(entries) - 5} more" if len(entries) > 5 else ""
-        )
-        raise RunError(
-            f"{run_dir} is not a vaegen run and not empty (it holds {shown}); vaegen writes a "
-            "run only into a new or empty folder: choose another --out"
-        )
-    links = [name for name in OWN_NAMES if is_link(run_dir / name)]
-    if links:
-        raise RunError(
-            f"{run_dir}: {', '.join(links)} {'is a symbolic link' if len(links) == 1 else 'are symbolic links'}; "
-            "vaegen never writes or cleans up through a link inside a run: replace it with a "
-            "folder or file (to keep a run on another disk, link the whole run directory)"
-        )
-
-
-def _is_own_temporary(name: str) -> bool:
-    return any(is_temporary_of(name, own) for own in OWN_NAMES)
-
-
-def is_run_dir(run_dir: Path) -> bool:
-    """Whether `run_dir` is a run vaegen made: it holds MARKER, or config.json (runs made before
-    the marker existed)."""
-    return any(
-        (run_dir / name).is_file() and not is_link(run_dir / name) for name in (MARKER, CONFIG)
-    )
-
-
-def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete what a killed process left in the run: the temporaries of its atomic writes in the
-    run directory and its own folders (never below a link), a half-assembled prior, and the
-    unfinished checkpoints (checkpoint.remove_stale_temporaries). Only while holding the run's
-    lock. Returns what was removed."""
-    removed = ckpt.remove_temporaries_in(run_dir)
-    for name in (FIGURES, PRIOR, FEATURE_NET):
-        if not is_link(run_dir / name):
-            removed += ckpt.remove_temporaries_in(run_dir / name)
-    removed += sweep_folder_temporaries(run_dir / PRIOR)
-    return removed + ckpt.remove_stale_temporaries(run_dir / STATE)
 
 
 def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> bool:

@@ -68,8 +68,8 @@ def holdout(
     0: no split, both are all n images.
     """
     check_fraction(fraction)
-    if seed < 0:
-        raise DataError(f"split_seed = {seed} is not valid: an integer >= 0")
+    if not 0 <= seed < 2**64:  # hashed as a uint64
+        raise DataError(f"split_seed = {seed} is not valid: an integer from 0 to 2**64 - 1")
     every = np.arange(n, dtype=np.int64)
     if fraction == 0:
         return every, every

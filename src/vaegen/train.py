@@ -20,16 +20,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint as ckpt
-from . import collapse, distributed
-from . import run as rundir
+from . import checkpoint as ckpt, collapse, distributed, run as rundir, runfolder
 from ._io import show_progress
 from .config import RunConfig
 from .errors import NonFiniteError, RunError, VaegenError, WriteError
 from .losses import evaluate_loss, likelihood
 from .run import Run, build_model, resolve_device
 from .step import Step, make_step
-from .trainset import TrainingData, load_training_data
+from .trainset import TrainingData, check_prior_fit, load_training_data
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +82,16 @@ def train(
         device = torch.device("cuda", procs.local_rank)
         torch.cuda.set_device(device)
     with (
-        rundir.lock_for_writing(run_dir, "training") if procs.is_main else contextlib.nullcontext(),
+        runfolder.lock_for_writing(run_dir, "training")
+        if procs.is_main
+        else contextlib.nullcontext(),
         _torch_settings(device, tc.threads or default_threads(), tc.deterministic),
         distributed.process_group(procs, device),
     ):
         resumable = rundir.check_resumable(run_dir, config, resume)
         if (resumable or resume) and procs.is_main:  # (killed before config.json: resume too)
             # it holds the lock: no other process writes this run
-            for path in rundir.remove_stale_temporaries(run_dir):
+            for path in runfolder.remove_stale_temporaries(run_dir):
                 log.info("removed %s, left by an interrupted run", path)
         distributed.barrier()  # every process has looked at run_dir before the first writes
         run = _train(config, run_dir, device, resume, progress, checkpoint_every,
@@ -151,6 +151,11 @@ def _train(
 ) -> Run:
     tc = config.train
     data = load_training_data(config, device, procs)
+    if tc.prior_components:  # fitted after the last epoch: what would fail it fails now
+        check_prior_fit(
+            data.y_train if config.model.conditional else None, len(data.x_train), data.classes,
+            config.model.latent_dim, tc.prior_components, tc.prior_draws, config.data.source,
+        )  # fmt: skip
     torch.manual_seed(tc.seed)  # parameter initialisation
     model = build_model(config, data.image_shape, len(data.classes)).to(device)
     shuffle_gen = torch.Generator(device=device).manual_seed(tc.seed + 1)

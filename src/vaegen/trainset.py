@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from . import distributed
-from .config import RunConfig
+from .config import MAX_PRIOR_COMPONENTS, MAX_PRIOR_DRAWS, RunConfig, check_count
 from .data import ImageDataset, load_splits, to_float
-from .errors import VaegenError
+from .errors import DataError, VaegenError
+from .memory import available_bytes, gib
 
 
 @dataclass
@@ -64,3 +65,46 @@ def load_training_data(
         to_float(test_ds.images, device), labels(test_ds),
         train_ds.classes, train_ds.image_shape, facts,
     )  # fmt: skip
+
+
+def check_prior_fit(
+    labels: torch.Tensor | None,
+    n: int,
+    classes: list[str],
+    latent_dim: int,
+    components: int,
+    draws: int,
+    source: str,
+) -> None:
+    """A DataError, before any training or encoding, when the mixture prior cannot be fitted to
+    the training set of `source`: n images with `labels` (int64 N, a conditional run) or None.
+    Each class (or the whole set, unconditional) needs 2 images (EM needs two codes); the
+    `draws` codes per image (draws x n x latent_dim float32, 4 bytes each) must fit in memory.
+    train calls it before the first epoch, fit_prior before encoding: the same counts that
+    failed the fit after a whole training now fail at once."""
+    check_count("components", components, 1, MAX_PRIOR_COMPONENTS)
+    check_count("draws", draws, 0, MAX_PRIOR_DRAWS)
+    if labels is None:
+        if n < 2:
+            raise DataError(
+                f"{source}: {n} training image(s); a prior cannot be fitted to fewer than 2 "
+                "(--prior-components 0 trains without one)"
+            )
+    else:
+        counts = torch.bincount(labels.cpu(), minlength=len(classes)).tolist()
+        few = [f"class {k} has {c} training image(s) (named {classes[k]!r})"
+               for k, c in enumerate(counts) if c < 2]  # fmt: skip
+        if few:
+            raise DataError(
+                f"{source}: {'; '.join(few[:3])}{'; ...' if len(few) > 3 else ''}: a prior "
+                "(a mixture per class) cannot be fitted to fewer than 2; add images, hold out "
+                "fewer (--test-fraction), or train without one (--prior-components 0)"
+            )
+    need = draws * n * latent_dim * 4  # float32 codes drawn, besides the means
+    free = available_bytes()
+    if draws and free is not None and need > free:
+        raise DataError(
+            f"--prior-draws {draws} (prior_draws) would draw {draws} x {n} codes of "
+            f"{latent_dim} dimensions, {gib(need)} GiB, and {gib(free)} GiB is available; "
+            "use fewer draws (0 fits the means)"
+        )

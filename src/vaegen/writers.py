@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ._io import NpyWriter, npz_member
-from .data import safe_name
+from .classnames import safe_name
 from .errors import VaegenError
 from .files import atomic_open, atomic_write_bytes, is_link, is_temporary, replace_folder
 from .idx import IdxGzipWriter

@@ -28,11 +28,13 @@ from typing import Any
 
 import torch
 
-from .. import run as rundir
+from .. import run as rundir, runfolder
 from .._version import __version__
 from ..classifier import CLASSIFIER_LR
+from ..config import MAX_EPOCHS, check_count, check_seed
 from ..errors import VaegenError
 from ..files import atomic_write_text
+from ..generate import MAX_IMAGES
 from ..metrics import KNN_K, PR_K
 from ..priors import load_prior
 from ..run import EVAL, Run
@@ -46,6 +48,9 @@ __all__ = ["FULL", "QUICK", "evaluate", "loss_units"]
 
 # the TSTR classifier's training, measured: see classifier.CLASSIFIER_LR
 FULL = {"classifier_epochs": 5}
+# the IWAE bound's K: 5000 is the largest in the literature (Burda et al. 2016); each sample
+# costs a decoder pass per test image, so 10**6 would take days: larger is a typo
+MAX_IW_SAMPLES = 1_000_000
 QUICK = {"iw_samples": 100, "n_generated": 2000, "classifier_epochs": 2}  # caps, not floors
 
 
@@ -76,7 +81,7 @@ def evaluate(
     arguments give the same numbers on the same device.
     The run directory is locked meanwhile: a trainer cannot rewrite the weights being measured.
     """
-    with rundir.lock_for_writing(run.path, "evaluation"):
+    with runfolder.lock_for_writing(run.path, "evaluation"):
         return _evaluate(
             run, iw_samples, n_generated, binarize, quick, seed, progress, prior,
             None if feature_net is None else Path(feature_net), feature_epochs,
@@ -95,10 +100,17 @@ def _evaluate(
     feature_net: Path | None,
     feature_epochs: int | None,
 ) -> dict[str, Any]:
+    # all checked before anything is loaded: a bad --feature-epochs was found only after the
+    # data was read, and a huge --iw-samples asked the allocator for K x D values per image
     if iw_samples < 1:
         raise VaegenError(f"iw_samples = {iw_samples} is not valid: use an integer >= 1")
     if n_generated <= PR_K:  # precision and recall look at each image's PR_K nearest others
         raise VaegenError(f"n_generated = {n_generated} is not valid: use an integer > {PR_K}")
+    check_count("iw_samples", iw_samples, 1, MAX_IW_SAMPLES)
+    check_count("n_generated", n_generated, PR_K + 1, MAX_IMAGES)
+    check_seed("seed", seed)
+    if feature_epochs is not None:
+        check_count("feature_epochs", feature_epochs, 1, MAX_EPOCHS)
     loss, lk = run.config.train.loss, run.likelihood
     if binarize and not lk.binary_data:
         # an error, not a note: a Gaussian density on 0/1 pixels is a number on another scale,

@@ -35,8 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import checkpoint as ckpt
-from .. import run as rundir
+from .. import checkpoint as ckpt, run as rundir
 from .._version import __version__
 from ..classifier import (
     CLASSIFIER_LR,
@@ -210,7 +209,7 @@ def _marked_shared(folder: Path) -> bool:
     so, readable or not otherwise)."""
     try:
         return json.loads((folder / SIDECAR).read_text(encoding="utf-8")).get("shared") is True
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
@@ -222,7 +221,7 @@ def _saved(folder: Path, wanted: dict[str, Any]) -> tuple[dict[str, Any] | None,
         return None, None
     try:
         sidecar = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested too deep
         return None, f"{path} is unreadable ({e})"
     if not isinstance(sidecar, dict):
         return None, f"{path} is not a JSON object"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .. import run as rundir
+from .. import run as rundir, runfolder
 from ..data import ImageDataset
 from ..files import atomic_write_text
 from ..run import Run
@@ -42,7 +42,7 @@ def write_report(run: Run, path: Path | None = None, *, test: ImageDataset | Non
     missing from RUN/figures are drawn first (plots.draw_missing), which needs the test split too.
     """
     if path is None:  # into the run: held as its other writers hold it
-        with rundir.lock_for_writing(run.path, "writing the report"):
+        with runfolder.lock_for_writing(run.path, "writing the report"):
             path = run.path / REPORT
             atomic_write_text(path, build_report(run, test))
     else:

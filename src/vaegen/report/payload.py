@@ -26,9 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import checkpoint as ckpt
-from .. import plots
-from .. import run as rundir
+from .. import checkpoint as ckpt, plots, run as rundir
 from .._version import __version__
 from ..data import ImageDataset, load_dataset
 from ..errors import VaegenError
