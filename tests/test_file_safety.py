@@ -311,7 +311,7 @@ def test_a_group_is_replaced_whole_or_not_at_all(tmp_path):
         (folder / "prior.json").write_bytes(b"2")
         raise WriteError("disk full")
 
-    with pytest.raises(WriteError):
+    with pytest.raises(WriteError, match=r"^disk full$"):  # named once, not wrapped again
         replace_folder(target, failing, keep=["user.txt"])
     assert _tree(target) == {"prior.json": b"1", "prior.safetensors": b"1", "user.txt": b"kept"}
     assert sorted(os.listdir(tmp_path)) == ["prior"]
@@ -351,6 +351,8 @@ def test_a_stopped_generate_leaves_the_old_output(run_paths, tmp_path, sig):
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+    if sig == signal.SIGTERM:
+        assert b"interrupted; the previous files are kept" in proc.stderr.read()
     assert _tree(out) == before
     staging = [p for p in os.listdir(tmp_path) if ".vaegen-new-" in p]
     assert staging == ([] if sig == signal.SIGTERM else staging) and len(staging) <= 1
@@ -372,3 +374,36 @@ def test_plot_and_report_never_write_through_a_linked_figures_folder(run_paths, 
     (out / "figures").symlink_to(elsewhere)
     assert main(["-q", command, str(out)]) == 2
     assert _tree(elsewhere) == {"samples.png": b"someone's figure"}
+
+
+def test_a_link_in_place_of_a_recorded_name_is_refused(run_paths, tmp_path):
+    """A class folder or a file of the record that a user replaced by a link is the user's now:
+    replacing the output would remove the link."""
+    run = load_run(run_paths["cond"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pngs, idx = tmp_path / "pngs", tmp_path / "idx"
+    generate_to(run, 9, pngs, fmt="png")
+    (pngs / "00_shape_0").rename(elsewhere / "00_shape_0")
+    (pngs / "00_shape_0").symlink_to(elsewhere / "00_shape_0")
+    generate_to(run, 9, idx)
+    (idx / "classes.txt").rename(elsewhere / "classes.txt")
+    (idx / "classes.txt").symlink_to(elsewhere / "classes.txt")
+    for out, fmt, name in ((pngs, "png", "00_shape_0"), (idx, "idx", "classes.txt")):
+        before = _tree(out)
+        with pytest.raises(VaegenError, match=rf"does not name \({name}\)"):
+            generate_to(run, 9, out, fmt=fmt, seed=5, overwrite=True)
+        assert _tree(out) == before and (out / name).is_symlink()
+
+
+def test_fit_prior_sweeps_what_a_killed_fit_left(run_paths, tmp_path):
+    import shutil
+
+    from vaegen.priors import fit_prior
+
+    out = Path(shutil.copytree(run_paths["plain"], tmp_path / "r"))
+    stale = out / ".prior.vaegen-new-999999"
+    stale.mkdir()
+    (stale / ".prior.safetensors.abcdefgh.tmp").write_bytes(b"x" * 100)
+    fit_prior(load_run(out), components=2)
+    assert not stale.exists()

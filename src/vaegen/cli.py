@@ -386,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vaegen: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print("vaegen: interrupted; a run continues with `vaegen train --out RUN --resume`",
-              file=sys.stderr)  # fmt: skip
+        then = ("a run continues with `vaegen train --out RUN --resume`"
+                if args.command == "train" else "the previous files are kept")  # fmt: skip
+        print(f"vaegen: interrupted; {then}", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130

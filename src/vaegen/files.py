@@ -192,12 +192,12 @@ def replace_folder(
     its place (a kill between the two leaves the old one as `.NAME.vaegen-old-PID`, which
     `sweep_folder_temporaries` puts back). An error or an interrupt leaves `target` as it was.
     The caller holds the folder's lock (a run's, or `output_lock`), so that no other writer
-    assembles the same folder."""
+    assembles the same folder, and what a killed writer of it left is swept first."""
     staging_prefix, old_prefix = _staging_names(target)
     staging = target.parent / f"{staging_prefix}{os.getpid()}"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        remove_tree(staging)
+        sweep_folder_temporaries(target)  # a killed writer's (the caller holds the lock)
         staging.mkdir()
         for name in keep:
             source = target / name
@@ -223,6 +223,9 @@ def replace_folder(
                 raise
             staging = old
         fsync_dir(target.parent)
+    except WriteError:  # a file inside: its message names it
+        remove_tree(staging)
+        raise
     except OSError as e:
         remove_tree(staging)
         raise _write_error(target, e) from None

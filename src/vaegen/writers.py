@@ -140,7 +140,9 @@ def plan_folder(out: Path, fmt: str, split: str, record: dict[str, Any]) -> Fold
         )
     outputs = marker["outputs"]
     listed = {OUTPUT_MARKER} | {f for entry in outputs.values() for f in entry["files"]}
-    foreign = [e for e in entries if e not in listed] + _foreign_in_folders(out, listed)
+    foreign = [e for e in entries if e not in listed] + _foreign_in_folders(
+        out, listed & set(entries)
+    )
     if foreign:
         raise VaegenError(
             f"--out {out} holds files that {OUTPUT_MARKER} does not name ({', '.join(foreign[:5])}"
@@ -176,9 +178,10 @@ def _folder_files(folder: Path) -> list[Path]:
 
 
 def _foreign_in_folders(out: Path, listed: set[str]) -> list[str]:
-    """What the listed class folders of a PNG output hold besides write_png's numbered PNGs
-    (a link in their place too), as names relative to `out`."""
-    foreign = []
+    """What is not vaegen's among the names its record lists: a link in place of one of them
+    (the user's: replacing the folder would remove it), and what the listed class folders of a
+    PNG output hold besides write_png's numbered PNGs, as names relative to `out`."""
+    foreign = [name for name in sorted(listed) if is_link(out / name)]
     for name in sorted(listed):
         folder = out / name
         if is_link(folder) or not folder.is_dir():
