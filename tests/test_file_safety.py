@@ -165,6 +165,11 @@ def test_a_relative_data_path_is_stored_absolute(tmp_path, monkeypatch):
     run = train(tiny_config(Path("data"), epochs=1), tmp_path / "r", progress=False)
     saved = json.loads((run.path / "config.json").read_text())["data"]["source"]
     assert saved == str(tmp_path / "a" / "data")
+    # --data-dir too (where a named dataset is looked for first)
+    named = RunConfig(DataConfig("fashion-mnist", data_dir="fm"), ModelConfig(hidden=8))
+    from vaegen.run import resolve_data
+
+    assert resolve_data(named).data.data_dir == str(tmp_path / "a" / "fm")
     monkeypatch.chdir(tmp_path / "b")  # another folder of the same name here
     again = load_run(tmp_path / "r")
     assert Path(again.config.data.source) == tmp_path / "a" / "data"
@@ -407,3 +412,15 @@ def test_fit_prior_sweeps_what_a_killed_fit_left(run_paths, tmp_path):
     (stale / ".prior.safetensors.abcdefgh.tmp").write_bytes(b"x" * 100)
     fit_prior(load_run(out), components=2)
     assert not stale.exists()
+
+
+def test_a_feature_net_folder_holding_other_files_is_refused_before_training(run_paths, tmp_path):
+    from vaegen import evaluate
+
+    mine = tmp_path / "mine"
+    (mine / "photos").mkdir(parents=True)
+    (mine / "photos" / "a.jpg").write_bytes(b"jpeg")
+    before = _tree(mine)
+    with pytest.raises(VaegenError, match=r"mine holds files that are not a feature network's"):
+        evaluate(load_run(run_paths["cond"]), quick=True, feature_net=mine)
+    assert _tree(mine) == before

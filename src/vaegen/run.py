@@ -130,20 +130,22 @@ def resolve_data(config: RunConfig) -> RunConfig:
     if config.model.conditional:
         check_labelled(config.data.source)
     fraction = effective_test_fraction(config.data.source, config.data.test_fraction)
+    config = with_absolute_paths(config)
     return dataclasses.replace(
-        config,
-        data=dataclasses.replace(
-            config.data, source=absolute_source(config.data.source), test_fraction=fraction
-        ),
+        config, data=dataclasses.replace(config.data, test_fraction=fraction)
     )
 
 
-def absolute_source(source: str) -> str:
-    """A data source as config.json records it: a named dataset as its name, a path made absolute
-    (a relative one would name another folder for a command run from elsewhere)."""
-    if source_kind(source) == "named":
-        return source
-    return os.path.abspath(source)
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """`config` with its data paths as config.json records them: the source (a named dataset
+    stays a name) and data_dir made absolute, since a relative one would name another folder for
+    a command run from elsewhere."""
+    data = config.data
+    source = data.source if source_kind(data.source) == "named" else os.path.abspath(data.source)
+    data_dir = None if data.data_dir is None else os.path.abspath(data.data_dir)
+    return dataclasses.replace(
+        config, data=dataclasses.replace(data, source=source, data_dir=data_dir)
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -348,10 +350,8 @@ def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> bool:
             f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
         )
     saved, _ = load_config(run_dir)
-    # a run recorded before sources were stored absolute named its source relative to where it ran
-    saved = dataclasses.replace(
-        saved, data=dataclasses.replace(saved.data, source=absolute_source(saved.data.source))
-    )
+    # a run recorded before paths were stored absolute named them relative to where it ran
+    saved = with_absolute_paths(saved)
     diff = differences(saved, config, ignore=RESUMABLE_CHANGES)
     if diff:
         raise RunError(

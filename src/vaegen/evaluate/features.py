@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from ..classifier import (
 from ..data import ImageDataset
 from ..datasets import FASHION_MNIST
 from ..errors import VaegenError
-from ..files import atomic_write_text, write_group
+from ..files import atomic_write_text, is_temporary, write_group
 from ..locks import lock
 from ..run import Run
 
@@ -147,6 +148,7 @@ def feature_network(
         )
     if folder.exists() and not folder.is_dir():
         raise VaegenError(f"--feature-net {folder} is a file; name a folder")
+    _check_feature_folder(folder)
     wanted = {
         "format": FORMAT,
         "image_shape": list(run.image_shape),
@@ -211,6 +213,21 @@ def _marked_shared(folder: Path) -> bool:
         return json.loads((folder / SIDECAR).read_text(encoding="utf-8")).get("shared") is True
     except (OSError, ValueError, AttributeError, RecursionError):
         return False
+
+
+def _check_feature_folder(folder: Path) -> None:
+    """A VaegenError, before any training, unless `folder` is absent, empty or a feature network's
+    (it holds SIDECAR): the network is written there as a group that keeps nothing but files."""
+    if not folder.is_dir() or (folder / SIDECAR).is_file():
+        return
+    ours = {rundir.LOCK, WEIGHTS, SIDECAR}
+    other = sorted(n for n in os.listdir(folder) if n not in ours and not is_temporary(n))
+    if other:
+        raise VaegenError(
+            f"--feature-net {folder} holds files that are not a feature network's "
+            f"({', '.join(other[:5])}{' ...' if len(other) > 5 else ''}); name a new or empty "
+            "folder"
+        )
 
 
 def _saved(folder: Path, wanted: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
