@@ -149,6 +149,7 @@ def test_resume_removes_only_vaegen_temporaries(tiny_data, tmp_path):
     theirs = [
         out / "notes" / ".draft.a1b2c3d4.tmp",  # a user's folder inside the run
         out / ".my-editor.tmp",  # not a name vaegen gives a temporary
+        out / ".notes.txt.a1b2c3d4.tmp",  # mkstemp's shape, but of no file of the run
         out / "state" / "my-notes" / "x",  # a folder not named as a checkpoint
     ]
     for p in ours + theirs:

@@ -119,9 +119,10 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     run directory and its own folders (never below a link), a half-assembled prior, and the
     unfinished checkpoints (checkpoint.remove_stale_temporaries). Only while holding the run's
     lock. Returns what was removed."""
-    removed = ckpt.remove_temporaries_in(run_dir)
-    for name in (FIGURES, PRIOR, FEATURE_NET):
+    removed = ckpt.remove_temporaries_in(run_dir, of=OWN_NAMES)
+    for name in (FIGURES, PRIOR, FEATURE_NET):  # folders of vaegen's files only
         if not is_link(run_dir / name):
             removed += ckpt.remove_temporaries_in(run_dir / name)
-    removed += sweep_folder_temporaries(run_dir / PRIOR)
+    for name in (PRIOR, FEATURE_NET):  # groups replaced whole (files.replace_folder)
+        removed += sweep_folder_temporaries(run_dir / name)
     return removed + ckpt.remove_stale_temporaries(run_dir / STATE)
