@@ -251,6 +251,18 @@ def test_train_and_test_splits_share_an_idx_folder(run_paths, tmp_path):
     record = json.loads((out / ".vaegen-output.json").read_text())
     assert sorted(record["outputs"]) == ["test", "train"]
     assert record["outputs"]["test"]["seed"] == 3 and record["outputs"]["train"]["n"] == 30
+    # a user's file with a temporary's shape is the user's too
+    (out / ".notes.abcdefgh.tmp").write_text("mine")
+    with pytest.raises(VaegenError, match=r"does not name \(\.notes\.abcdefgh\.tmp\)"):
+        generate_to(cond, 5, out, seed=3, split="test", overwrite=True)
+    (out / ".notes.abcdefgh.tmp").unlink()
+    # a split whose files the user deleted is dropped from the record, not an error
+    (out / "t10k-images-idx3-ubyte.gz").unlink()
+    (out / "t10k-labels-idx1-ubyte.gz").unlink()
+    generate_to(cond, 7, out, seed=4, overwrite=True)
+    record = json.loads((out / ".vaegen-output.json").read_text())
+    assert sorted(record["outputs"]) == ["train"] and len(load_dataset(out, "train")) == 7
+    generate_to(cond, 12, out, seed=2, split="test")
     # a split of another dataset (other classes) would break the folder's classes.txt
     plain = load_run(run_paths["plain"])
     before = _tree(out)

@@ -30,7 +30,7 @@ import torch
 from ._io import NpyWriter, npz_member
 from .classnames import safe_name
 from .errors import VaegenError
-from .files import atomic_open, atomic_write_bytes, is_link, is_temporary, replace_folder
+from .files import atomic_open, atomic_write_bytes, is_link, replace_folder
 from .idx import IdxGzipWriter
 
 FORMATS = ("npz", "idx", "png")
@@ -126,7 +126,7 @@ def plan_folder(out: Path, fmt: str, split: str, record: dict[str, Any]) -> Fold
         return FolderPlan(out, key, [])
     if not out.is_dir():
         raise VaegenError(f"--out {out} is a file; a {fmt} output is a folder")
-    entries = sorted(e for e in os.listdir(out) if not is_temporary(e))
+    entries = sorted(os.listdir(out))  # vaegen assembles outputs beside, never inside, OUT
     if not entries:
         return FolderPlan(out, key, [])
     marker = read_marker(out)
@@ -151,7 +151,11 @@ def plan_folder(out: Path, fmt: str, split: str, record: dict[str, Any]) -> Fold
         )
     if marker.get("format") != fmt:  # another format's output: all of it is replaced
         return FolderPlan(out, key, [out / e for e in entries if e != OUTPUT_MARKER])
-    others = {k: v for k, v in outputs.items() if k != key}
+    others = {}  # the other outputs whose images (their first file) are still there
+    for k, entry in outputs.items():
+        there = [f for f in entry["files"] if (out / f).exists()]
+        if k != key and entry["files"] and entry["files"][0] in there:
+            others[k] = {**entry, "files": there}
     for other, entry in others.items():
         for what in ("classes", "image_shape"):
             if entry.get(what) != record.get(what):
