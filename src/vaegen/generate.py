@@ -263,7 +263,10 @@ def generate_to(
         "vaegen": __version__,
     }
     with output_lock(out, "--out"):
-        sweep_file_temporaries(out) if fmt == "npz" else sweep_folder_temporaries(out)
+        if fmt == "npz":  # what a killed writer of this path left
+            sweep_file_temporaries(out)
+        else:
+            sweep_folder_temporaries(out)
         plan = None if fmt == "npz" else plan_folder(out, fmt, split, record)
         if plan is None and out.is_dir():
             raise VaegenError(f"--out {out} is a folder; an .npz output is a file")
