@@ -220,6 +220,7 @@ def test_a_failure_of_process_0_alone_is_one_line_in_every_process(tiny_data, tm
     the others, cut off mid-collective, say so in one line instead of a gloo traceback."""
     out = tmp_path / "r"
     (out / "model.safetensors" / "x").mkdir(parents=True)  # the weights cannot be written
+    (out / ".vaegen-run").write_text("{}")  # in a run (vaegen writes into no other folder)
     result = torchrun(["-q", "train", "--data", str(tiny_data), *FLAGS, "--out", str(out),
                        "--no-plots"], ok=False)  # fmt: skip
     assert "vaegen: error: cannot write" in result.stderr

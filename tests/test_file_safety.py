@@ -437,3 +437,19 @@ def test_a_feature_net_folder_holding_other_files_is_refused_before_training(run
     with pytest.raises(VaegenError, match=r"mine holds files that are not a feature network's"):
         evaluate(load_run(run_paths["cond"]), quick=True, feature_net=mine)
     assert _tree(mine) == before
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_sigterm_unwinds_except_in_a_torchrun_worker(monkeypatch, world_size):
+    """A torchrun worker waiting in a collective runs no Python handler; torchrun stops workers
+    with SIGTERM, so there it keeps its default (die at once) instead of a 30 s wait."""
+    import vaegen.cli
+
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    monkeypatch.setenv("RANK", "0")
+    seen = []
+    monkeypatch.setitem(
+        vaegen.cli._COMMANDS, "report", lambda args: seen.append(signal.getsignal(signal.SIGTERM))
+    )
+    main(["-q", "report", "RUN"])
+    assert (seen[0] is signal.SIG_DFL) == (world_size == "2")

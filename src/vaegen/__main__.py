@@ -2,15 +2,10 @@ import os
 import sys
 
 from .cli import main
-from .distributed import from_env
-from .errors import VaegenError
+from .distributed import started_by_torchrun
 
 status = main()
-try:
-    several = from_env().several
-except VaegenError:  # a bad layout, which main() has reported
-    several = False
-if several:
+if started_by_torchrun():
     # A torchrun worker leaves without the interpreter's teardown, in which PyTorch's C++ state
     # is destroyed and now and then aborts ("terminate called without an active exception",
     # then a crash while faulthandler lists the threads: seen in the test suite's torchrun

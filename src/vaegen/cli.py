@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import runfolder
+from . import distributed, runfolder
 from ._io import configure_logging
 from ._version import __version__
 from .cli_data import CACHE_HELP, add_data_command, add_data_flags, cmd_data
@@ -234,7 +234,7 @@ def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed, run as rundir
+    from . import run as rundir
     from .train import train
 
     procs = distributed.from_env()
@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(logging.WARNING if args.quiet else logging.INFO)
     try:
-        with terminated_as_interrupt():
+        with terminated_as_interrupt(enabled=not distributed.started_by_torchrun()):
             return _COMMANDS[args.command](args)
     except VaegenError as e:
         print(f"vaegen: error: {e}", file=sys.stderr)

@@ -62,6 +62,15 @@ def from_env() -> Processes:
     return Processes(rank, world_size, local_rank)
 
 
+def started_by_torchrun() -> bool:
+    """Whether this process is one of several that torchrun started (a bad layout: False, and
+    from_env reports it where it is read)."""
+    try:
+        return from_env().several
+    except VaegenError:
+        return False
+
+
 @contextlib.contextmanager
 def process_group(procs: Processes, device: torch.device) -> Iterator[None]:
     """Join the processes' group for one training call (nothing to do when alone); leave it after.

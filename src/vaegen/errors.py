@@ -34,11 +34,14 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def terminated_as_interrupt() -> Iterator[None]:
+def terminated_as_interrupt(enabled: bool = True) -> Iterator[None]:
     """SIGTERM raises Terminated, as Ctrl-C raises KeyboardInterrupt, so that it unwinds through
     the same cleanup: temporaries and half-assembled outputs removed, the previous files kept
-    (Python's default for SIGTERM ends the process at once and leaves them)."""
-    if threading.current_thread() is not threading.main_thread():
+    (Python's default for SIGTERM ends the process at once and leaves them; the next writer then
+    sweeps them). Not `enabled` in a torchrun worker: one waiting in a collective runs no Python
+    until the wait ends, and torchrun, which stops its workers with SIGTERM, would wait 30 s for
+    each before killing it anyway."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
 
