@@ -119,25 +119,18 @@ def test_a_planted_lock_link_is_refused_and_its_target_untouched(
     assert victim.read_text() == "someone's file"
 
 
-def test_the_lock_itself_never_opens_a_link(tmp_path):
-    """The lock is also taken on folders that are not runs (a --feature-net folder)."""
+@pytest.mark.parametrize(
+    ("plant", "says"), [(Path.symlink_to, "is a symbolic link"), (Path.hardlink_to, "cannot lock")]
+)
+def test_the_lock_never_opens_a_link(tmp_path, plant, says):
+    """Taken on folders that are not runs too (a --feature-net folder): a lock file that is a link
+    (symbolic, or another name of someone's file) is refused, and its target keeps its bytes."""
     folder = tmp_path / "features"
     folder.mkdir()
     victim = tmp_path / "precious.txt"
     victim.write_text("someone's file")
-    (folder / ".lock").symlink_to(victim)
-    with pytest.raises(RunError, match="is a symbolic link"), lock(folder, ".lock", "training"):
-        pass
-    assert victim.read_text() == "someone's file"
-
-
-def test_a_lock_file_with_another_hard_link_is_refused(tmp_path):
-    run_dir = tmp_path / "r"
-    run_dir.mkdir()
-    victim = tmp_path / "precious.txt"
-    victim.write_text("someone's file")
-    os.link(victim, run_dir / ".lock")
-    with pytest.raises(RunError, match="cannot lock"), lock(run_dir, ".lock", "training"):
+    plant(folder / ".lock", victim)
+    with pytest.raises(RunError, match=says), lock(folder, ".lock", "training"):
         pass
     assert victim.read_text() == "someone's file"
 
