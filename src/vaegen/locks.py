@@ -69,13 +69,14 @@ def output_lock(target: Path, what: str) -> Iterator[None]:
             f"{what} {target}: cannot lock it ({e.strerror or e}: {lock_path}); choose a "
             "writable folder"
         ) from None
+    if not try_flock(fd):
+        holder = os.pread(fd, 256, 0).decode(errors="replace").strip()
+        os.close(fd)  # the holder's note stays as it wrote it
+        raise VaegenError(
+            f"{what} {target} is being written by another process"
+            f"{f' ({holder})' if holder else ''}; wait for it, or choose another {what}"
+        )
     try:
-        if not try_flock(fd):
-            holder = os.pread(fd, 256, 0).decode(errors="replace").strip()
-            raise VaegenError(
-                f"{what} {target} is being written by another process"
-                f"{f' ({holder})' if holder else ''}; wait for it, or choose another {what}"
-            )
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"pid": os.getpid()}).encode(), 0)
