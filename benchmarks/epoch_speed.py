@@ -32,10 +32,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vaegen import DataConfig, RunConfig, TrainConfig, load_dataset, train
+from vaegen import DataConfig, RunConfig, TrainConfig, load_dataset
 from vaegen.losses import GAUSSIAN
 from vaegen.models import VAE
-from vaegen.train import default_threads
+from vaegen.train import (
+    default_threads,
+    train,  # the training loop alone
+)
 
 
 class ArticleDataset(torch.utils.data.Dataset):

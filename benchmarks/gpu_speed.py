@@ -29,9 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from epoch_speed import plain_epoch
 
-from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, load_dataset, train
+from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, load_dataset
 from vaegen.config import STEPS
 from vaegen.models import VAE
+from vaegen.train import train  # the training loop alone
 
 MODELS = {
     "article": (ModelConfig(), "gaussian"),

@@ -37,12 +37,13 @@ from pathlib import Path
 
 import torch
 
-from vaegen import load_dataset, load_run, train
+from vaegen import load_dataset, load_run
 from vaegen.classifier import extract_features, load_reference_classifier, predict
 from vaegen.config import PRESETS, ModelConfig, RunConfig, TrainConfig
 from vaegen.generate import generate, reconstruct
 from vaegen.metrics import class_agreement, frechet_distance_features, precision_recall
 from vaegen.priors import fit_prior
+from vaegen.train import train  # the training loop alone
 
 
 @dataclass(frozen=True)

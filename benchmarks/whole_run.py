@@ -28,10 +28,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from epoch_speed import article_epoch, article_loader, plain_epoch
 
-from vaegen import DataConfig, RunConfig, TrainConfig, load_dataset, train
+from vaegen import DataConfig, RunConfig, TrainConfig, load_dataset
 from vaegen.losses import GAUSSIAN, evaluate_loss
 from vaegen.models import VAE
-from vaegen.train import default_threads
+from vaegen.train import (
+    default_threads,
+    train,  # the training loop alone
+)
 
 Result = tuple[float, list[float]]  # (whole run in s, per-epoch s)
 

@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vaegen import load_run, train
+from vaegen import load_run
 from vaegen.checkpoint import load_state, load_weights, save_weights
 from vaegen.errors import RunError, VaegenError
 from vaegen.models import VAE
+from vaegen.train import train  # the training loop alone
 
 from .test_train import tiny_config
 

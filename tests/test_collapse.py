@@ -8,10 +8,11 @@ import warnings
 import pytest
 import torch
 
-from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, train
+from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.collapse import COLLAPSED_KL, PosteriorCollapseWarning, active_dims
 from vaegen.losses import evaluate_loss, kl_divergence
 from vaegen.models import VAE
+from vaegen.train import train  # the training loop alone
 
 
 def small_run(data, tmp_path, loss: str):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, train
+from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.checkpoint import load_state, read_tensors
 from vaegen.cuda_graph import GraphedStep
 from vaegen.distributed import Processes
@@ -20,7 +20,10 @@ from vaegen.errors import VaegenError
 from vaegen.losses import likelihood
 from vaegen.models import VAE
 from vaegen.step import autograd_step, make_optimizer, objective
-from vaegen.train import NonFiniteLossError
+from vaegen.train import (
+    NonFiniteLossError,
+    train,  # the training loop alone
+)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

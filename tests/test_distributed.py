@@ -12,12 +12,13 @@ import pytest
 import torch
 
 import vaegen
-from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, train
+from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.checkpoint import read_tensors
 from vaegen.cli import main
 from vaegen.distributed import Processes, from_env
 from vaegen.errors import VaegenError
 from vaegen.run import read_metrics
+from vaegen.train import train  # the training loop alone
 
 pytestmark = pytest.mark.slow  # each test starts torchrun: 10-25 s
 
@@ -51,7 +52,8 @@ import vaegen.datasets as datasets
 datasets.DEBIAN_DATA_DIR = Path("/nonexistent")
 datasets.NAMED_DATASETS["fashion-mnist"] = dataclasses.replace(
     datasets.NAMED_DATASETS["fashion-mnist"], mirrors=(Path(sys.argv[1]).as_uri() + "/",))
-from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, train
+from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaegen.train import train  # the training loop alone
 from vaegen.run import read_metrics
 config = RunConfig(DataConfig("fashion-mnist"), ModelConfig(hidden=8), TrainConfig(epochs=1))
 run = train(config, sys.argv[2], progress=False)

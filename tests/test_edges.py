@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from vaegen import load_run, train
+from vaegen import load_run
 from vaegen.checkpoint import check_state_dict, load_state
 from vaegen.errors import RunError, VaegenError
 from vaegen.generate import generate, generate_to, resolve_labels
 from vaegen.metrics import feature_stats, knn_predict
 from vaegen.models import VAE
+from vaegen.train import train  # the training loop alone
 
 from .test_train import tiny_config
 

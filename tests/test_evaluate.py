@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaegen import load_run, train
+from vaegen import load_run
 from vaegen.classifier import (
     Classifier,
     accuracy,
@@ -32,6 +32,7 @@ from vaegen.idx import write_idx
 from vaegen.losses import evaluate_loss
 from vaegen.metrics import frechet_distance_features, kth_nearest_sq, precision_recall
 from vaegen.scorecard import format_table
+from vaegen.train import train  # the training loop alone
 
 from .conftest import as_fashion_mnist_run, make_images
 

@@ -7,12 +7,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, train
+from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.checkpoint import read_tensors
 from vaegen.fast_step import FastStep, FlatAdam, supports
 from vaegen.losses import likelihood
 from vaegen.models import VAE, ConvVAE
 from vaegen.step import make_optimizer
+from vaegen.train import train  # the training loop alone
 
 
 def autograd_grads(model, loss, beta, x, y, generator):

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, load_run, train
+from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, load_run
 from vaegen.cli import main
 from vaegen.data import load_dataset
 from vaegen.errors import RunError, VaegenError, WriteError
 from vaegen.files import replace_folder, sweep_folder_temporaries, write_group
 from vaegen.generate import generate, generate_to
 from vaegen.locks import lock, output_lock
+from vaegen.train import train  # the training loop alone
 
 from .conftest import write_idx_dataset
 from .test_train import tiny_config
@@ -161,9 +162,9 @@ def test_a_relative_data_path_is_stored_absolute(tmp_path, monkeypatch):
     assert saved == str(tmp_path / "a" / "data")
     # --data-dir too (where a named dataset is looked for first)
     named = RunConfig(DataConfig("fashion-mnist", data_dir="fm"), ModelConfig(hidden=8))
-    from vaegen.run import resolve_data
+    from vaegen.run import resolve_config
 
-    assert resolve_data(named).data.data_dir == str(tmp_path / "a" / "fm")
+    assert resolve_config(named).data.data_dir == str(tmp_path / "a" / "fm")
     monkeypatch.chdir(tmp_path / "b")  # another folder of the same name here
     again = load_run(tmp_path / "r")
     assert Path(again.config.data.source) == tmp_path / "a" / "data"

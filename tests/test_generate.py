@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from vaegen import RunConfig, generate, load_dataset, load_run, train
+from vaegen import RunConfig, generate, load_dataset, load_run
 from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, TrainConfig
 from vaegen.errors import VaegenError
 from vaegen.generate import reconstruct, spread_labels
 from vaegen.losses import GAUSSIAN
+from vaegen.train import train  # the training loop alone
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def runs(tmp_path_factory):
             cfg = RunConfig(
                 DataConfig(str(data)),
                 ModelConfig(model=kind, hidden=32, conditional=conditional),
-                TrainConfig(epochs=2, batch_size=32),
+                TrainConfig(epochs=2, batch_size=32, loss="gaussian"),
             )
             name = f"{kind}-{'cond' if conditional else 'plain'}"
             out[name] = train(cfg, base / name, progress=False).path

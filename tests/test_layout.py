@@ -33,8 +33,9 @@ LAYERS: dict[str, int] = {
     "scorecard": 15,
     "report.tables": 15, "report.render": 16, "report.payload": 17, "report": 18,
     "cli_data": 18, "cli_prior": 18,
-    "cli": 19,
-    "__init__": 20, "__main__": 20,
+    "pipeline": 19,
+    "cli": 20,
+    "__init__": 21, "__main__": 21,
 }  # fmt: skip
 # Modules that read runs and must never import the trainer.
 READERS = ("generate", "plots", "metrics", "evaluate", "scorecard", "report", "priors")

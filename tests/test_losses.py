@@ -116,16 +116,19 @@ def test_seed_stays_the_gaussian_loss_for_old_runs_and_commands(tiny_data, tmp_p
     generate as gaussian runs; `--loss seed` still works; an unknown name lists the choices."""
     import json
 
-    from vaegen import load_run, train
+    from vaegen import load_run
     from vaegen.cli import main
     from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from vaegen.errors import VaegenError
     from vaegen.losses import canonical_loss
+    from vaegen.train import train  # the training loop alone
 
     assert TrainConfig(loss="seed").loss == "gaussian" == canonical_loss("seed")
     with pytest.raises(VaegenError, match=r"loss = 'mse' is not valid: one of .*seed = gaussian"):
         TrainConfig(loss="mse")
-    cfg = RunConfig(DataConfig(str(tiny_data)), ModelConfig(hidden=8), TrainConfig(epochs=1))
+    cfg = RunConfig(
+        DataConfig(str(tiny_data)), ModelConfig(hidden=8), TrainConfig(epochs=1, loss="gaussian")
+    )
     out = tmp_path / "old"
     train(cfg, out, progress=False)
     config = json.loads((out / "config.json").read_text())
@@ -190,9 +193,10 @@ def test_a_learned_sigma_run_learns_the_spread_of_its_errors(tiny_data, tmp_path
     """sigma is fitted with the weights: at the optimum of the Gaussian likelihood sigma^2 is the
     mean squared error (per pixel, or over all pixels), so after training the learned sigma
     matches the errors' spread. Starts at sigma = 1, far above it."""
-    from vaegen import load_dataset, train
+    from vaegen import load_dataset
     from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from vaegen.data import to_float
+    from vaegen.train import train  # the training loop alone
 
     cfg = RunConfig(
         DataConfig(str(tiny_data)),

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vaegen import images as images_module, load_dataset, load_run, train
+from vaegen import images as images_module, load_dataset, load_run
 from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.data import load_splits
@@ -24,6 +24,7 @@ from vaegen.datainfo import info_lines
 from vaegen.errors import DataError, VaegenError
 from vaegen.run import load_config, load_split
 from vaegen.splits import held_out_counts, holdout
+from vaegen.train import train  # the training loop alone
 
 RNG = np.random.default_rng(0)
 

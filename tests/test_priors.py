@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaegen import generate, load_run, train
+from vaegen import generate, load_run
 from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.errors import RunError, VaegenError
@@ -28,6 +28,7 @@ from vaegen.priors import (
     load_prior,
 )
 from vaegen.run import load_split
+from vaegen.train import train  # the training loop alone
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def runs(tmp_path_factory):
         cfg = RunConfig(
             DataConfig(str(data)),
             ModelConfig(hidden=32, latent_dim=3, conditional=conditional),
-            TrainConfig(epochs=2, batch_size=32, lr=3e-3),
+            TrainConfig(epochs=2, batch_size=32, lr=3e-3, loss="gaussian"),
         )
         out[name] = train(cfg, base / name, progress=False).path
     return out
@@ -296,7 +297,9 @@ def test_fit_prior_refuses_a_bad_reg_covar_and_components_0_drops_the_mixture(
     # resumed with --prior-components 0 (nothing left to train): N(0, I) from now on
     assert main(["-q", "train", "--out", str(out), "--resume", "--prior-components", "0",
                  "--no-plots"]) == 0  # fmt: skip
-    assert "its fitted mixture is removed" in capsys.readouterr().out
+    assert (
+        "its fitted mixture is removed" in capsys.readouterr().err
+    )  # a warning: shown with -q too
     run = load_run(out)
     assert run.config.train.prior_components == 0 and load_prior(run).kind == "standard"
     assert (out / "prior" / "posterior.json").exists()  # --prior posterior still works

@@ -27,12 +27,13 @@ import torch
 from PIL import Image
 
 import vaegen
-from vaegen import RunConfig, plots, train
+from vaegen import RunConfig, plots
 from vaegen.config import DataConfig, ModelConfig, TrainConfig
 from vaegen.idx import write_idx
 from vaegen.models import MODELS
 from vaegen.report import build_report, render_value, report_data, script_json, write_report
 from vaegen.run import Run
+from vaegen.train import train  # the training loop alone
 
 from .conftest import IN_CI, make_images, write_idx_dataset
 

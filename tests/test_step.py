@@ -28,7 +28,7 @@ def config(data, step: str = "auto", **model) -> RunConfig:
     return RunConfig(
         DataConfig(str(data)),
         ModelConfig(**{"hidden": 32, **model}),
-        TrainConfig(epochs=2, batch_size=32, lr=3e-3, step=step),
+        TrainConfig(epochs=2, batch_size=32, lr=3e-3, step=step, loss="gaussian"),
     )
 
 
@@ -135,7 +135,7 @@ def test_adam_moments_never_become_subnormal(tmp_path, monkeypatch, step):
         cfg = RunConfig(
             DataConfig(str(tmp_path / "d.npz")),
             ModelConfig(hidden=4),
-            TrainConfig(epochs=1, batch_size=1, step=step),
+            TrainConfig(epochs=1, batch_size=1, step=step, loss="gaussian"),
         )
         train(cfg, tmp_path / name, progress=False)
         return _subnormals(tmp_path / name)
@@ -163,7 +163,9 @@ def bf16_config(data, precision: str, step: str = "auto") -> RunConfig:
     return RunConfig(
         DataConfig(str(data)),
         ModelConfig(hidden=32),
-        TrainConfig(epochs=3, batch_size=32, lr=3e-3, step=step, precision=precision),
+        TrainConfig(
+            epochs=3, batch_size=32, lr=3e-3, step=step, precision=precision, loss="gaussian"
+        ),
     )
 
 

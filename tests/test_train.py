@@ -10,19 +10,20 @@ import pytest
 import torch
 from PIL import Image
 
-from vaegen import RunConfig, load_run, train
+from vaegen import RunConfig, load_run
 from vaegen.checkpoint import load_state, read_tensors
 from vaegen.cli import main
 from vaegen.config import DataConfig, ModelConfig, TrainConfig
 from vaegen.errors import RunError, VaegenError
 from vaegen.run import read_metrics
+from vaegen.train import train  # the training loop alone
 
 
 def tiny_config(data: Path, epochs: int = 4, **train_kw) -> RunConfig:
     return RunConfig(
         DataConfig(str(data)),
         ModelConfig(hidden=32),
-        TrainConfig(epochs=epochs, **{"batch_size": 32, **train_kw}),
+        TrainConfig(epochs=epochs, **{"batch_size": 32, "loss": "gaussian", **train_kw}),
     )
 
 

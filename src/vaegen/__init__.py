@@ -16,9 +16,9 @@ from .data import ImageDataset, load_dataset
 from .evaluate import evaluate
 from .generate import generate
 from .models import VAE, ConvVAE
+from .pipeline import train
 from .priors import fit_prior
 from .run import Run, load_run
-from .train import train
 
 __all__ = [
     "VAE",

@@ -6,7 +6,6 @@ Every flag of `vaegen train` maps onto one config field (--latent-dim <-> model.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 import time
@@ -14,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import distributed, runfolder
+from . import distributed
 from ._io import configure_logging
 from ._version import __version__
 from .cli_data import CACHE_HELP, add_data_command, add_data_flags, cmd_data
 from .cli_prior import add_fit_prior_command, add_mixture_flags, cmd_fit_prior
 from .config import (
+    ARTICLE_LOSS,
     MODEL_KINDS,
     OWN_IMAGES_LOSS,
     PRECISIONS,
@@ -30,7 +30,6 @@ from .config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
-    default_loss,
     preset,
 )
 from .errors import Terminated, VaegenError, terminated_as_interrupt
@@ -235,60 +234,38 @@ def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import run as rundir
-    from .train import train
+    from .pipeline import train
 
     procs = distributed.from_env()
     if procs.several and args.out is None:  # each process would pick its own time stamp
         raise VaegenError("training in several processes (torchrun) needs --out")
     out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-    base = preset(args.preset or "article")
+    # no --preset: the library's default config, whose loss is the data source's default
+    base = preset(args.preset) if args.preset else RunConfig()
     resumed = args.resume and not args.preset and (out / rundir.CONFIG).exists()
     if resumed:
         # unspecified flags keep the saved run's values; with --preset they are the preset's
         # (the same command with --resume added continues the run it started)
         base, _ = rundir.load_config(out)
     config = _train_config(args, base)
-    loss = default_loss(config.data.source)
-    defaulted = not (resumed or args.preset or args.loss) and loss != config.train.loss
-    if defaulted:
-        config = replace(config, train=replace(config.train, loss=loss))
-    # the lock train() takes is held on until the prior, figures and report are written too
-    with runfolder.lock_for_writing(out, "training") if procs.is_main else contextlib.nullcontext():
-        run = train(
-            config, out, resume=args.resume, progress=not args.quiet,
-            checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,
-        )  # fmt: skip
-        if not procs.is_main:  # the prior, figures, report and summary are the first process's
-            return 0
-        _finish_training(run, args.no_plots)
+    run = train(
+        config, out, resume=args.resume, progress=not args.quiet, figures=not args.no_plots,
+        checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,
+    )  # fmt: skip
+    if not procs.is_main:  # the summary is the first process's
+        return 0
     last = run.metrics[-1] if run.metrics else None
+    loss = run.config.train.loss
     if last:
+        defaulted = config.train.loss is None and loss != ARTICLE_LOSS
         print(
-            f"{run.path}: {last['epoch']} epochs, test {config.train.loss} loss "
+            f"{run.path}: {last['epoch']} epochs, test {loss} loss "
             f"{last['test_loss']:.3f} per image (recon {last['test_recon']:.3f} + "
             f"KL {last['test_kl']:.3f})"
             + (f"; {loss} is vaegen's default for images other than FashionMNIST and MNIST "
                "(--loss gaussian gives the article's)" if defaulted else "")
         )  # fmt: skip
     return 0
-
-
-def _finish_training(run: Run, no_plots: bool) -> None:
-    """The prior run.config names (fitted unless the run has it already: a finished run resumed
-    keeps a mixture `fit-prior` made), then the figures and the report."""
-    from . import run as rundir
-    from .plots import draw_all
-    from .priors import drop_mixture, fit_prior, mixture_is_current
-    from .report import write_report
-
-    if run.config.train.prior_components and run.metrics and not mixture_is_current(run):
-        fit_prior(run)  # with the run's training seed
-    elif not run.config.train.prior_components and drop_mixture(run):
-        print(f"{run.path}: --prior-components 0, so its fitted mixture is removed")
-    if not no_plots:
-        test = rundir.load_split(run, "test")
-        draw_all(run, test)
-        print(f"report: {write_report(run, test=test)}")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:

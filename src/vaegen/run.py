@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from . import checkpoint as ckpt
-from .config import RunConfig, differences
+from .config import RunConfig, default_loss, differences
 from .data import (
     OWN_SPLIT,
     ImageDataset,
@@ -87,7 +87,7 @@ class Run:
     @property
     def likelihood(self) -> Likelihood:
         """The decoder's likelihood (vaegen.losses registry entry) this run was trained with."""
-        return likelihood(self.config.train.loss)
+        return likelihood(with_default_loss(self.config).train.loss)
 
     def weights_sha256(self) -> str:
         """SHA-256 (hex) of the model's weights: every state_dict tensor's name, dtype, shape and
@@ -122,18 +122,27 @@ def _checked(run: Run, ds: ImageDataset) -> ImageDataset:
     return ds
 
 
-def resolve_data(config: RunConfig) -> RunConfig:
-    """`config` with the test fraction it trains with written out (the default for an .npz or
-    image folder, None for a source with its own split: an error if one is asked for), so that
-    config.json records the split and every later reader of the run repeats it. A conditional
+def resolve_config(config: RunConfig) -> RunConfig:
+    """`config` as training applies it and config.json records it, so that every later reader
+    of the run repeats it: the loss for the data source when it names none (config.default_loss),
+    the test fraction written out (the default for an .npz or image folder, None for a source
+    with its own split: an error if one is asked for), and paths made absolute. A conditional
     model on a source known to have no labels is a DataError here, before anything is read."""
     if config.model.conditional:
         check_labelled(config.data.source)
     fraction = effective_test_fraction(config.data.source, config.data.test_fraction)
-    config = with_absolute_paths(config)
+    config = with_default_loss(with_absolute_paths(config))
     return dataclasses.replace(
         config, data=dataclasses.replace(config.data, test_fraction=fraction)
     )
+
+
+def with_default_loss(config: RunConfig) -> RunConfig:
+    """`config` with the loss for its data source (config.default_loss) when it names none."""
+    if config.train.loss is not None:
+        return config
+    loss = default_loss(config.data.source)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, loss=loss))
 
 
 def with_absolute_paths(config: RunConfig) -> RunConfig:
@@ -180,7 +189,7 @@ def build_model(
             latent_dim=m.latent_dim,
             hidden=m.hidden,
             num_classes=num_classes if m.conditional else 0,
-            scale=likelihood(config.train.loss).scale,
+            scale=likelihood(with_default_loss(config).train.loss).scale,
         )
     except ValueError as e:  # a shape the architecture cannot take
         raise VaegenError(str(e)) from None
@@ -215,7 +224,8 @@ def load_config(run_dir: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     if not isinstance(facts, dict):
         raise RunError(f'{run_dir / CONFIG}: "dataset" must be a JSON object')
     try:
-        return RunConfig.from_dict(d), dict(facts)
+        # a config.json without a loss (written by hand) means the source's default, as in training
+        return with_default_loss(RunConfig.from_dict(d)), dict(facts)
     except (VaegenError, TypeError) as e:
         raise RunError(f"{run_dir / CONFIG}: {e}") from None
 

@@ -75,7 +75,7 @@ def train(
         raise VaegenError(f"checkpoint_every = {checkpoint_every} is not valid: an integer >= 0")
     procs = distributed.from_env()
     run_dir = Path(out)
-    config = rundir.resolve_data(config)  # config.json records the test split's fraction
+    config = rundir.resolve_config(config)  # the loss, split and paths config.json records
     tc = config.train
     device = resolve_device(tc.device)
     if procs.several and device.type == "cuda":  # one GPU per process

@@ -33,7 +33,7 @@ from ..errors import VaegenError
 from ..losses import Likelihood
 from ..metrics import latent_means
 from ..models import VAE
-from ..run import Run
+from ..run import Run, with_default_loss
 from .render import ReportData, RunFacts, RunFile
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def report_data(run: Run, test: ImageDataset | None = None) -> ReportData:
     figures = collect_figures(run, test)
     explorer = explorer_data(run, test)
     facts = RunFacts(
-        config=run.config.to_dict(),
+        config=with_default_loss(run.config).to_dict(),
         classes=list(run.classes),
         image_shape=list(run.image_shape),
         model_class=type(run.model).__name__,
@@ -95,7 +95,7 @@ def _config(run: Run) -> RunFile:
     not an object, the run's own configuration."""
     got = _read_run_file(run, rundir.CONFIG)
     if not isinstance(got["value"], dict):
-        got["value"] = run.config.to_dict()
+        got["value"] = with_default_loss(run.config).to_dict()
     return got
 
 
