@@ -106,7 +106,7 @@ def config(data: Path, epochs: int = 2) -> RunConfig:
     return RunConfig(
         DataConfig(str(data)),
         ModelConfig(hidden=32, conditional=True),
-        TrainConfig(epochs=epochs, batch_size=30, lr=3e-3, step="autograd"),
+        TrainConfig(epochs=epochs, batch_size=30, lr=3e-3, step="autograd", loss="gaussian"),
     )
 
 

@@ -234,7 +234,7 @@ def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import run as rundir
-    from .pipeline import train
+    from .pipeline import is_finished, train
 
     procs = distributed.from_env()
     if procs.several and args.out is None:  # each process would pick its own time stamp
@@ -254,6 +254,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if not procs.is_main:  # the summary is the first process's
         return 0
+    if not args.no_plots and is_finished(run):
+        print(f"report: {run.path / rundir.REPORT}")
     last = run.metrics[-1] if run.metrics else None
     loss = run.config.train.loss
     if last:

@@ -71,4 +71,4 @@ def finish(run: Run, *, figures: bool = True) -> None:
     if figures:
         test = load_split(run, "test")
         draw_all(run, test)
-        log.info("report: %s", write_report(run, test=test))
+        write_report(run, test=test)
