@@ -15,7 +15,7 @@ PACKAGE = Path(vaegen.__file__).parent
 # Layer of each module: a module imports only modules of lower layers (DESIGN.md: data -> models
 # and losses -> train (checkpoint) -> evaluate / generate / plots -> report -> cli).
 LAYERS: dict[str, int] = {
-    "errors": 0, "_version": 0,
+    "errors": 0, "_version": 0, "seeds": 0,
     "_io": 1, "files": 1,
     "locks": 2, "idx": 2, "distributed": 2, "classnames": 2, "splits": 2, "foldercache": 2, "memory": 2,
     "datasets": 3, "images": 3, "npz": 3,

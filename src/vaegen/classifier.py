@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ._io import show_progress
 from .checkpoint import check_state_dict, read_tensors
 from .errors import VaegenError
+from .seeds import CLASSIFIER
 
 FEATURES = 128  # width of the penultimate layer
 REFERENCE_SHAPE = (1, 28, 28)
@@ -196,13 +197,13 @@ def train_classifier(
     n = len(images)
     steps = epochs * math.ceil(n / batch_size)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # initial weights and dropout
+        torch.manual_seed(seed + CLASSIFIER.init)
         model = build_classifier(tuple(images.shape[1:]), num_classes).to(device)  # type: ignore[arg-type]
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
         )
-        gen = torch.Generator().manual_seed(seed + 1)  # shuffling and flips, on the CPU
+        gen = torch.Generator().manual_seed(seed + CLASSIFIER.batches)  # on the CPU
         x_all, y_all = images.to(device), labels.to(device)
         model.train()
         bar = tqdm(

@@ -62,7 +62,7 @@ MAX_PRIOR_COMPONENTS = 100_000  # each is a D x D covariance; fits use min(K, n_
 # 60,000 64-D codes are already 15 GiB (the memory itself is checked before training)
 MAX_PRIOR_DRAWS = 1000
 # A seed must fit torch's Generator.manual_seed (-2**63 .. 2**64 - 1) after the small offsets
-# vaegen adds for its separate streams (seed + 1 .. seed + 5), and numpy's SeedSequence takes
+# vaegen adds for its separate streams (vaegen.seeds: 0 to 5), and numpy's SeedSequence takes
 # it modulo 2**64, scikit-learn modulo 2**32: the signed 64-bit range serves them all.
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 

@@ -44,6 +44,7 @@ from .files import write_group
 from .metrics import latent_posteriors
 from .mixture import fit_mixtures
 from .posterior import AggregatePosterior, aggregate_posterior, class_rows
+from .seeds import TRAINING
 from .trainset import check_prior_fit
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def fit_prior(
     if reg_covar is None:
         reg_covar = run.config.train.prior_reg_covar
     if seed is None:
-        seed = run.config.train.seed
+        seed = run.config.train.seed + TRAINING.prior
     check_seed("seed", seed)  # components and draws: check_prior_fit, before encoding
     if draws < 0:  # (the message the API has always given)
         raise VaegenError(f"draws = {draws} is not valid: use 0 (the means) or more")

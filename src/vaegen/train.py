@@ -26,6 +26,7 @@ from .config import RunConfig
 from .errors import NonFiniteError, RunError, VaegenError, WriteError
 from .losses import evaluate_loss, likelihood
 from .run import Run, build_model, resolve_device
+from .seeds import TRAINING
 from .step import Step, make_step
 from .trainset import TrainingData, check_prior_fit, load_training_data
 
@@ -156,10 +157,10 @@ def _train(
             data.y_train if config.model.conditional else None, len(data.x_train), data.classes,
             config.model.latent_dim, tc.prior_components, tc.prior_draws, config.data.source,
         )  # fmt: skip
-    torch.manual_seed(tc.seed)  # parameter initialisation
+    torch.manual_seed(tc.seed + TRAINING.init)
     model = build_model(config, data.image_shape, len(data.classes)).to(device)
-    shuffle_gen = torch.Generator(device=device).manual_seed(tc.seed + 1)
-    noise_gen = torch.Generator(device=device).manual_seed(tc.seed + 2)
+    shuffle_gen = torch.Generator(device=device).manual_seed(tc.seed + TRAINING.shuffle)
+    noise_gen = torch.Generator(device=device).manual_seed(tc.seed + TRAINING.noise)
 
     state = ckpt.load_state(run_dir / rundir.STATE) if resume else None
     if state is not None:
@@ -177,7 +178,7 @@ def _train(
         None if data.y_train is None else data.y_train[:batch_size],
     )
     step = make_step(model, likelihood(tc.loss), tc.beta, tc.lr, tc.step, device, procs,
-                     batch_size, check_batch, seed=tc.seed + 4, precision=tc.precision)  # fmt: skip
+                     batch_size, check_batch, seed=tc.seed + TRAINING.parity, precision=tc.precision)  # fmt: skip
     run = Run(run_dir, config, model, data.classes, data.image_shape)
     loop = _Loop(
         config, run_dir, run, data, step, shuffle_gen, noise_gen,
@@ -302,7 +303,9 @@ def _end_epoch(loop: _Loop, epoch: int, t0: float, writer: Any) -> None:
     tc, data, p = loop.config.train, loop.data, loop.progress
     n = len(data.x_train)
     seconds = p.elapsed_in_epoch
-    test = evaluate_loss(loop.run.model, data.x_test, data.y_test, tc.loss, seed=tc.seed + 3)
+    test = evaluate_loss(
+        loop.run.model, data.x_test, data.y_test, tc.loss, seed=tc.seed + TRAINING.test_loss
+    )
     if not math.isfinite(test["recon"] + test["kl"]):  # metrics.jsonl would hold NaN, not JSON
         raise _diverged(
             loop, f"the test loss became {test['recon'] + test['kl']} after epoch {epoch + 1} "

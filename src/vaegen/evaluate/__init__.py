@@ -38,6 +38,7 @@ from ..generate import MAX_IMAGES
 from ..metrics import KNN_K, PR_K
 from ..priors import load_prior
 from ..run import EVAL, Run
+from ..seeds import EVALUATION
 from .context import SECONDS, Context, loss_units, q
 from .latent import latent_knn
 from .likelihood import likelihood
@@ -139,7 +140,7 @@ def _evaluate(
             f"{run.path}: its training set has {len(train_ds)} images; evaluating it needs more "
             f"than {PR_K}"
         )
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + EVALUATION.real_subset)
     real_idx = torch.randperm(len(train_ds), generator=gen)[:n]  # N real training images
     settings = {
         "iw_samples": k, "n_generated": n, "binarize": binarize, "quick": quick, "seed": seed,

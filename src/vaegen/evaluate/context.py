@@ -15,6 +15,7 @@ from ..generate import generate, reconstruct
 from ..losses import Likelihood
 from ..priors import Prior
 from ..run import Run
+from ..seeds import EVALUATION
 from .features import FeatureNet, feature_network
 
 NATS = "nats per image"
@@ -55,7 +56,9 @@ class Context:
     def generated(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """N generated images (and labels for a conditional model), made once, seeded."""
         if self._generated is None:
-            self._generated = generate(self.run, self.n, seed=self.seed + 4, prior=self.prior)
+            self._generated = generate(
+                self.run, self.n, seed=self.seed + EVALUATION.generated, prior=self.prior
+            )
         return self._generated
 
     def feature_net(self) -> FeatureNet:

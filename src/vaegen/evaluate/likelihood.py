@@ -10,6 +10,7 @@ import torch
 from ..data import to_float
 from ..losses import evaluate_loss
 from ..metrics import iwae_log_likelihood
+from ..seeds import EVALUATION
 from .context import NATS, Context, loss_units, q
 
 
@@ -20,18 +21,20 @@ def likelihood(ctx: Context, k: int, binarize: bool) -> dict[str, Any]:
     y_test = ctx.test.labels.to(device) if conditional else None  # type: ignore[union-attr]
     x_test = to_float(ctx.test.images, device)
     if binarize:
-        bgen = torch.Generator().manual_seed(seed + 2)
+        bgen = torch.Generator().manual_seed(seed + EVALUATION.binarize)
         x_test = torch.bernoulli(x_test.cpu(), generator=bgen).to(device)
-    elbo = evaluate_loss(run.model, x_test, y_test, lk.name, seed=seed + 1)  # beta 1: the bound
+    elbo = evaluate_loss(
+        run.model, x_test, y_test, lk.name, seed=seed + EVALUATION.elbo
+    )  # beta 1: the bound
     log_px = iwae_log_likelihood(
-        run.model, x_test, y_test, lk, k, seed=seed + 3, progress=ctx.progress
+        run.model, x_test, y_test, lk, k, seed=seed + EVALUATION.iwae, progress=ctx.progress
     )
     nll_iwae = -float(log_px.mean())  # nats (a density for a continuous likelihood)
     constant = lk.nats_constant(math.prod(run.image_shape))  # loss + this = NLL in nats
     units = loss_units(lk)
     likelihood: dict[str, Any] = {
         "data": f"{len(x_test)} test images, "
-        + (f"stochastically binarised (pixel ~ Bernoulli(x), seed {seed + 2})" if binarize
+        + (f"stochastically binarised (pixel ~ Bernoulli(x), seed {seed + EVALUATION.binarize})" if binarize
            else "grey levels in [0, 1]"),
         "conditional_on_label": conditional,
         "iw_samples": k,

@@ -23,6 +23,7 @@ from ..metrics import (
     nearness,
     precision_recall,
 )
+from ..seeds import EVALUATION
 from .context import Context, q
 
 
@@ -49,7 +50,7 @@ def frechet(ctx: Context) -> dict[str, Any]:
         "n_test": len(ctx.test),
         "feature_network": net.label,
         "notes": [
-            f"N = {ctx.n} generated (seed {ctx.seed + 4}) and N random real training images, "
+            f"N = {ctx.n} generated (seed {ctx.seed + EVALUATION.generated}) and N random real training images, "
             "each against all test images; the distance depends on N, so compare numbers of "
             "equal N",
             f"reconstructions: each test image decoded from its encoder mean{cond}, the "

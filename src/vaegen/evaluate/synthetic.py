@@ -12,6 +12,7 @@ from typing import Any
 
 from ..classifier import CLASSIFIER_LR, accuracy, predict, train_classifier
 from ..metrics import class_agreement as agreement
+from ..seeds import EVALUATION
 from .context import FRACTION, Context, q
 
 GENERATED = "fraction of generated images"
@@ -49,7 +50,7 @@ def class_agreement(ctx: Context) -> dict[str, Any]:
         "feature_network": net.label,
         "notes": [
             f"{net.what} (test accuracy {net.test_accuracy}) reads the N generated images (seed "
-            f"{ctx.seed + 4}), asked for in equal numbers of each class; test_reference: the "
+            f"{ctx.seed + EVALUATION.generated}), asked for in equal numbers of each class; test_reference: the "
             "same classifier on the real test images with their labels, what a perfect "
             "generator would reach",
             "a class below its reference is drawn ambiguously: its images look like another "
@@ -67,7 +68,7 @@ def tstr(ctx: Context, epochs: int) -> dict[str, Any]:
     gen_images, gen_labels = ctx.generated()
     assert gen_labels is not None and train_ds.labels is not None  # conditional => labels
     common = {
-        "epochs": epochs, "seed": seed + 5, "num_classes": len(run.classes),
+        "epochs": epochs, "seed": seed + EVALUATION.tstr, "num_classes": len(run.classes),
         "lr": CLASSIFIER_LR, "device": device, "progress": progress,
     }  # fmt: skip
     synth_clf = train_classifier(gen_images, gen_labels, **common)
@@ -84,7 +85,7 @@ def tstr(ctx: Context, epochs: int) -> dict[str, Any]:
         "epochs": epochs,
         "lr": CLASSIFIER_LR,
         "notes": [
-            f"the reference classifier's architecture trained from scratch (seed {seed + 5}; "
+            f"the reference classifier's architecture trained from scratch (seed {seed + EVALUATION.tstr}; "
             f"Adam, lr {CLASSIFIER_LR:g} with a cosine decay, batch 128, {epochs} epochs) on N "
             "generated images with labels spread over the classes, and on N real training "
             "images; both tested on the real test set",
