@@ -615,25 +615,20 @@ def case_d(fx: Fixture, rng: random.Random, report: Report) -> None:
                 ["fit-prior", run, "--components", 3]]  # fmt: skip
         return cmds, [run, elsewhere]
 
-    def lock_link():
-        run = fx.run_copy(base / "lock-run")
-        victim = base / "lock-victim"
+    def lock_planted(kind: str):
+        """RUN/.lock a symbolic link or another hard link to a victim's file."""
+        run = fx.run_copy(base / f"lock-{kind}-run")
+        victim = base / f"lock-{kind}-victim"
         victim.mkdir()
         (victim / "precious.txt").write_text("someone's file\n")
         (run / ".lock").unlink(missing_ok=True)
-        (run / ".lock").symlink_to(victim / "precious.txt")
+        if kind == "symlink":
+            (run / ".lock").symlink_to(victim / "precious.txt")
+        else:
+            os.link(victim / "precious.txt", run / ".lock")
         cmds = [["train", "--out", run, "--resume", "--epochs", 3, "--no-plots"],
                 ["fit-prior", run, "--components", 3]]  # fmt: skip
         return cmds, [run, victim]
-
-    def lock_hardlink():
-        run = fx.run_copy(base / "hardlock-run")
-        victim = base / "hardlock-victim"
-        victim.mkdir()
-        (victim / "precious.txt").write_text("someone's file\n")
-        (run / ".lock").unlink(missing_ok=True)
-        os.link(victim / "precious.txt", run / ".lock")
-        return [["fit-prior", run, "--components", 3]], [run, victim]
 
     def png_user_file():
         out = base / "png-user-file"
@@ -673,8 +668,8 @@ def case_d(fx: Fixture, rng: random.Random, report: Report) -> None:
         ("d:foreign-train-out", foreign_train_out),
         ("d:foreign-generate-out", foreign_generate_out),
         ("d:run-state-is-link", state_link),
-        ("d:run-lock-is-symlink", lock_link),
-        ("d:run-lock-is-hardlink", lock_hardlink),
+        ("d:run-lock-is-symlink", lambda: lock_planted("symlink")),
+        ("d:run-lock-is-hardlink", lambda: lock_planted("hardlink")),
         ("d:png-user-file-in-class-folder", png_user_file),
         ("d:png-linked-sub-folder", png_linked_folder),
         ("d:png-class-folder-is-link", png_class_folder_is_link),
