@@ -15,13 +15,13 @@ from vaegen import (
     TrainConfig,
     fast_step as fast_step_module,
     step as step_module,
-    train,
 )
 from vaegen.errors import VaegenError
 from vaegen.fast_step import FastStep
 from vaegen.losses import kl_divergence, likelihood
 from vaegen.models import VAE
 from vaegen.step import FastStepMismatch, objective, parity_error
+from vaegen.train import train  # the training loop alone
 
 
 def config(data, step: str = "auto", **model) -> RunConfig:
