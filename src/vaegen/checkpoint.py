@@ -31,8 +31,7 @@ from .files import (
     atomic_write_text,
     fsync_dir,
     is_link,
-    is_temporary,
-    is_temporary_of,
+    remove_temporaries_in,
     remove_tree,
 )
 
@@ -276,27 +275,6 @@ def remove_stale_temporaries(state_dir: Path) -> list[Path]:
     except RunError:
         return removed
     removed += _drop_checkpoints_except(state_dir, current)
-    return removed
-
-
-def remove_temporaries_in(folder: Path, of: tuple[str, ...] | None = None) -> list[Path]:
-    """Delete the temporaries of atomic writes (".NAME.xxxxxxxx.tmp" regular files) directly in
-    `folder`, not below it, of the file names `of` only when given; a link of that name is left
-    alone. Returns what was removed."""
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return []
-    for entry in entries:
-        ours = (
-            is_temporary(entry.name)
-            if of is None
-            else any(is_temporary_of(entry.name, name) for name in of)
-        )
-        if ours and entry.is_file(follow_symlinks=False):
-            Path(entry.path).unlink(missing_ok=True)
-            removed.append(Path(entry.path))
     return removed
 
 

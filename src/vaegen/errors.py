@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 
 class VaegenError(Exception):
@@ -27,6 +27,12 @@ class NonFiniteError(VaegenError, ValueError):
 
 class WriteError(VaegenError, OSError):
     """A file could not be written (a full disk, no permission); the old file is untouched."""
+
+
+def some_names(names: Sequence[str], most: int = 5) -> str:
+    """The first `most` of `names` for a one-line message: "a, b, c and 4 more"."""
+    rest = len(names) - most
+    return ", ".join(names[:most]) + (f" and {rest} more" if rest > 0 else "")
 
 
 class Terminated(KeyboardInterrupt):

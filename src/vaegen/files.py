@@ -223,14 +223,10 @@ def replace_folder(
                 raise
             staging = old
         fsync_dir(target.parent)
-    except WriteError:  # a file inside: its message names it
+    except BaseException as e:
         remove_tree(staging)
-        raise
-    except OSError as e:
-        remove_tree(staging)
-        raise _write_error(target, e) from None
-    except BaseException:
-        remove_tree(staging)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):  # a WriteError names its file
+            raise _write_error(target, e) from None
         raise
     remove_tree(staging)  # after an exchange or the renames: the old folder
 
@@ -277,17 +273,22 @@ def sweep_folder_temporaries(target: Path) -> list[Path]:
     return removed
 
 
-def sweep_file_temporaries(target: Path) -> list[Path]:
-    """Remove the temporaries an interrupted atomic write of the file `target` left beside it
-    (only while holding target's lock). Returns what was removed."""
+def remove_temporaries_in(folder: Path, of: tuple[str, ...] | None = None) -> list[Path]:
+    """Delete the temporaries of atomic writes (".NAME.xxxxxxxx.tmp" regular files) directly in
+    `folder`, not below it, of the file names `of` only when given; a link of that name is left
+    alone. Returns what was removed."""
     removed = []
     try:
-        names = os.listdir(target.parent)
+        entries = list(os.scandir(folder))
     except OSError:
         return []
-    for name in names:
-        path = target.parent / name
-        if is_temporary_of(name, target.name) and stat.S_ISREG(os.lstat(path).st_mode):
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    for entry in entries:
+        ours = (
+            is_temporary(entry.name)
+            if of is None
+            else any(is_temporary_of(entry.name, name) for name in of)
+        )
+        if ours and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
     return removed

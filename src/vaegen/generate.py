@@ -29,7 +29,7 @@ from ._version import __version__
 from .config import check_seed
 from .data import to_float
 from .errors import VaegenError
-from .files import sweep_file_temporaries, sweep_folder_temporaries
+from .files import remove_temporaries_in, sweep_folder_temporaries
 from .locks import output_lock
 from .priors import Prior, load_prior
 from .run import Run
@@ -264,7 +264,7 @@ def generate_to(
     }
     with output_lock(out, "--out"):
         if fmt == "npz":  # what a killed writer of this path left
-            sweep_file_temporaries(out)
+            remove_temporaries_in(out.parent, of=(out.name,))
         else:
             sweep_folder_temporaries(out)
         plan = None if fmt == "npz" else plan_folder(out, fmt, split, record)

@@ -32,8 +32,14 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from ._version import __version__
-from .errors import RunError
-from .files import atomic_write_text, is_link, is_temporary_of, sweep_folder_temporaries
+from .errors import RunError, some_names
+from .files import (
+    atomic_write_text,
+    is_link,
+    is_temporary_of,
+    remove_temporaries_in,
+    sweep_folder_temporaries,
+)
 from .locks import lock
 
 CONFIG = "config.json"
@@ -86,11 +92,9 @@ def check_run_folder(run_dir: Path) -> None:
     # does not make a folder foreign
     leftovers = [e for e in entries if e != LOCK and not _is_own_temporary(e)]
     if leftovers and not is_run_dir(run_dir):
-        shown = ", ".join(entries[:5]) + (
-            f" and {len(entries) - 5} more" if len(entries) > 5 else ""
-        )
         raise RunError(
-            f"{run_dir} is not a vaegen run and not empty (it holds {shown}); vaegen writes a "
+            f"{run_dir} is not a vaegen run and not empty (it holds {some_names(entries)}); "
+            "vaegen writes a "
             "run only into a new or empty folder: choose another --out"
         )
     links = [name for name in OWN_NAMES if is_link(run_dir / name)]
@@ -119,10 +123,10 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     run directory and its own folders (never below a link), a half-assembled prior, and the
     unfinished checkpoints (checkpoint.remove_stale_temporaries). Only while holding the run's
     lock. Returns what was removed."""
-    removed = ckpt.remove_temporaries_in(run_dir, of=OWN_NAMES)
+    removed = remove_temporaries_in(run_dir, of=OWN_NAMES)
     for name in (FIGURES, PRIOR, FEATURE_NET):  # folders of vaegen's files only
         if not is_link(run_dir / name):
-            removed += ckpt.remove_temporaries_in(run_dir / name)
+            removed += remove_temporaries_in(run_dir / name)
     for name in (PRIOR, FEATURE_NET):  # groups replaced whole (files.replace_folder)
         removed += sweep_folder_temporaries(run_dir / name)
     return removed + ckpt.remove_stale_temporaries(run_dir / STATE)

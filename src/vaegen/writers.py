@@ -3,7 +3,7 @@
 Each writer takes the images as an iterable of chunks, so memory does not grow with their number.
 An output is written as a whole or not at all: an .npz is a temporary renamed when complete; a
 folder (IDX or PNG) is assembled in a hidden sibling and exchanged with the old one in one step
-(`_io.replace_folder`), so a kill or a full disk leaves the old output or the new one, never a mix.
+(`files.replace_folder`), so a kill or a full disk leaves the old output or the new one, never a mix.
 
 A generated folder holds OUTPUT_MARKER, a JSON record of what vaegen wrote there (per output: its
 files, run, weights, seed, temperature, prior, classes, image shape). vaegen writes into a folder
@@ -29,7 +29,7 @@ import torch
 
 from ._io import NpyWriter, npz_member
 from .classnames import safe_name
-from .errors import VaegenError
+from .errors import VaegenError, some_names
 from .files import atomic_open, atomic_write_bytes, is_link, replace_folder
 from .idx import IdxGzipWriter
 
@@ -131,11 +131,9 @@ def plan_folder(out: Path, fmt: str, split: str, record: dict[str, Any]) -> Fold
         return FolderPlan(out, key, [])
     marker = read_marker(out)
     if marker is None:
-        shown = ", ".join(entries[:5]) + (
-            f" and {len(entries) - 5} more" if len(entries) > 5 else ""
-        )
         raise VaegenError(
-            f"--out {out} holds files vaegen did not write ({shown}); generate writes into a new "
+            f"--out {out} holds files vaegen did not write ({some_names(entries)}); generate "
+            "writes into a new "
             "or empty folder, or one it wrote itself: choose another --out"
         )
     outputs = marker["outputs"]
@@ -145,8 +143,8 @@ def plan_folder(out: Path, fmt: str, split: str, record: dict[str, Any]) -> Fold
     )
     if foreign:
         raise VaegenError(
-            f"--out {out} holds files that {OUTPUT_MARKER} does not name ({', '.join(foreign[:5])}"
-            f"{' ...' if len(foreign) > 5 else ''}); vaegen does not replace or remove what it did "
+            f"--out {out} holds files that {OUTPUT_MARKER} does not name ({some_names(foreign)}); "
+            "vaegen does not replace or remove what it did "
             "not write: move them away, or choose another --out"
         )
     if marker.get("format") != fmt:  # another format's output: all of it is replaced
@@ -279,7 +277,8 @@ def write_png(out: Path, chunks: Iterable[Chunk], classes: Sequence[str] | None)
         for img, cls in zip(pixels, [0] * len(x) if y is None else y.tolist(), strict=True):
             buf = io.BytesIO()  # one file per image: the file I/O is the cost here
             Image.fromarray(img).save(buf, format="PNG")
-            folders[cls].mkdir(exist_ok=True)
+            if not written[cls]:  # a class folder is made with its first image
+                folders[cls].mkdir()
             atomic_write_bytes(folders[cls] / f"{written[cls]:05d}.png", buf.getvalue())
             written[cls] += 1
     return [f.name for f, count in zip(folders, written, strict=True) if count]

@@ -50,7 +50,7 @@ from ..classifier import (
 )
 from ..data import ImageDataset
 from ..datasets import FASHION_MNIST
-from ..errors import VaegenError
+from ..errors import VaegenError, some_names
 from ..files import atomic_write_text, is_temporary, write_group
 from ..locks import lock
 from ..run import Run
@@ -225,7 +225,7 @@ def _check_feature_folder(folder: Path) -> None:
     if other:
         raise VaegenError(
             f"--feature-net {folder} holds files that are not a feature network's "
-            f"({', '.join(other[:5])}{' ...' if len(other) > 5 else ''}); name a new or empty "
+            f"({some_names(other)}); name a new or empty "
             "folder"
         )
 

@@ -9,6 +9,7 @@ numpy); assets/ holds the page's script and stylesheet, inlined into every page.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 from .. import run as rundir, runfolder
@@ -41,12 +42,9 @@ def write_report(run: Run, path: Path | None = None, *, test: ImageDataset | Non
     run's data source. Without it the page still works, with no points in the explorer. Figures
     missing from RUN/figures are drawn first (plots.draw_missing), which needs the test split too.
     """
-    if path is None:  # into the run: held as its other writers hold it
-        with runfolder.lock_for_writing(run.path, "writing the report"):
-            path = run.path / REPORT
-            atomic_write_text(path, build_report(run, test))
-    else:
-        path = Path(path)
+    into_run = path is None  # then held as the run's other writers hold it
+    path = run.path / REPORT if into_run else Path(path)
+    with runfolder.lock_for_writing(run.path, "writing the report") if into_run else nullcontext():
         atomic_write_text(path, build_report(run, test))
     log.debug("wrote %s", path)
     return path
