@@ -76,10 +76,20 @@ def output_lock(target: Path, what: str) -> Iterator[None]:
             f"{what} {target} is being written by another process"
             f"{f' ({holder})' if holder else ''}; wait for it, or choose another {what}"
         )
+    with _holding(fd, {"pid": os.getpid()}):
+        yield
+
+
+@contextlib.contextmanager
+def _holding(fd: int, note: dict[str, object]) -> Iterator[None]:
+    """While the flock on `fd` is held: `note` (who holds it, for the messages of those refused)
+    written into the lock file; then the file blanked, so the next reader of a free lock sees no
+    stale holder, and `fd` closed, which releases the flock. A note that cannot be written (a full
+    disk) is skipped: it is for messages only."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(note).encode(), 0)
     try:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid()}).encode(), 0)
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -125,27 +135,22 @@ def lock(run_dir: Path, name: str, purpose: str) -> Iterator[None]:
         ) from None
     try:
         _acquire(fd, path, run_dir)
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "purpose": purpose,
-            "command": " ".join(sys.argv[:3]),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        with contextlib.suppress(OSError):  # who holds it is for messages only (a full disk)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder).encode(), 0)
     except BaseException:
         os.close(fd)
         raise
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "purpose": purpose,
+        "command": " ".join(sys.argv[:3]),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     _HELD[path] = (fd, 1)
     try:
-        yield
+        with _holding(fd, holder):
+            yield
     finally:
         del _HELD[path]
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)  # the next reader of a free lock sees no stale holder
-        os.close(fd)  # closing the descriptor releases the flock
 
 
 def _acquire(fd: int, path: Path, run_dir: Path) -> None:
