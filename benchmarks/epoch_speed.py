@@ -3,10 +3,10 @@
 (a) the reference article's pipeline: a per-image Dataset (uint8 -> float tensor per item, like
     ToTensor), DataLoader(batch_size=128, shuffle=True) with the default collate, stock Adam;
 (b) a plain loop over one in-memory float tensor with shuffled index batches and stock Adam;
-(c) vaegen's own trainer, `vaegen.train` (the code `vaegen train` runs: its hand-derived step,
-    vaegen.fast_step, on a CPU);
+(c) vaegen's own trainer, `vaegen.training.loop.train` (the code `vaegen train` runs: its hand-derived step,
+    vaegen.training.hand_derived_step, on a CPU);
 (d) the same trainer with autograd's backward and a per-parameter fused Adam instead of the
-    hand-derived step: what (c) gains from vaegen.fast_step.
+    hand-derived step: what (c) gains from vaegen.training.hand_derived_step.
 
 All three do the same math: the seed model, 0.5 * summed squared error + KL, batch 128, Adam 1e-3.
 Timings are noisy, so the script prints ratios against (a) and (b) measured here and now, and the
@@ -33,12 +33,9 @@ from PIL import Image
 from torch import nn
 
 from vaegen import DataConfig, RunConfig, TrainConfig, load_dataset
-from vaegen.losses import GAUSSIAN
-from vaegen.models import VAE
-from vaegen.train import (
-    default_threads,
-    train,  # the training loop alone
-)
+from vaegen.model.likelihoods import GAUSSIAN
+from vaegen.model.vae import VAE
+from vaegen.training.loop import default_threads, train
 
 
 class ArticleDataset(torch.utils.data.Dataset):

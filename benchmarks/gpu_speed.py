@@ -2,7 +2,7 @@
 
 Rows: for each model, each step vaegen has on a GPU (autograd: PyTorch's eager step;
 cuda-graph: the same step recorded once and replayed) in float32 and bf16, trained by
-`vaegen.train` for E epochs on FashionMNIST. images/s is the median over epochs 2..E of
+`vaegen.training.loop.train` for E epochs on FashionMNIST. images/s is the median over epochs 2..E of
 metrics.jsonl's images_per_second (the epoch's shuffle and training steps); the whole call's wall
 time is reported beside it (start-up, data loading, a test pass and checkpoint writes each epoch).
 The reference row is a plain PyTorch loop on the same GPU: one in-memory tensor, shuffled index
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from epoch_speed import plain_epoch
 
 from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, load_dataset
-from vaegen.config import STEPS
-from vaegen.models import VAE
-from vaegen.train import train  # the training loop alone
+from vaegen.model.vae import VAE
+from vaegen.rundir.config import STEPS
+from vaegen.training.loop import train
 
 MODELS = {
     "article": (ModelConfig(), "gaussian"),

@@ -29,24 +29,24 @@ import torch
 from torch import nn
 
 from vaegen import load_run
-from vaegen.classifier import (
+from vaegen.data import load_splits
+from vaegen.evaluation.estimators import (
+    class_agreement,
+    frechet_distance_features,
+    kth_nearest_sq,
+    nearness,
+    precision_recall,
+)
+from vaegen.evaluation.reference_classifier import (
     accuracy,
     extract_features,
     load_reference_classifier,
     predict,
     train_classifier,
 )
-from vaegen.data import load_splits
-from vaegen.generate import reconstruct
-from vaegen.metrics import (
-    class_agreement,
-    frechet_distance_features,
-    kth_nearest_sq,
-    latent_posteriors,
-    nearness,
-    precision_recall,
-)
-from vaegen.priors import StandardNormal, aggregate_posterior, fit_gaussian_mixture
+from vaegen.model.encode import latent_posteriors
+from vaegen.sampling.generate import reconstruct
+from vaegen.sampling.priors import StandardNormal, aggregate_posterior, fit_gaussian_mixture
 
 
 class SecondStage(nn.Module):

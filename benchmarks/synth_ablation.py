@@ -3,7 +3,7 @@ ingredients switched on one at a time, and score every run the same way.
 
 Rows (each adds one thing to the row before it, all conditional, seed 0, device cpu):
   article CVAE   2-D latent, hidden 256, unit-variance Gaussian, samples from N(0, I)
-  + fitted prior the 10-component Gaussian mixture per class (vaegen.priors)
+  + fitted prior the 10-component Gaussian mixture per class (vaegen.sampling.priors)
   + 16-D latent
   + likelihood   --loss bernoulli (also scored: gaussian-sigma, gaussian-pixel-sigma, beta 0.01)
   + hidden 1024  (also scored: gaussian-optimal-sigma)
@@ -38,12 +38,20 @@ from pathlib import Path
 import torch
 
 from vaegen import load_dataset, load_run
-from vaegen.classifier import extract_features, load_reference_classifier, predict
-from vaegen.config import PRESETS, ModelConfig, RunConfig, TrainConfig
-from vaegen.generate import generate, reconstruct
-from vaegen.metrics import class_agreement, frechet_distance_features, precision_recall
-from vaegen.priors import fit_prior
-from vaegen.train import train  # the training loop alone
+from vaegen.evaluation.estimators import (
+    class_agreement,
+    frechet_distance_features,
+    precision_recall,
+)
+from vaegen.evaluation.reference_classifier import (
+    extract_features,
+    load_reference_classifier,
+    predict,
+)
+from vaegen.rundir.config import PRESETS, ModelConfig, RunConfig, TrainConfig
+from vaegen.sampling.generate import generate, reconstruct
+from vaegen.sampling.priors import fit_prior
+from vaegen.training.loop import train
 
 
 @dataclass(frozen=True)

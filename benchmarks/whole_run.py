@@ -2,7 +2,7 @@
 
 The pipelines of benchmarks/epoch_speed.py, each trained for E epochs from scratch on the CPU:
 (a) the article's per-image Dataset + DataLoader, (b) a plain loop over one in-memory tensor,
-(c) `vaegen.train` (the code `vaegen train` runs). Each pays for what its user pays for: (a) and
+(c) `vaegen.training.loop.train` (the code `vaegen train` runs). Each pays for what its user pays for: (a) and
 (b) compute the test-set loss after every epoch, as the article does; (c) is timed around the
 whole `train` call, so its test passes, checkpoint writes and start-up count. Early epochs (the
 first three) and late ones (the last three) are reported apart, because epoch times drift over a
@@ -29,12 +29,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from epoch_speed import article_epoch, article_loader, plain_epoch
 
 from vaegen import DataConfig, RunConfig, TrainConfig, load_dataset
-from vaegen.losses import GAUSSIAN, evaluate_loss
-from vaegen.models import VAE
-from vaegen.train import (
-    default_threads,
-    train,  # the training loop alone
-)
+from vaegen.model.likelihoods import GAUSSIAN, evaluate_loss
+from vaegen.model.vae import VAE
+from vaegen.training.loop import default_threads, train
 
 Result = tuple[float, list[float]]  # (whole run in s, per-epoch s)
 

@@ -2,7 +2,7 @@
 
     python scripts/train_reference_classifier.py [--epochs 8] [--seed 0] [--threads 2] [--device cpu]
 
-Writes src/vaegen/assets/fashion_classifier.safetensors (float32 weights, safetensors) and
+Writes src/vaegen/evaluation/assets/fashion_classifier.safetensors (float32 weights, safetensors) and
 fashion_classifier.json beside it (test accuracy, epochs, seed, date, training seconds, SHA-256 of
 the weights). `vaegen evaluate` measures Frechet distances in this network's feature space, so the
 weights must stay fixed once published: retraining changes every Frechet number ever reported.
@@ -22,12 +22,17 @@ from pathlib import Path
 import torch
 
 from vaegen import __version__
-from vaegen._io import atomic_write_bytes, atomic_write_text
-from vaegen.checkpoint import tensors_to_bytes
-from vaegen.classifier import REFERENCE_SIDECAR, REFERENCE_WEIGHTS, accuracy, train_classifier
+from vaegen.console import atomic_write_bytes, atomic_write_text
 from vaegen.data import load_dataset
+from vaegen.evaluation.reference_classifier import (
+    REFERENCE_SIDECAR,
+    REFERENCE_WEIGHTS,
+    accuracy,
+    train_classifier,
+)
+from vaegen.tensorfiles import tensors_to_bytes
 
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "vaegen" / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "src" / "vaegen" / "evaluation" / "assets"
 MIN_ACCURACY = 0.91
 
 
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     data = tensors_to_bytes(model.state_dict())
     atomic_write_bytes(args.out / REFERENCE_WEIGHTS, data)
     sidecar = {
-        "description": "vaegen reference FashionMNIST classifier (vaegen.classifier.Classifier)",
+        "description": "vaegen reference FashionMNIST classifier (vaegen.evaluation.reference_classifier.Classifier)",
         "architecture": "conv3x3(1->32)+ReLU+maxpool2, conv3x3(32->64)+ReLU+maxpool2, "
         "fc(3136->128)+ReLU [features], dropout 0.3, fc(128->10)",
         "test_accuracy": round(acc, 4),

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaegen.datasets import DEBIAN_DATA_DIR
-from vaegen.idx import write_idx
+from vaegen.data.idx import write_idx
+from vaegen.data.named import DEBIAN_DATA_DIR
 
 
 def in_ci(environ: Mapping[str, str]) -> bool:

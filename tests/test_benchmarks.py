@@ -46,7 +46,7 @@ def test_the_ablation_adds_one_ingredient_a_row():
     `--preset synth` on the CPU."""
     from dataclasses import replace
 
-    from vaegen.config import PRESETS, differences
+    from vaegen.rundir.config import PRESETS, differences
 
     bench = load("synth_ablation")
     rows = [r for r in bench.rows(epochs=20) if not r.name.startswith(" ")]  # not the variants

@@ -12,10 +12,11 @@ import torch
 from safetensors.torch import save_file
 
 from vaegen import load_run
-from vaegen.checkpoint import load_state, load_weights, save_weights
 from vaegen.errors import RunError, VaegenError
-from vaegen.models import VAE
-from vaegen.train import train  # the training loop alone
+from vaegen.model.vae import VAE
+from vaegen.rundir.checkpoint import load_state
+from vaegen.tensorfiles import load_weights, save_weights
+from vaegen.training.loop import train
 
 from .test_train import tiny_config
 

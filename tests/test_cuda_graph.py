@@ -13,17 +13,15 @@ import pytest
 import torch
 
 from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaegen.checkpoint import load_state, read_tensors
-from vaegen.cuda_graph import GraphedStep
-from vaegen.distributed import Processes
 from vaegen.errors import VaegenError
-from vaegen.losses import likelihood
-from vaegen.models import VAE
-from vaegen.step import autograd_step, make_optimizer, objective
-from vaegen.train import (
-    NonFiniteLossError,
-    train,  # the training loop alone
-)
+from vaegen.model.likelihoods import likelihood
+from vaegen.model.vae import VAE
+from vaegen.rundir.checkpoint import load_state
+from vaegen.tensorfiles import read_tensors
+from vaegen.training.cuda_graph import GraphedStep
+from vaegen.training.distributed import Processes
+from vaegen.training.loop import NonFiniteLossError, train
+from vaegen.training.step import autograd_step, make_optimizer, objective
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

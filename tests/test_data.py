@@ -14,11 +14,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from vaegen import datasets
-from vaegen.data import load_dataset, to_float
-from vaegen.datasets import FileSpec, NamedDataset
+from vaegen.data import load_dataset, named as datasets, to_float
+from vaegen.data.idx import idx_bytes, parse_idx, read_idx, write_idx
+from vaegen.data.named import FileSpec, NamedDataset
 from vaegen.errors import DataError
-from vaegen.idx import idx_bytes, parse_idx, read_idx, write_idx
 
 from .conftest import make_images, write_idx_dataset
 

@@ -13,12 +13,12 @@ import torch
 
 import vaegen
 from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaegen.checkpoint import read_tensors
 from vaegen.cli import main
-from vaegen.distributed import Processes, from_env
 from vaegen.errors import VaegenError
-from vaegen.run import read_metrics
-from vaegen.train import train  # the training loop alone
+from vaegen.rundir import read_metrics
+from vaegen.tensorfiles import read_tensors
+from vaegen.training.distributed import Processes, from_env
+from vaegen.training.loop import train
 
 pytestmark = pytest.mark.slow  # each test starts torchrun: 10-25 s
 
@@ -48,13 +48,13 @@ runpy.run_module("vaegen", run_name="__main__")  # as `python -m vaegen` (sys.ar
 AFTER_DOWNLOAD = """
 import dataclasses, os, sys
 from pathlib import Path
-import vaegen.datasets as datasets
+import vaegen.data.named as datasets
 datasets.DEBIAN_DATA_DIR = Path("/nonexistent")
 datasets.NAMED_DATASETS["fashion-mnist"] = dataclasses.replace(
     datasets.NAMED_DATASETS["fashion-mnist"], mirrors=(Path(sys.argv[1]).as_uri() + "/",))
 from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaegen.train import train  # the training loop alone
-from vaegen.run import read_metrics
+from vaegen.training.loop import train  # the training loop alone
+from vaegen.rundir import read_metrics
 config = RunConfig(DataConfig("fashion-mnist"), ModelConfig(hidden=8), TrainConfig(epochs=1))
 run = train(config, sys.argv[2], progress=False)
 assert len(read_metrics(sys.argv[2])) == len(run.metrics) == 1, os.environ["RANK"]
@@ -68,9 +68,9 @@ os._exit(0)  # without the interpreter's teardown, as vaegen/__main__.py leaves 
 GRADIENTS = """
 import os, torch, torch.distributed as dist
 from vaegen import distributed
-from vaegen.losses import likelihood
-from vaegen.models import VAE
-from vaegen.step import make_step, objective
+from vaegen.model.likelihoods import likelihood
+from vaegen.model.vae import VAE
+from vaegen.training.step import make_step, objective
 procs = distributed.from_env()
 dist.init_process_group("gloo")
 torch.manual_seed(0)

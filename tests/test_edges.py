@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from vaegen import load_run
-from vaegen.checkpoint import check_state_dict, load_state
 from vaegen.errors import RunError, VaegenError
-from vaegen.generate import generate, generate_to, resolve_labels
-from vaegen.metrics import feature_stats, knn_predict
-from vaegen.models import VAE
-from vaegen.train import train  # the training loop alone
+from vaegen.evaluation.estimators import feature_stats, knn_predict
+from vaegen.model.vae import VAE
+from vaegen.rundir.checkpoint import load_state
+from vaegen.sampling.generate import generate, generate_to, resolve_labels
+from vaegen.tensorfiles import check_state_dict
+from vaegen.training.loop import train
 
 from .test_train import tiny_config
 
@@ -98,7 +99,7 @@ def test_knn_is_a_majority_vote_not_the_nearest_neighbour():
 def test_generate_to_writes_the_test_split_and_unconditional_pngs(tiny_data, tmp_path):
     from PIL import Image
 
-    from vaegen.idx import read_idx
+    from vaegen.data.idx import read_idx
 
     run = train(tiny_config(tiny_data, epochs=1), tmp_path / "plain", progress=False)
     images, _ = generate(run, 12, seed=1)
@@ -138,8 +139,8 @@ def test_colour_images_are_written_as_rgb_pngs(tmp_path):
 
 def test_a_dataset_that_changed_shape_since_training_is_named(tmp_path):
     from vaegen import evaluate
-    from vaegen.idx import write_idx
-    from vaegen.priors import fit_prior
+    from vaegen.data.idx import write_idx
+    from vaegen.sampling.priors import fit_prior
 
     from .conftest import make_images, write_idx_dataset
 
@@ -220,8 +221,8 @@ def test_the_cli_names_a_flag_out_of_bounds_before_reading_the_data(tmp_path, ca
 
 
 def test_generate_and_evaluate_check_their_counts_before_any_work(tiny_data, tmp_path, monkeypatch):
-    from vaegen import evaluate, run as rundir
-    from vaegen.generate import request
+    from vaegen import evaluate, rundir
+    from vaegen.sampling.generate import request
 
     run = train(tiny_config(tiny_data, epochs=1), tmp_path / "r", progress=False)
     with pytest.raises(VaegenError, match=r"n = 2147483648 is not valid"):
@@ -268,7 +269,7 @@ def test_a_class_too_small_for_the_prior_fails_before_training(tmp_path, monkeyp
     no_prior = RunConfig(cfg.data, cfg.model, TrainConfig(epochs=1, prior_components=0))
     assert train(no_prior, tmp_path / "ok", progress=False).metrics
     # draws that would not fit in memory fail before training too
-    import vaegen.trainset as trainset
+    import vaegen.training.trainset as trainset
 
     monkeypatch.setattr(trainset, "available_bytes", lambda: 1000)
     big = RunConfig(DataConfig(str(data), test_fraction=0.0), ModelConfig(hidden=8),
@@ -281,8 +282,8 @@ def test_a_class_too_small_for_the_prior_fails_before_training(tmp_path, monkeyp
 @pytest.mark.parametrize("where", ["npz", "idx"])
 def test_labels_in_the_billions_are_refused_naming_the_file(tmp_path, where):
     from vaegen.data import load_dataset
+    from vaegen.data.idx import write_idx
     from vaegen.errors import DataError
-    from vaegen.idx import write_idx
 
     from .conftest import write_idx_dataset
 
@@ -303,7 +304,7 @@ def test_labels_in_the_billions_are_refused_naming_the_file(tmp_path, where):
 
 
 def test_json_nested_too_deeply_is_a_one_line_error_naming_the_file(tiny_data, tmp_path):
-    from vaegen.checkpoint import read_json
+    from vaegen.tensorfiles import read_json
 
     deep = "[" * 100_000 + "]" * 100_000
     (tmp_path / "prior.json").write_text(deep)
@@ -403,7 +404,7 @@ def test_safe_names_of_long_class_names_are_bounded_and_distinct(tiny_data, tmp_
     assert len(folders) == 3 and len(list((tmp_path / "png").rglob("*.png"))) == 6
     assert all(len(name.encode()) <= 112 for name in folders)  # "00_" + at most 109 bytes
 
-    from vaegen.classnames import safe_name
+    from vaegen.data.class_names import safe_name
 
     assert safe_name(long_a) != safe_name(long_b)  # a hash of the whole name tells them apart
     assert safe_name("T-shirt/top") == "T-shirt_top"  # short names as before

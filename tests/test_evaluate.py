@@ -1,4 +1,4 @@
-"""`vaegen evaluate` end to end, and its classifier (the estimators: test_metrics.py)."""
+"""`vaegen evaluate` end to end, and its classifier (the estimators: test_estimators.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from vaegen import load_run
-from vaegen.classifier import (
+from vaegen.cli import main
+from vaegen.data import load_dataset
+from vaegen.data.idx import write_idx
+from vaegen.data.named import FASHION_MNIST
+from vaegen.errors import VaegenError
+from vaegen.evaluation import evaluate
+from vaegen.evaluation.estimators import frechet_distance_features, kth_nearest_sq, precision_recall
+from vaegen.evaluation.reference_classifier import (
     Classifier,
     accuracy,
     extract_features,
@@ -21,18 +28,11 @@ from vaegen.classifier import (
     predict,
     reference_info,
 )
-from vaegen.cli import main
-from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaegen.data import load_dataset
-from vaegen.datasets import FASHION_MNIST
-from vaegen.errors import VaegenError
-from vaegen.evaluate import evaluate
-from vaegen.generate import reconstruct, spread_labels
-from vaegen.idx import write_idx
-from vaegen.losses import evaluate_loss
-from vaegen.metrics import frechet_distance_features, kth_nearest_sq, precision_recall
-from vaegen.scorecard import format_table
-from vaegen.train import train  # the training loop alone
+from vaegen.evaluation.scorecard import format_table
+from vaegen.model.likelihoods import evaluate_loss
+from vaegen.rundir.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaegen.sampling.generate import reconstruct, spread_labels
+from vaegen.training.loop import train
 
 from .conftest import as_fashion_mnist_run, make_images
 
@@ -154,9 +154,9 @@ def test_evaluate_unconditional_bernoulli_and_binarize(tiny_data, tmp_path):
 
 # the images every part of evaluate shares are made in its context module (the package exports
 # the function `evaluate`, which hides the package of the same name)
-CONTEXT = importlib.import_module("vaegen.evaluate.context")
-SAMPLES = importlib.import_module("vaegen.evaluate.samples")
-SYNTHETIC = importlib.import_module("vaegen.evaluate.synthetic")
+CONTEXT = importlib.import_module("vaegen.evaluation.context")
+SAMPLES = importlib.import_module("vaegen.evaluation.samples")
+SYNTHETIC = importlib.import_module("vaegen.evaluation.synthetic")
 
 
 def _tiny_run(data, out, conditional=False, loss="gaussian"):
@@ -173,7 +173,9 @@ def test_a_learned_sigma_runs_likelihood_is_named_a_density_not_a_bernoulli(tiny
     run = _tiny_run(tiny_data, tmp_path / "s", loss="gaussian-sigma")
     train_ds, test_ds = load_dataset(str(tiny_data), "train"), load_dataset(str(tiny_data), "test")
     ctx = CONTEXT.Context(run, train_ds, test_ds, 8, torch.arange(8), seed=0, progress=False)
-    notes = importlib.import_module("vaegen.evaluate.likelihood").likelihood(ctx, 3, False)["notes"]
+    notes = importlib.import_module("vaegen.evaluation.marginal_likelihood").likelihood(
+        ctx, 3, False
+    )["notes"]
     assert any("a Gaussian density on continuous grey levels, in nats" in n for n in notes)
     assert not any("Bernoulli" in n or "--binarize" in n for n in notes)
 

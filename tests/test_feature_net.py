@@ -15,26 +15,31 @@ import torch
 
 from vaegen import load_run
 from vaegen._version import __version__
-from vaegen.classifier import accuracy, extract_features, load_classifier, load_reference_classifier
 from vaegen.cli import main
-from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.data import load_dataset
-from vaegen.datasets import FASHION_MNIST
+from vaegen.data.idx import write_idx
+from vaegen.data.named import FASHION_MNIST
 from vaegen.errors import VaegenError
-from vaegen.evaluate import evaluate
-from vaegen.generate import spread_labels
-from vaegen.idx import write_idx
-from vaegen.metrics import frechet_distance_features
+from vaegen.evaluation import evaluate
+from vaegen.evaluation.estimators import frechet_distance_features
+from vaegen.evaluation.reference_classifier import (
+    accuracy,
+    extract_features,
+    load_classifier,
+    load_reference_classifier,
+)
+from vaegen.evaluation.scorecard import format_table
 from vaegen.report import write_report
-from vaegen.run import Run, load_both_splits
-from vaegen.scorecard import format_table
-from vaegen.train import train  # the training loop alone
+from vaegen.rundir import Run, load_both_splits
+from vaegen.rundir.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaegen.sampling.generate import spread_labels
+from vaegen.training.loop import train
 
 from .conftest import as_fashion_mnist_run, make_images, write_idx_dataset
 
 # the package exports the function `evaluate`, which hides the package of the same name
-CONTEXT = importlib.import_module("vaegen.evaluate.context")
-FEATURES = importlib.import_module("vaegen.evaluate.features")
+CONTEXT = importlib.import_module("vaegen.evaluation.context")
+FEATURES = importlib.import_module("vaegen.evaluation.features")
 
 CLASSES = ["bar", "pole", "slash"]  # make_images' three shapes, in label order
 FE = 10  # feature-network epochs: 8 x 8 shapes are told apart long before

@@ -18,9 +18,9 @@ from vaegen.cli import main
 from vaegen.data import load_dataset
 from vaegen.errors import RunError, VaegenError, WriteError
 from vaegen.files import replace_folder, sweep_folder_temporaries, write_group
-from vaegen.generate import generate, generate_to
 from vaegen.locks import lock, output_lock
-from vaegen.train import train  # the training loop alone
+from vaegen.sampling.generate import generate, generate_to
+from vaegen.training.loop import train
 
 from .conftest import write_idx_dataset
 from .test_train import tiny_config
@@ -162,7 +162,7 @@ def test_a_relative_data_path_is_stored_absolute(tmp_path, monkeypatch):
     assert saved == str(tmp_path / "a" / "data")
     # --data-dir too (where a named dataset is looked for first)
     named = RunConfig(DataConfig("fashion-mnist", data_dir="fm"), ModelConfig(hidden=8))
-    from vaegen.run import resolve_config
+    from vaegen.rundir import resolve_config
 
     assert resolve_config(named).data.data_dir == str(tmp_path / "a" / "fm")
     monkeypatch.chdir(tmp_path / "b")  # another folder of the same name here
@@ -335,10 +335,8 @@ def test_a_group_is_replaced_whole_or_not_at_all(tmp_path):
 
 _SLOW_GENERATE = """
 import sys, time
-import vaegen.generate
 from vaegen.cli import main
-
-g = sys.modules["vaegen.generate"]  # the module (vaegen.generate is also a function's name)
+from vaegen.sampling import generate as g
 real = g.write_idx
 def slow(folder, *args):
     names = real(folder, *args)
@@ -413,7 +411,7 @@ def test_a_link_in_place_of_a_recorded_name_is_refused(run_paths, tmp_path):
 def test_fit_prior_sweeps_what_a_killed_fit_left(run_paths, tmp_path):
     import shutil
 
-    from vaegen.priors import fit_prior
+    from vaegen.sampling.priors import fit_prior
 
     out = Path(shutil.copytree(run_paths["plain"], tmp_path / "r"))
     stale = out / ".prior.vaegen-new-999999"

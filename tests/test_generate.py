@@ -8,11 +8,11 @@ import torch
 
 from vaegen import RunConfig, generate, load_dataset, load_run
 from vaegen.cli import main
-from vaegen.config import DataConfig, ModelConfig, TrainConfig
 from vaegen.errors import VaegenError
-from vaegen.generate import reconstruct, spread_labels
-from vaegen.losses import GAUSSIAN
-from vaegen.train import train  # the training loop alone
+from vaegen.model.likelihoods import GAUSSIAN
+from vaegen.rundir.config import DataConfig, ModelConfig, TrainConfig
+from vaegen.sampling.generate import reconstruct, spread_labels
+from vaegen.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +287,7 @@ def fitted(runs, tmp_path_factory):
     """Copies of the tiny MLP runs with a fitted 2-component prior (per class for "cond")."""
     import shutil
 
-    from vaegen.priors import fit_prior
+    from vaegen.sampling.priors import fit_prior
 
     base = tmp_path_factory.mktemp("fitted")
     out = {}
@@ -300,7 +300,7 @@ def fitted(runs, tmp_path_factory):
 
 def _read_back(out, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(x, y) of a written .npz (numpy, no pickles) or IDX folder (vaegen's IDX reader)."""
-    from vaegen.idx import read_idx
+    from vaegen.data.idx import read_idx
 
     if fmt == "npz":
         with np.load(out, allow_pickle=False) as f:
@@ -318,7 +318,7 @@ def _files(out) -> dict[str, bytes]:
 
 
 def test_labels_between_is_a_slice_of_spread_labels():
-    from vaegen.generate import class_counts, labels_between
+    from vaegen.sampling.generate import class_counts, labels_between
 
     for n, classes in ((10, [2, 0, 1]), (2, [0, 1, 2]), (101, [1, 1, 0]), (7, [4])):
         whole = spread_labels(n, classes)
@@ -341,9 +341,9 @@ def test_streamed_files_hold_what_one_generator_seeded_with_the_seed_draws(
     import io
     import zipfile
 
-    from vaegen.generate import generate_to
-    from vaegen.idx import idx_bytes
-    from vaegen.priors import load_prior
+    from vaegen.data.idx import idx_bytes
+    from vaegen.sampling.generate import generate_to
+    from vaegen.sampling.priors import load_prior
 
     run = load_run(fitted[name])
     n, seed, temperature = 100, 5, 0.8
@@ -374,8 +374,8 @@ def test_streamed_files_hold_what_one_generator_seeded_with_the_seed_draws(
 def test_the_chunk_size_never_changes_the_bytes(fitted, tmp_path, fmt, prior):
     """Codes come in blocks (here 16 images), block b from its own generator: decoding and writing
     7 or 64 images at a time gives the same files, and they hold those blocks decoded."""
-    from vaegen.generate import block_generator, generate_to
-    from vaegen.priors import load_prior
+    from vaegen.sampling.generate import block_generator, generate_to
+    from vaegen.sampling.priors import load_prior
 
     run = load_run(fitted["cond"])
     n, seed, block = 100, 2, 16
@@ -410,7 +410,7 @@ class _Interrupted(Exception):
 def test_an_error_midway_leaves_no_file_and_no_temporary(runs, tmp_path, monkeypatch, fmt, error):
     """The decoder fails on the 3rd block: no file of the new output appears (the old output, when
     overwriting, is untouched, PNGs included) and no temporary or staging folder is left."""
-    from vaegen.generate import generate_to
+    from vaegen.sampling.generate import generate_to
 
     run = load_run(runs["mlp-cond"])
     out = tmp_path / ("g.npz" if fmt == "npz" else "g")
@@ -450,7 +450,9 @@ def test_existing_files_are_refused_before_any_work(runs, tmp_path, monkeypatch,
     before = _files(out)
     again = ["generate", run, "--n", "9", "--format", fmt, "--out", str(out)]
     with monkeypatch.context() as m:
-        m.setattr(sys.modules["vaegen.generate"], "decoded_chunks", None)  # no decoding at all
+        m.setattr(
+            sys.modules["vaegen.sampling.generate"], "decoded_chunks", None
+        )  # no decoding at all
         assert main(again) == 2
     first, count = {
         "npz": (out, 1),
@@ -504,7 +506,7 @@ _MEMORY_PROBE = """
 import re, sys
 import torch
 from vaegen import load_run
-from vaegen.generate import generate_to
+from vaegen.sampling.generate import generate_to
 
 torch.set_num_threads(1)
 run, fmt, folder = load_run(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -569,8 +571,8 @@ def test_streamed_arrays_must_fill_the_shape_their_header_promised():
     import gzip
     import io
 
-    from vaegen._io import NpyWriter
-    from vaegen.idx import IdxGzipWriter, idx_bytes
+    from vaegen.data.idx import IdxGzipWriter, idx_bytes
+    from vaegen.sampling.writers import NpyWriter
 
     want = np.arange(6, dtype=np.uint8).reshape(3, 2)
     saved = io.BytesIO()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vaegen import load_run
-from vaegen.checkpoint import load_state
+from vaegen.rundir.checkpoint import load_state
 
 from .test_train import assert_same_weights
 
@@ -23,7 +23,8 @@ from .test_train import assert_same_weights
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-import vaegen.checkpoint as ckpt
+import vaegen.rundir.checkpoint as ckpt
+import vaegen.tensorfiles as tensorfiles
 from vaegen.files import atomic_write_bytes
 from vaegen.cli import main
 
@@ -39,7 +40,8 @@ def write_then_die(path, data):
         os.kill(os.getpid(), signal.SIGKILL)
     atomic_write_bytes(path, data)
 
-ckpt.atomic_write_bytes = write_then_die
+ckpt.atomic_write_bytes = write_then_die  # the checkpoints
+tensorfiles.atomic_write_bytes = write_then_die  # model.safetensors
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaegen.losses import likelihood
-from vaegen.metrics import iwae_log_likelihood
-from vaegen.models import LOGVAR_MAX, LOGVAR_MIN, MODELS, VAE, ConvVAE
+from vaegen.evaluation.estimators import iwae_log_likelihood
+from vaegen.model.likelihoods import likelihood
+from vaegen.model.vae import LOGVAR_MAX, LOGVAR_MIN, MODELS, VAE, ConvVAE
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))

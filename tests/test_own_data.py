@@ -16,15 +16,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vaegen import images as images_module, load_dataset, load_run
+from vaegen import load_dataset, load_run
 from vaegen.cli import main
-from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaegen.data import load_splits
-from vaegen.datainfo import info_lines
+from vaegen.data import image_folders as images_module, load_splits
+from vaegen.data.info import info_lines
+from vaegen.data.splits import held_out_counts, holdout
 from vaegen.errors import DataError, VaegenError
-from vaegen.run import load_config, load_split
-from vaegen.splits import held_out_counts, holdout
-from vaegen.train import train  # the training loop alone
+from vaegen.rundir import load_config, load_split
+from vaegen.rundir.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaegen.training.loop import train
 
 RNG = np.random.default_rng(0)
 
@@ -668,16 +668,16 @@ class _FailingFile:
 def test_an_interrupted_write_leaves_no_entry(tmp_path, monkeypatch, decodes, error):
     import contextlib
 
-    from vaegen import foldercache
+    from vaegen.data import folder_cache
 
-    real = foldercache.atomic_open
+    real = folder_cache.atomic_open
 
     @contextlib.contextmanager
     def failing(path):
         with real(path) as f:
             yield _FailingFile(f, error)
 
-    monkeypatch.setattr(foldercache, "atomic_open", failing)
+    monkeypatch.setattr(folder_cache, "atomic_open", failing)
     folder = write_folder(tmp_path / "d", {"a": [grey()] * 2, "b": [grey()]})
     if isinstance(error, OSError):  # a warning: the load goes on
         ds = load_dataset(folder, test_fraction=0)
@@ -687,7 +687,7 @@ def test_an_interrupted_write_leaves_no_entry(tmp_path, monkeypatch, decodes, er
         with pytest.raises(KeyboardInterrupt):
             load_dataset(folder, test_fraction=0)
     assert cache_files(tmp_path, ".*") + cache_files(tmp_path) == []  # no temporary, no entry
-    monkeypatch.setattr(foldercache, "atomic_open", real)
+    monkeypatch.setattr(folder_cache, "atomic_open", real)
     assert load_dataset(folder, test_fraction=0).cache.startswith("miss")
 
 
@@ -808,7 +808,7 @@ def gib(n_bytes: float) -> str:
 @pytest.fixture
 def memory_of(monkeypatch):
     """Set the memory vaegen believes is available, in bytes."""
-    from vaegen import memory
+    from vaegen.data import memory
 
     def set_to(n_bytes):
         monkeypatch.setattr(memory, "available_bytes", lambda: n_bytes)
@@ -850,12 +850,12 @@ def test_training_on_the_cpu_counts_its_float32_copies(tmp_path, memory_of, deco
 
 
 def test_a_cached_folder_is_checked_too(tmp_path, memory_of, monkeypatch):
-    from vaegen import foldercache
+    from vaegen.data import folder_cache
 
     folder = write_folder(tmp_path / "d", {"a": [grey(8, 8)] * 10})
     load_dataset(folder)
     memory_of(10 * 64 * 2 - 1)
-    monkeypatch.setattr(foldercache, "read_entry", lambda *a: pytest.fail("read"))
+    monkeypatch.setattr(folder_cache, "read_entry", lambda *a: pytest.fail("read"))
     with pytest.raises(DataError, match="10 images of 1 x 8 x 8 need about"):
         load_dataset(folder)
 
@@ -881,7 +881,7 @@ def test_an_npz_too_large_is_refused_before_reading(tmp_path, memory_of, monkeyp
 
 
 def test_available_memory_is_meminfo_capped_by_the_cgroup(tmp_path, monkeypatch):
-    from vaegen import memory
+    from vaegen.data import memory
 
     (tmp_path / "meminfo").write_text("MemTotal: 9000 kB\nMemAvailable:    1024 kB\n")
     monkeypatch.setattr(memory, "_MEMINFO", tmp_path / "meminfo")

@@ -7,9 +7,9 @@ import json
 
 import vaegen
 from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaegen.checkpoint import read_tensors
 from vaegen.cli import main
-from vaegen.config import OWN_IMAGES_LOSS
+from vaegen.rundir.config import OWN_IMAGES_LOSS
+from vaegen.tensorfiles import read_tensors
 
 
 def test_the_api_and_the_cli_make_the_same_run(tiny_data, tmp_path):

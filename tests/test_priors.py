@@ -16,9 +16,10 @@ import torch
 
 from vaegen import generate, load_run
 from vaegen.cli import main
-from vaegen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.errors import RunError, VaegenError
-from vaegen.priors import (
+from vaegen.rundir import load_split
+from vaegen.rundir.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaegen.sampling.priors import (
     AggregatePosterior,
     GaussianMixturePrior,
     StandardNormal,
@@ -27,8 +28,7 @@ from vaegen.priors import (
     fit_prior,
     load_prior,
 )
-from vaegen.run import load_split
-from vaegen.train import train  # the training loop alone
+from vaegen.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,7 @@ def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monke
     import importlib
     import shutil
 
-    context = importlib.import_module("vaegen.evaluate.context")
+    context = importlib.import_module("vaegen.evaluation.context")
     out = shutil.copytree(runs["cond"], tmp_path / "cond")
     fit_prior(load_run(out), components=2)
     asked, loads = [], []
@@ -212,7 +212,10 @@ def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monke
         return load_prior(run, which)
 
     monkeypatch.setattr(context, "generate", spy)
-    for module in ("vaegen.evaluate", "vaegen.generate"):  # the prior is loaded once, not twice
+    for module in (
+        "vaegen.evaluation",
+        "vaegen.sampling.generate",
+    ):  # the prior is loaded once, not twice
         monkeypatch.setattr(importlib.import_module(module), "load_prior", counted)
     kw = {"quick": True, "iw_samples": 5, "n_generated": 60, "progress": False}
     for flag, used, named in (
@@ -238,8 +241,8 @@ def test_fit_prior_redraws_the_samples_figure_from_the_new_prior(runs, tmp_path)
     import base64
     import shutil
 
-    from vaegen.plots import draw_all
     from vaegen.report import write_report
+    from vaegen.report.figures import draw_all
 
     out = shutil.copytree(runs["plain"], tmp_path / "plain")
     draw_all(load_run(out), only=["samples.png", "manifold.png"])
@@ -349,7 +352,7 @@ def test_the_aggregate_posterior_round_trips_and_generate_decodes_it(runs, tmp_p
     import shutil
 
     from vaegen.data import to_float
-    from vaegen.run import load_split
+    from vaegen.rundir import load_split
 
     run = load_run(shutil.copytree(runs["cond"], tmp_path / "cond"))
     for old in (run.path / "prior").glob("posterior.*"):  # as a run fitted before it existed
@@ -411,7 +414,7 @@ PROBE = """
 import sys
 from pathlib import Path
 from vaegen.errors import RunError
-from vaegen.runfolder import lock_for_writing
+from vaegen.rundir.layout import lock_for_writing
 try:
     with lock_for_writing(Path(sys.argv[1]), "probe"):
         print("free", flush=True)
@@ -428,20 +431,20 @@ def test_the_run_is_locked_while_its_prior_is_fitted(runs, tmp_path, monkeypatch
     while `fit-prior` runs, is refused rather than reading half a prior."""
     import shutil
 
-    import vaegen.priors
+    import vaegen.sampling.priors
 
     out = shutil.copytree(runs["plain"], tmp_path / "plain")
     (tmp_path / "probe.py").write_text(PROBE)
     probe = [sys.executable, str(tmp_path / "probe.py"), str(out)]
-    env = {**os.environ, "PYTHONPATH": str(Path(vaegen.priors.__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(vaegen.sampling.priors.__file__).parents[1])}
     seen = []
-    real = vaegen.priors.fit_prior
+    real = vaegen.sampling.priors.fit_prior
 
     def probing(run, *args, **kwargs):
         seen.append(subprocess.run(probe, env=env, capture_output=True, text=True))
         return real(run, *args, **kwargs)
 
-    monkeypatch.setattr(vaegen.priors, "fit_prior", probing)
+    monkeypatch.setattr(vaegen.sampling.priors, "fit_prior", probing)
     assert main(["-q", "train", "--out", str(out), "--resume", "--prior-components", "2",
                  "--no-plots"]) == 0  # fmt: skip
     (during,) = seen
@@ -512,7 +515,7 @@ def test_classes_fitted_side_by_side_are_each_scikit_learns_own_fit():
     (padded to K components)."""
     from sklearn.mixture import GaussianMixture
 
-    from vaegen.mixture import fit_mixtures
+    from vaegen.sampling.mixture import fit_mixtures
 
     g = torch.Generator().manual_seed(1)
     groups = [(torch.randn(n, 3, generator=g) + 3 * i).numpy() for i, n in enumerate((300, 8, 500))]
@@ -534,8 +537,8 @@ def test_fit_prior_fits_what_the_runs_config_names(tiny_data, tmp_path):
     """The prior's components, draws and reg_covar are part of the run's config (--preset synth:
     100, 3 and 0.1): fit_prior(run) fits those, arguments override them, and a run trained
     without a prior (0 components) gets the default mixture when one is asked for."""
-    from vaegen.config import PRESETS
-    from vaegen.priors import DEFAULT_COMPONENTS
+    from vaegen.rundir.config import PRESETS
+    from vaegen.sampling.priors import DEFAULT_COMPONENTS
 
     synth = PRESETS["synth"].train
     assert (synth.prior_components, synth.prior_draws, synth.prior_reg_covar) == (100, 3, 0.1)
@@ -656,7 +659,7 @@ def test_every_blas_library_runs_one_thread_while_the_mixtures_are_fitted():
     OpenMP Loop" about 500 times per 100-component fit."""
     code = (
         "import numpy as np, sys\n"
-        "import vaegen.mixture as m\n"
+        "import vaegen.sampling.mixture as m\n"
         "from threadpoolctl import threadpool_info\n"
         "assert 'scipy.linalg' not in sys.modules\n"
         "seen, real = [], m.fit_one\n"

@@ -13,10 +13,11 @@ from queue import Queue
 import pytest
 import torch
 
-from vaegen import datasets, load_dataset
+from vaegen import load_dataset
 from vaegen.cli import main
-from vaegen.collapse import PosteriorCollapseWarning
+from vaegen.data import named as datasets
 from vaegen.errors import DataError
+from vaegen.training.collapse_guard import PosteriorCollapseWarning
 
 
 def test_fashion_mnist_verifies_and_loads(fashion_dir, monkeypatch):

@@ -16,7 +16,7 @@ import vaegen
 from vaegen import evaluate, files, load_run
 from vaegen.cli import main
 from vaegen.errors import RunError
-from vaegen.train import train  # the training loop alone
+from vaegen.training.loop import train
 
 from .conftest import in_ci
 from .test_train import assert_same_weights, tiny_config
@@ -170,7 +170,7 @@ def test_a_preset_sets_its_fields_flags_override_them_and_resume_continues(tiny_
     """--preset synth writes the preset's config (conditional, its likelihood, latent size) with
     the flags given beside it on top; the same command plus --resume continues that run; the
     default stays the article's model."""
-    from vaegen.config import PRESETS, RunConfig, TrainConfig
+    from vaegen.rundir.config import PRESETS, RunConfig, TrainConfig
 
     assert PRESETS["article"] == RunConfig(train=TrainConfig(loss="gaussian"))  # pinned
     synth = PRESETS["synth"]

@@ -8,20 +8,14 @@ import json
 import pytest
 import torch
 
-from vaegen import (
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-    fast_step as fast_step_module,
-    step as step_module,
-)
+from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.errors import VaegenError
-from vaegen.fast_step import FastStep
-from vaegen.losses import kl_divergence, likelihood
-from vaegen.models import VAE
-from vaegen.step import FastStepMismatch, objective, parity_error
-from vaegen.train import train  # the training loop alone
+from vaegen.model.likelihoods import kl_divergence, likelihood
+from vaegen.model.vae import VAE
+from vaegen.training import hand_derived_step as fast_step_module, step as step_module
+from vaegen.training.hand_derived_step import HandDerivedStep
+from vaegen.training.loop import train
+from vaegen.training.step import HandDerivedStepMismatch, objective, parity_error
 
 
 def config(data, step: str = "auto", **model) -> RunConfig:
@@ -37,15 +31,15 @@ def metrics(run_dir) -> list[dict]:
 
 
 def test_the_mlp_on_a_cpu_trains_with_the_fast_step(tiny_data, tmp_path, monkeypatch):
-    """Every step of the default path goes through FastStep, and the run says so."""
+    """Every step of the default path goes through HandDerivedStep, and the run says so."""
     calls = []
-    real = FastStep.__call__
+    real = HandDerivedStep.__call__
 
     def counting(self, x, y, generator):
         calls.append(len(x))
         return real(self, x, y, generator)
 
-    monkeypatch.setattr(FastStep, "__call__", counting)
+    monkeypatch.setattr(HandDerivedStep, "__call__", counting)
     run = train(config(tiny_data), tmp_path / "r", progress=False)
     steps = 2 * 8  # 256 images in batches of 32, two epochs
     assert len(calls) == steps + 1  # and once for the parity check on the first batch
@@ -60,7 +54,7 @@ def test_parity_error_sees_a_wrong_gradient():
     model = VAE(image_shape=(1, 6, 6), latent_dim=2, hidden=16, num_classes=3)
     lk = likelihood("gaussian")
     x, y = torch.rand(20, 1, 6, 6), torch.arange(20) % 3
-    fast = FastStep(model, lk, 0.5, batch_size=20)
+    fast = HandDerivedStep(model, lk, 0.5, batch_size=20)
     assert parity_error(model, fast, lk, 0.5, x, y, seed=3) is None
     assert parity_error(model, fast, lk, 1.0, x, y, seed=3) is not None  # another beta
 
@@ -89,7 +83,7 @@ def test_a_changed_model_makes_training_fall_back_to_autograd(tiny_data, tmp_pat
     for a, b in zip(metrics(guarded.path), metrics(reference.path), strict=True):
         assert a["train_loss"] == b["train_loss"] and a["test_loss"] == b["test_loss"]
 
-    with pytest.raises(FastStepMismatch, match=r"fc4\.bias: max difference"):
+    with pytest.raises(HandDerivedStepMismatch, match=r"fc4\.bias: max difference"):
         train(config(tiny_data, step="fast"), tmp_path / "forced", progress=False)
 
 
@@ -104,7 +98,7 @@ def test_step_fast_where_it_does_not_apply_is_an_error(tiny_data, tmp_path, monk
 def _subnormals(run_dir) -> int:
     """Subnormal float32 values (nonzero, below 1.2e-38 in magnitude) in a run's newest
     optimizer state."""
-    from vaegen.checkpoint import read_tensors
+    from vaegen.tensorfiles import read_tensors
 
     (state,) = (run_dir / "state").glob("*/optimizer.safetensors")
     tiny = torch.finfo(torch.float32).tiny
@@ -122,7 +116,7 @@ def test_adam_moments_never_become_subnormal(tmp_path, monkeypatch, step):
     range in between. Training flushes tiny moments: none is left; without the flush, some are."""
     import numpy as np
 
-    from vaegen import step as step_module
+    from vaegen.training import step as step_module
 
     x = np.zeros((1500, 8, 8), np.uint8)
     x[:, 1:7, 1:7] = np.arange(1500).reshape(-1, 1, 1) % 200  # the centre, in every image
@@ -222,8 +216,8 @@ def test_the_bf16_objective_computes_its_loss_terms_in_float32():
 def test_processes_share_out_the_noise_one_process_draws(monkeypatch, bf16):
     """Each of N processes takes its part of the whole batch's noise, drawn as the model draws it
     alone (in mu's dtype: bfloat16 under autocast, where a float32 draw gives other numbers)."""
-    from vaegen.distributed import Processes
-    from vaegen.step import autograd_step
+    from vaegen.training.distributed import Processes
+    from vaegen.training.step import autograd_step
 
     model = VAE(image_shape=(1, 4, 4), latent_dim=3, hidden=8)
     x = torch.rand(7, 1, 4, 4, generator=torch.Generator().manual_seed(1))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,12 +10,13 @@ import torch
 from PIL import Image
 
 from vaegen import RunConfig, load_run
-from vaegen.checkpoint import load_state, read_tensors
 from vaegen.cli import main
-from vaegen.config import DataConfig, ModelConfig, TrainConfig
 from vaegen.errors import RunError, VaegenError
-from vaegen.run import read_metrics
-from vaegen.train import train  # the training loop alone
+from vaegen.rundir import read_metrics
+from vaegen.rundir.checkpoint import load_state
+from vaegen.rundir.config import DataConfig, ModelConfig, TrainConfig
+from vaegen.tensorfiles import read_tensors
+from vaegen.training.loop import train
 
 
 def tiny_config(data: Path, epochs: int = 4, **train_kw) -> RunConfig:
@@ -141,8 +141,9 @@ class Killed(BaseException):
     """A kill at one write: nothing in vaegen handles it, and what was written stays."""
 
 
-@pytest.mark.parametrize("dies_at", ["checkpoint.save_weights", "run.write_metrics",
-                                     "checkpoint.save_state"])  # fmt: skip
+@pytest.mark.parametrize(
+    "dies_at", ["tensorfiles.save_weights", "rundir.write_metrics", "rundir.checkpoint.save_state"]
+)
 def test_a_run_killed_at_any_write_of_its_last_epoch_resumes_to_whole_files(
     tiny_data, tmp_path, monkeypatch, dies_at
 ):
@@ -150,7 +151,7 @@ def test_a_run_killed_at_any_write_of_its_last_epoch_resumes_to_whole_files(
 
     cfg = tiny_config(tiny_data, epochs=2)
     train(cfg, tmp_path / "full", progress=False)
-    module, name = dies_at.split(".")
+    module, name = dies_at.rsplit(".", 1)
     target = importlib.import_module(f"vaegen.{module}")
     real, calls = getattr(target, name), []
 
@@ -230,9 +231,8 @@ def test_non_finite_loss_stops_with_a_hint(tiny_data, tmp_path):
 def test_a_non_finite_test_loss_stops_before_the_epoch_is_recorded(
     tiny_data, tmp_path, monkeypatch
 ):
-    import importlib
+    from vaegen.training import loop as module
 
-    module = importlib.import_module("vaegen.train")  # the package exports a function `train`
     real, calls = module.evaluate_loss, []
 
     def nan_the_second_time(*args, **kwargs):
@@ -255,7 +255,7 @@ def test_an_optimizer_state_that_overflows_while_the_loss_stays_finite_is_named(
 ):
     """8 steps an epoch, a checkpoint every 11: the state overflowed at `at_step` is refused at
     the next save (the end of epoch 1, or global step 11), with the epoch and step and a hint."""
-    from vaegen.step import Step
+    from vaegen.training.step import Step
 
     real = Step.train_step
 
@@ -346,9 +346,9 @@ def test_a_nan_checked_every_few_steps_is_caught_before_any_checkpoint(
     device). Checked every 5 steps here, with a checkpoint every 3 and 8 steps an epoch: a NaN
     from global step `nan_at` on is caught at the next check, the next checkpoint or the epoch's
     end, whichever comes first; the checkpoints on disk hold the last finite weights."""
-    from vaegen.step import Step
+    from vaegen.training import loop as trainer
+    from vaegen.training.step import Step
 
-    trainer = sys.modules["vaegen.train"]  # the module, which vaegen.train (the function) hides
     monkeypatch.setattr(trainer, "check_every", lambda device: 5)
     real = Step.train_step
 

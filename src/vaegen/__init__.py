@@ -11,14 +11,14 @@ import os
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 from ._version import __version__
-from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import ImageDataset, load_dataset
-from .evaluate import evaluate
-from .generate import generate
-from .models import VAE, ConvVAE
+from .evaluation import evaluate
+from .model.vae import VAE, ConvVAE
 from .pipeline import train
-from .priors import fit_prior
-from .run import Run, load_run
+from .rundir import Run, load_run
+from .rundir.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from .sampling.generate import generate
+from .sampling.priors import fit_prior
 
 __all__ = [
     "VAE",

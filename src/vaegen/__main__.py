@@ -1,8 +1,10 @@
+"""`python -m vaegen`: the command line, with a torchrun worker's exit that skips teardown."""
+
 import os
 import sys
 
 from .cli import main
-from .distributed import started_by_torchrun
+from .training.distributed import started_by_torchrun
 
 status = main()
 if started_by_torchrun():

@@ -1,5 +1,5 @@
 """A run made complete by its config in one call, as `vaegen train` makes it: the training loop
-(vaegen.train), then the prior the config names (fitted, or removed for prior_components 0),
+(vaegen.training.loop), then the prior the config names (fitted, or removed for prior_components 0),
 then the figures and the report. `vaegen.train` is this module's `train`; the command line calls
 it too, so the API and the CLI give the same run.
 """
@@ -10,12 +10,13 @@ import contextlib
 import logging
 from pathlib import Path
 
-from . import distributed, priors, runfolder
-from .config import RunConfig
-from .plots import draw_all
 from .report import write_report
-from .run import Run, load_split
-from .train import train as train_loop
+from .report.figures import draw_all
+from .rundir import Run, layout, load_split
+from .rundir.config import RunConfig
+from .sampling import priors
+from .training import distributed
+from .training.loop import train as train_loop
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,13 @@ def train(
     config.train.loss None trains with the data source's default loss (config.default_loss:
     the article's for FashionMNIST and MNIST, a Gaussian with its sigma set in closed form for
     one's own images); config.json records the loss used. resume, progress, checkpoint_every,
-    tensorboard, max_steps: as vaegen.train.train, the training loop alone. A run stopped by max_steps
+    tensorboard, max_steps: as vaegen.training.loop.train, the training loop alone. A run stopped by max_steps
     before its last epoch is not finished, so nothing is added to it. Started by torchrun, every
     process trains; the first alone finishes the run, holding the run's lock until it is done
     (evaluate cannot start in between and sample N(0, I))."""
     out = Path(out)
     procs = distributed.from_env()
-    held = runfolder.lock_for_writing(out, "training") if procs.is_main else None
+    held = layout.lock_for_writing(out, "training") if procs.is_main else None
     with held or contextlib.nullcontext():
         run = train_loop(config, out, resume=resume, progress=progress,
                          checkpoint_every=checkpoint_every, tensorboard=tensorboard,

@@ -12,10 +12,9 @@ import logging
 from contextlib import nullcontext
 from pathlib import Path
 
-from .. import run as rundir, runfolder
 from ..data import ImageDataset
 from ..files import atomic_write_text
-from ..run import Run
+from ..rundir import Run, layout
 from .payload import report_data
 from .render import ReportData, render_page, render_value, script_json
 
@@ -32,7 +31,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REPORT = rundir.REPORT
+REPORT = layout.REPORT
 
 
 def write_report(run: Run, path: Path | None = None, *, test: ImageDataset | None = None) -> Path:
@@ -44,7 +43,7 @@ def write_report(run: Run, path: Path | None = None, *, test: ImageDataset | Non
     """
     into_run = path is None  # then held as the run's other writers hold it
     path = run.path / REPORT if into_run else Path(path)
-    with runfolder.lock_for_writing(run.path, "writing the report") if into_run else nullcontext():
+    with layout.lock_for_writing(run.path, "writing the report") if into_run else nullcontext():
         atomic_write_text(path, build_report(run, test))
     log.debug("wrote %s", path)
     return path

@@ -26,14 +26,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import checkpoint as ckpt, plots, run as rundir
+from .. import tensorfiles
 from .._version import __version__
 from ..data import ImageDataset, load_dataset
 from ..errors import VaegenError
-from ..losses import Likelihood
-from ..metrics import latent_means
-from ..models import VAE
-from ..run import Run, with_default_loss
+from ..model.encode import latent_means
+from ..model.likelihoods import Likelihood
+from ..model.vae import VAE
+from ..rundir import Run, layout, with_default_loss
+from . import figures
 from .render import ReportData, RunFacts, RunFile
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def report_data(run: Run, test: ImageDataset | None = None) -> ReportData:
 
     test: the test split; None loads it from the run's data source, and where that fails the
     explorer has no points and the page says why. Figures missing from RUN/figures are drawn
-    first (plots.draw_missing), when the test split is at hand.
+    first (figures.draw_missing), when the test split is at hand.
     """
     run.model.eval()
     data_problem = ""
@@ -75,7 +76,7 @@ def report_data(run: Run, test: ImageDataset | None = None) -> ReportData:
         explorer=explorer,
         data_problem=data_problem,
         figures=figures,
-        evaluation=_read_run_file(run, rundir.EVAL),
+        evaluation=_read_run_file(run, layout.EVAL),
         config=_config(run),
     )
 
@@ -85,7 +86,7 @@ def _read_run_file(run: Run, name: str) -> RunFile:
     if not path.is_file():
         return RunFile(file=name, found=False, value=None, error="")
     try:
-        return RunFile(file=name, found=True, value=ckpt.read_json(path), error="")
+        return RunFile(file=name, found=True, value=tensorfiles.read_json(path), error="")
     except VaegenError as e:
         return RunFile(file=name, found=False, value=None, error=str(e))
 
@@ -93,7 +94,7 @@ def _read_run_file(run: Run, name: str) -> RunFile:
 def _config(run: Run) -> RunFile:
     """config.json as written (with the version and dataset facts); when it cannot be read or is
     not an object, the run's own configuration."""
-    got = _read_run_file(run, rundir.CONFIG)
+    got = _read_run_file(run, layout.CONFIG)
     if not isinstance(got["value"], dict):
         got["value"] = with_default_loss(run.config).to_dict()
     return got
@@ -105,9 +106,9 @@ def _config(run: Run) -> RunFile:
 def collect_figures(run: Run, test: ImageDataset | None) -> dict[str, str]:
     """{figure name: data: URI} of RUN/figures/*.png in page order, drawing first the figures
     that are missing (only those, and only when the test split is at hand)."""
-    folder = run.path / rundir.FIGURES
+    folder = run.path / layout.FIGURES
     if test is not None:
-        plots.draw_missing(run, test)
+        figures.draw_missing(run, test)
     out = {}
     for png in sorted(folder.glob("*.png"), key=_figure_order):
         data = png.read_bytes()
@@ -119,11 +120,11 @@ def collect_figures(run: Run, test: ImageDataset | None) -> dict[str, str]:
 
 
 def _figure_order(path: Path) -> tuple[int, list[Any]]:
-    """plots.FIGURES order first, then the rest by name, numbers compared as numbers."""
+    """figures.FIGURES order first, then the rest by name, numbers compared as numbers."""
     stem = path.stem
     rank = next(
-        (i for i, n in enumerate(plots.FIGURES) if stem == n or stem.startswith(n + "_")),
-        len(plots.FIGURES),
+        (i for i, n in enumerate(figures.FIGURES) if stem == n or stem.startswith(n + "_")),
+        len(figures.FIGURES),
     )
     return rank, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", stem)]
 
@@ -167,7 +168,7 @@ def explorer_data(run: Run, test: ImageDataset | None) -> dict[str, Any]:
     if d == 1:
         xy[:, 1] *= 0.8 * extent
     k = max(len(classes), 1)
-    palette = plots.class_colours(k)  # latent_scatter.png's
+    palette = figures.class_colours(k)  # latent_scatter.png's
     out: dict[str, Any] = {
         "image_shape": list(run.image_shape),
         "latent_dim": d,
@@ -226,7 +227,7 @@ def _lookup_grid(run: Run, extent: float, n: int = LOOKUP_GRID) -> dict[str, Any
     labels = range(len(run.classes)) if run.config.model.conditional else [None]
     atlases = []
     for label in labels:
-        images = plots.decode_grid(run, label, values)
+        images = figures.decode_grid(run, label, values)
         mosaic = images.permute(2, 0, 3, 1, 4).reshape(c, n * h, n * w)
         pixels = (mosaic * 255).round().to(torch.uint8).numpy()
         image = Image.fromarray(pixels.transpose(1, 2, 0) if c == 3 else pixels[0])

@@ -1,0 +1,372 @@
+"""The `vaegen` command. Thin: parse arguments, call the library, print.
+
+Every flag of `vaegen train` maps onto one config field (--latent-dim <-> model.latent_dim).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from .._version import __version__
+from ..console import configure_logging
+from ..errors import Terminated, VaegenError, terminated_as_interrupt
+from ..model.likelihoods import ALIASES, LIKELIHOODS, LOSS_CHOICES
+from ..rundir import Run
+from ..rundir.config import (
+    ARTICLE_LOSS,
+    MODEL_KINDS,
+    OWN_IMAGES_LOSS,
+    PRECISIONS,
+    PRESET_HELP,
+    PRESETS,
+    STEPS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    preset,
+)
+from ..sampling.priors import PRIOR_CHOICES
+from ..training import distributed
+from .data import CACHE_HELP, add_data_command, add_data_flags, cmd_data
+from .prior import add_fit_prior_command, add_mixture_flags, cmd_fit_prior
+
+# flag -> (section, field); defaults live in the dataclasses, not here
+_TRAIN_FLAGS = {
+    "data": ("data", "source"),
+    "data_dir": ("data", "data_dir"),
+    "model": ("model", "model"),
+    "latent_dim": ("model", "latent_dim"),
+    "hidden": ("model", "hidden"),
+    "conditional": ("model", "conditional"),
+    "loss": ("train", "loss"),
+    "beta": ("train", "beta"),
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "seed": ("train", "seed"),
+    "device": ("train", "device"),
+    "threads": ("train", "threads"),
+    "deterministic": ("train", "deterministic"),
+    "step": ("train", "step"),
+    "precision": ("train", "precision"),
+    "channels": ("data", "channels"),
+    "image_size": ("data", "image_size"),
+    "test_fraction": ("data", "test_fraction"),
+    "split_seed": ("data", "split_seed"),
+    "skip_bad": ("data", "skip_bad"),
+    "prior_components": ("train", "prior_components"),
+    "prior_draws": ("train", "prior_draws"),
+    "prior_reg_covar": ("train", "prior_reg_covar"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vaegen",
+        description="Learn an image dataset's distribution with a VAE and generate simulated data.",
+        epilog=CACHE_HELP,
+    )
+    p.add_argument("--version", action="version", version=f"vaegen {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="train a VAE into a run directory",
+        description="Train a VAE into a run directory. In several processes (DDP): "
+        "torchrun --nproc-per-node N -m vaegen train --out RUN ...",
+        epilog=CACHE_HELP,
+    )
+    d, m, tr = DataConfig(), ModelConfig(), TrainConfig()
+    t.add_argument(
+        "--preset", choices=PRESETS, metavar="NAME",
+        help="start from a named recipe; flags given beside it override its fields: "
+        + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()),
+    )  # fmt: skip
+    t.add_argument(
+        "--data", help=f"named dataset, IDX folder, .npz or image folder (default {d.source})"
+    )
+    t.add_argument("--data-dir", help="folder to look in first for a named dataset")
+    add_data_flags(t)
+    t.add_argument("--model", choices=MODEL_KINDS, help=f"model architecture (default {m.model})")
+    t.add_argument("--latent-dim", type=int, help=f"latent dimensions (default {m.latent_dim})")
+    t.add_argument("--hidden", type=int, help=f"hidden layer width (default {m.hidden})")
+    t.add_argument(
+        "--conditional", action="store_true", default=None, help="condition on the class label"
+    )
+    losses = "; ".join(f"{name}: {lk.description}" for name, lk in LIKELIHOODS.items())
+    aliases = ", ".join(f"{a} = {b}" for a, b in ALIASES.items())
+    t.add_argument(
+        "--loss", choices=LOSS_CHOICES, metavar="LOSS",
+        help=f"decoder likelihood: {losses} ({aliases}; default {tr.loss} for FashionMNIST and "
+        f"MNIST, {OWN_IMAGES_LOSS} for other images)",
+    )  # fmt: skip
+    t.add_argument("--beta", type=float, help=f"weight of the KL term (default {tr.beta:g})")
+    t.add_argument("--epochs", type=int, help=f"epochs (default {tr.epochs})")
+    t.add_argument("--batch-size", type=int, help=f"images per step (default {tr.batch_size})")
+    t.add_argument("--lr", type=float, help=f"Adam learning rate (default {tr.lr:g})")
+    t.add_argument("--seed", type=int, help=f"random seed (default {tr.seed})")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    t.add_argument("--threads", type=int, help="CPU threads (default 0: vaegen's choice)")
+    t.add_argument(
+        "--deterministic", action="store_true", default=None,
+        help="use only deterministic algorithms (bitwise repeatable on a GPU; slower there)",
+    )  # fmt: skip
+    t.add_argument(
+        "--step", choices=STEPS,
+        help="training step: fast (hand-derived, MLP on a CPU), autograd, cuda-graph (autograd's "
+        "step recorded once and replayed; a CUDA GPU, one process), or auto: fast where it applies "
+        "and matches autograd on the first batch, cuda-graph on a GPU (default auto)",
+    )  # fmt: skip
+    t.add_argument(
+        "--precision", choices=PRECISIONS,
+        help="matrix products of training: float32 (default, the article's math) or bf16 "
+        "(bfloat16 products, float32 weights; needs a CPU with AVX512-BF16 or AMX, or a GPU)",
+    )  # fmt: skip
+    t.add_argument("--out", type=Path, help="run directory (default runs/run-DATE-TIME)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--checkpoint-every", type=int, default=0, metavar="N",
+        help="also checkpoint every N steps (default: at the end of each epoch only)",
+    )  # fmt: skip
+    t.add_argument("--no-plots", action="store_true",
+                   help="do not draw the figures and report at the end")  # fmt: skip
+    t.add_argument(
+        "--tensorboard", action="store_true",
+        help="also log each epoch's metrics to RUN/tensorboard (needs the tensorboard package)",
+    )  # fmt: skip
+    add_mixture_flags(t, "prior-", "after training, fit ")
+
+    g = sub.add_parser("generate", help="write simulated images (and labels) to a file or folder")
+    g.add_argument("run", type=Path)
+    g.add_argument("--n", type=int, required=True, help="number of images")
+    g.add_argument(
+        "--label", nargs="+", action="extend", metavar="CLASS",
+        help="class names or indices to draw, repeatable: --label Sneaker Bag or --label Sneaker "
+        "--label Bag (conditional runs; default: all, spread evenly)",
+    )  # fmt: skip
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument(
+        "--temperature", type=float, default=1.0,
+        help="spread of the prior's samples: N(0, T^2 I), or each fitted component's or "
+        "posterior's spread times T (default 1)",
+    )  # fmt: skip
+    g.add_argument(
+        "--out", type=Path, required=True,
+        help="FILE.npz, or a folder: IDX .gz files (default) or PNGs with --format png",
+    )  # fmt: skip
+    g.add_argument("--format", choices=["npz", "idx", "png"], help="output format")
+    g.add_argument(
+        "--split", choices=["train", "test"], default="train",
+        help="IDX file prefix: train- or t10k- (default train)",
+    )  # fmt: skip
+    g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    g.add_argument("--device", default="cpu", help="device to decode on (default cpu)")
+    _prior_flag(g)
+
+    add_fit_prior_command(sub)
+
+    ev = sub.add_parser("evaluate", help="measure a run's quality; writes RUN/eval.json")
+    ev.add_argument("run", type=Path)
+    ev.add_argument(
+        "--iw-samples", type=int, default=1000, metavar="K",
+        help="importance samples per test image for the NLL bound (default 1000)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--n-generated", type=int, default=60000, metavar="N",
+        help="images generated for the Frechet distance, precision and recall, class agreement "
+        "and TSTR, and real training images to compare (default 60000, the training set's size)",
+    )  # fmt: skip
+    ev.add_argument(
+        "--binarize", action="store_true",
+        help="likelihood of stochastically binarised test images (bernoulli-loss runs)",
+    )  # fmt: skip
+    ev.add_argument("--quick", action="store_true", help="smaller K, N and classifier epochs")
+    ev.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ev.add_argument("--device", default="cpu", help="device (default cpu)")
+    ev.add_argument(
+        "--feature-net", type=Path, default=None, metavar="DIR",
+        help="data other than FashionMNIST: the folder of the classifier that Frechet, precision/"
+        "recall and agreement are measured with (default RUN/feature_net, trained there on "
+        "first use); point runs on the same data at one folder to compare their numbers",
+    )  # fmt: skip
+    ev.add_argument(
+        "--feature-epochs", type=int, default=None, metavar="E",
+        help="epochs of that classifier (default: the saved one's, or scaled to the data's size)",
+    )  # fmt: skip
+    _prior_flag(ev)
+
+    pl = sub.add_parser("plot", help="draw a run's figures into RUN/figures/")
+    pl.add_argument("run", type=Path)
+
+    rp = sub.add_parser("report", help="write RUN/report.html (self-contained, opens from disk)")
+    rp.add_argument("run", type=Path)
+
+    add_data_command(sub)
+    return p
+
+
+def _prior_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prior", choices=PRIOR_CHOICES, default="fitted",
+        help="where z comes from: the run's fitted Gaussian mixture (N(0, I) for a run without "
+        "one), the training images' aggregate posterior (a random training image's code drawn "
+        "from its q(z|x): samples near particular training images) or N(0, I) (default fitted)",
+    )  # fmt: skip
+
+
+def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
+    """`base` with every flag the user gave applied to its field."""
+    sections = {"data": base.data, "model": base.model, "train": base.train}
+    for flag, (section, name) in _TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            sections[section] = replace(sections[section], **{name: value})
+    return RunConfig(**sections)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .. import rundir
+    from ..pipeline import is_finished, train
+    from ..rundir import layout
+
+    procs = distributed.from_env()
+    if procs.several and args.out is None:  # each process would pick its own time stamp
+        raise VaegenError("training in several processes (torchrun) needs --out")
+    out = args.out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    # no --preset: the library's default config, whose loss is the data source's default
+    base = preset(args.preset) if args.preset else RunConfig()
+    resumed = args.resume and not args.preset and (out / layout.CONFIG).exists()
+    if resumed:
+        # unspecified flags keep the saved run's values; with --preset they are the preset's
+        # (the same command with --resume added continues the run it started)
+        base, _ = rundir.load_config(out)
+    config = _train_config(args, base)
+    run = train(
+        config, out, resume=args.resume, progress=not args.quiet, figures=not args.no_plots,
+        checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,
+    )  # fmt: skip
+    if not procs.is_main:  # the summary is the first process's
+        return 0
+    if not args.no_plots and is_finished(run):
+        print(f"report: {run.path / layout.REPORT}")
+    last = run.metrics[-1] if run.metrics else None
+    loss = run.config.train.loss
+    if last:
+        defaulted = config.train.loss is None and loss != ARTICLE_LOSS
+        print(
+            f"{run.path}: {last['epoch']} epochs, test {loss} loss "
+            f"{last['test_loss']:.3f} per image (recon {last['test_recon']:.3f} + "
+            f"KL {last['test_kl']:.3f})"
+            + (f"; {loss} is vaegen's default for images other than FashionMNIST and MNIST "
+               "(--loss gaussian gives the article's)" if defaulted else "")
+        )  # fmt: skip
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from ..rundir import load_run
+    from ..sampling.generate import generate_to
+    from ..sampling.writers import output_format
+
+    output_format(args.out, args.format)  # a bad --out fails before any work
+    run = load_run(args.run, device=args.device)
+    written = generate_to(
+        run, args.n, args.out, args.label, args.seed, args.temperature, args.prior,
+        args.format, args.split, args.overwrite, progress=not args.quiet,
+    )  # fmt: skip
+    counts = ""
+    if written.counts is not None:
+        per_class = [f"{run.classes[k]}: {c}" for k, c in enumerate(written.counts) if c]
+        counts = " (" + ", ".join(per_class) + ")"
+    files = f"{written.files} file{'s' if written.files != 1 else ''}"
+    print(f"wrote {written.n} images{counts} to {args.out} ({files})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate
+    from ..evaluation.scorecard import format_table
+    from ..rundir import load_run
+
+    result = evaluate(
+        load_run(args.run, device=args.device),
+        iw_samples=args.iw_samples,
+        n_generated=args.n_generated,
+        binarize=args.binarize,
+        quick=args.quick,
+        seed=args.seed,
+        progress=not args.quiet,
+        prior=args.prior,
+        feature_net=args.feature_net,
+        feature_epochs=args.feature_epochs,
+    )
+    print(format_table(result))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from ..report.figures import draw_all
+    from ..rundir import load_run
+
+    run = load_run(args.run)
+    for path in draw_all(run):
+        print(path)
+    _refresh_report(run)
+    return 0
+
+
+def _cmd_fit_prior(args: argparse.Namespace) -> int:
+    _refresh_report(cmd_fit_prior(args))  # its samples figure is drawn from the new prior
+    return 0
+
+
+def _refresh_report(run: Run) -> None:
+    """Rewrite RUN/report.html, where there is one, after figures it embeds were redrawn."""
+    from ..report import REPORT, write_report
+
+    if (run.path / REPORT).exists():
+        print(f"report: {write_report(run)}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ..report import write_report
+    from ..rundir import load_run
+
+    print(write_report(load_run(args.run)))
+    return 0
+
+
+_COMMANDS = {
+    "train": _cmd_train,
+    "generate": _cmd_generate,
+    "evaluate": _cmd_evaluate,
+    "plot": _cmd_plot,
+    "report": _cmd_report,
+    "data": cmd_data,
+    "fit-prior": _cmd_fit_prior,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a user error)."""
+    args = _parser().parse_args(argv)
+    configure_logging(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        with terminated_as_interrupt(enabled=not distributed.started_by_torchrun()):
+            return _COMMANDS[args.command](args)
+    except VaegenError as e:
+        print(f"vaegen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        then = ("a run continues with `vaegen train --out RUN --resume`"
+                if args.command == "train" else "the previous files are kept")  # fmt: skip
+        print(f"vaegen: interrupted; {then}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130

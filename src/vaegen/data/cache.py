@@ -1,0 +1,14 @@
+"""Where vaegen keeps what it downloads and decodes: the user cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """vaegen's user cache: $VAEGEN_CACHE_DIR when set, else $XDG_CACHE_HOME/vaegen, else
+    ~/.cache/vaegen. Downloaded datasets go to its NAME/ folders, decoded image folders to folders/."""
+    if os.environ.get("VAEGEN_CACHE_DIR"):
+        return Path(os.environ["VAEGEN_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaegen"

@@ -1,0 +1,213 @@
+"""`vaegen evaluate`: an honest quality scorecard of a trained run, written to RUN/eval.json.
+
+Four questions, each answered with its units stated, each in its own module:
+1. How likely is the test set? (likelihood) The negative ELBO (reconstruction + KL) and the
+   tighter importance-weighted bound on the negative log-likelihood (IWAE, Burda et al. 2016).
+2. Is the latent space useful? (latent) k-nearest-neighbour accuracy of test latent means
+   against training latent means.
+3. Do samples look like the data? (samples) In the feature space of a classifier (features:
+   vaegen's shipped FashionMNIST classifier for FashionMNIST runs, else the same architecture
+   trained on the run's own training split, saved and reused): the Frechet distance between
+   generated and test images (as FID does with Inception) and the improved precision and recall
+   (Kynkaenniemi et al. 2019), each beside the same numbers for real training images, what a
+   perfect generator would reach; the Frechet distance of the test set's reconstructions, what
+   the decoder alone costs; and how near samples lie to particular training images, against
+   how near the test images lie to them.
+4. Is the simulated data useful? (synthetic; conditional runs only) Is each image of the class it
+   was asked for, by that classifier; train on synthetic, test on real (TSTR).
+
+context holds what the parts share; vaegen.evaluation.scorecard formats the result as the printed table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import rundir
+from .._version import __version__
+from ..errors import VaegenError
+from ..files import atomic_write_text
+from ..rundir import Run, layout
+from ..rundir.config import MAX_EPOCHS, check_count, check_seed
+from ..rundir.layout import EVAL
+from ..sampling.generate import MAX_IMAGES
+from ..sampling.priors import load_prior
+from ..seeds import EVALUATION
+from .context import SECONDS, Context, loss_units, q
+from .estimators import KNN_K, PR_K
+from .latent import latent_knn
+from .marginal_likelihood import likelihood
+from .reference_classifier import CLASSIFIER_LR
+from .samples import frechet, nearest_training, precision_and_recall
+from .synthetic import class_agreement, tstr
+
+__all__ = ["FULL", "QUICK", "evaluate", "loss_units"]
+
+# the TSTR classifier's training, measured: see classifier.CLASSIFIER_LR
+FULL = {"classifier_epochs": 5}
+# the IWAE bound's K: 5000 is the largest in the literature (Burda et al. 2016); each sample
+# costs a decoder pass per test image, so 10**6 would take days: larger is a typo
+MAX_IW_SAMPLES = 1_000_000
+QUICK = {"iw_samples": 100, "n_generated": 2000, "classifier_epochs": 2}  # caps, not floors
+
+
+def evaluate(
+    run: Run,
+    iw_samples: int = 1000,
+    n_generated: int = 60000,
+    binarize: bool = False,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    prior: str = "fitted",
+    feature_net: str | Path | None = None,
+    feature_epochs: int | None = None,
+) -> dict[str, Any]:
+    """Measure a run (see the module docstring), write RUN/eval.json atomically and return it.
+
+    iw_samples: K of the IWAE bound. n_generated: N images generated for the Frechet distance,
+    precision and recall, class agreement and TSTR (and N real training images for their
+    references). binarize: evaluate the likelihood on stochastically binarised test images (runs
+    with a likelihood of binary pixels only). quick: cap K, N and the classifier epochs at QUICK.
+    prior: where generated images' z come from (vaegen.sampling.priors: the run's fitted prior, or N(0, I)
+    for "standard" and for a run without one). feature_net: the folder of the feature network of
+    a run whose data is not FashionMNIST (default RUN/feature_net; one folder shared by runs on
+    the same data makes their numbers comparable; see vaegen.evaluation.features). feature_epochs:
+    its training epochs (None: the saved network's, or a default scaled to the training set;
+    quick does not change it, so quick and full evaluations share one network). The same
+    arguments give the same numbers on the same device.
+    The run directory is locked meanwhile: a trainer cannot rewrite the weights being measured.
+    """
+    with layout.lock_for_writing(run.path, "evaluation"):
+        return _evaluate(
+            run, iw_samples, n_generated, binarize, quick, seed, progress, prior,
+            None if feature_net is None else Path(feature_net), feature_epochs,
+        )  # fmt: skip
+
+
+def _evaluate(
+    run: Run,
+    iw_samples: int,
+    n_generated: int,
+    binarize: bool,
+    quick: bool,
+    seed: int,
+    progress: bool,
+    prior: str,
+    feature_net: Path | None,
+    feature_epochs: int | None,
+) -> dict[str, Any]:
+    # all checked before anything is loaded: a bad --feature-epochs was found only after the
+    # data was read, and a huge --iw-samples asked the allocator for K x D values per image
+    if iw_samples < 1:
+        raise VaegenError(f"iw_samples = {iw_samples} is not valid: use an integer >= 1")
+    if n_generated <= PR_K:  # precision and recall look at each image's PR_K nearest others
+        raise VaegenError(f"n_generated = {n_generated} is not valid: use an integer > {PR_K}")
+    check_count("iw_samples", iw_samples, 1, MAX_IW_SAMPLES)
+    check_count("n_generated", n_generated, PR_K + 1, MAX_IMAGES)
+    check_seed("seed", seed)
+    if feature_epochs is not None:
+        check_count("feature_epochs", feature_epochs, 1, MAX_EPOCHS)
+    loss, lk = run.config.train.loss, run.likelihood
+    if binarize and not lk.binary_data:
+        # an error, not a note: a Gaussian density on 0/1 pixels is a number on another scale,
+        # and printing it beside published binarised NLLs would invite a false comparison
+        raise VaegenError(
+            f"--binarize needs a model trained with a likelihood of binary pixels (--loss "
+            f"bernoulli); this run uses the {loss} loss ({lk.description}), whose numbers are "
+            "not comparable with "
+            "published binarised-FashionMNIST NLLs. Evaluate it without --binarize."
+        )
+    k, n_req, epochs = iw_samples, n_generated, FULL["classifier_epochs"]
+    if quick:
+        k, n_req = min(k, QUICK["iw_samples"]), min(n_req, QUICK["n_generated"])
+        epochs = QUICK["classifier_epochs"]
+
+    t_start = time.perf_counter()
+    seconds: dict[str, Any] = {}
+    train_ds, test_ds = rundir.load_both_splits(run)
+    conditional = run.config.model.conditional
+    device = run.device
+    run.model.eval()
+    used_prior = load_prior(run, prior)  # loaded (and checked against the weights) once
+    n = min(n_req, len(train_ds))  # generated and real sets must be the same size to compare
+    if n <= PR_K:
+        raise VaegenError(
+            f"{run.path}: its training set has {len(train_ds)} images; evaluating it needs more "
+            f"than {PR_K}"
+        )
+    gen = torch.Generator().manual_seed(seed + EVALUATION.real_subset)
+    real_idx = torch.randperm(len(train_ds), generator=gen)[:n]  # N real training images
+    settings = {
+        "iw_samples": k, "n_generated": n, "binarize": binarize, "quick": quick, "seed": seed,
+        "classifier_epochs": epochs, "classifier_lr": CLASSIFIER_LR, "knn_k": KNN_K,
+        "precision_recall_k": PR_K, "device": str(device),
+        "prior": {"requested": prior, "used": used_prior.kind},
+        "requested": {"iw_samples": iw_samples, "n_generated": n_generated},
+        "quick_caps": QUICK if quick else None,
+        "feature_net": None if feature_net is None else str(feature_net),
+        "feature_epochs": feature_epochs,
+    }  # fmt: skip
+    notes = []
+    if n < n_req:
+        notes.append(
+            f"n_generated lowered to {n}: the training set has only {len(train_ds)} images"
+        )
+
+    ctx = Context(
+        run,
+        train_ds,
+        test_ds,
+        n,
+        real_idx,
+        seed,
+        progress,
+        used_prior,
+        feature_net,
+        feature_epochs,
+    )
+    parts = {
+        # found, loaded or trained first, so that its training is not timed as Frechet's
+        "feature_network": lambda: ctx.feature_net().label,
+        "likelihood": lambda: likelihood(ctx, k, binarize),
+        "knn": lambda: latent_knn(ctx),
+        "frechet": lambda: frechet(ctx),
+        "precision_recall": lambda: precision_and_recall(ctx),
+        "nearest_training": lambda: nearest_training(ctx),
+        "class_agreement": lambda: class_agreement(ctx),
+        "tstr": lambda: tstr(ctx, epochs),
+    }
+    measured = {}
+    for name, part in parts.items():
+        t0 = time.perf_counter()
+        measured[name] = part()
+        seconds[name] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - t_start
+
+    result = {
+        "vaegen_version": __version__,
+        "run": str(run.path),
+        "model": {
+            "loss": loss, "conditional": conditional, "latent_dim": run.config.model.latent_dim,
+            "image_shape": list(run.image_shape), "data": run.config.data.source,
+            "epochs_trained": len(run.metrics),
+        },
+        "settings": settings,
+        "feature_network": measured["feature_network"] or {"skipped": ctx.feature_skip()},
+        "likelihood": measured["likelihood"],
+        "latent_knn": measured["knn"],
+        "frechet": measured["frechet"],
+        "precision_recall": measured["precision_recall"],
+        "nearest_training": measured["nearest_training"],
+        "class_agreement": measured["class_agreement"],
+        "tstr": measured["tstr"],
+        "seconds": {name: q(round(s, 3), SECONDS) for name, s in seconds.items()},
+        "notes": notes,
+    }  # fmt: skip
+    atomic_write_text(run.path / EVAL, json.dumps(result, indent=2) + "\n")
+    return result

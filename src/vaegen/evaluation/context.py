@@ -1,0 +1,106 @@
+"""What every part of `vaegen evaluate` reads: the run, its data, N, the seed, and the images,
+feature network and features that several parts share, each made once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import ImageDataset
+from ..model.likelihoods import Likelihood
+from ..rundir import Run
+from ..sampling.generate import generate, reconstruct
+from ..sampling.priors import Prior
+from ..seeds import EVALUATION
+from .features import FeatureNet, feature_network
+from .reference_classifier import Classifier, extract_features
+
+NATS = "nats per image"
+FRACTION = "fraction of test images"
+SECONDS = "seconds"
+
+
+def q(value: float | None, units: str) -> dict[str, Any]:
+    """A number with its units, as every number in eval.json is written."""
+    return {"value": value, "units": units}
+
+
+def loss_units(lk: Likelihood) -> str:
+    """The units of a run's loss values per image, as metrics.jsonl and training print them."""
+    if lk.nats_offset:
+        return f"{lk.unit} per image (nats minus {lk.nats_offset_formula})"
+    return f"{lk.unit} per image"
+
+
+@dataclass
+class Context:
+    """The run, its data, N and its real images, the seed; shared images and features."""
+
+    run: Run
+    train: ImageDataset
+    test: ImageDataset
+    n: int  # generated images, and real training images to compare them with
+    real_idx: torch.Tensor  # n indices into the training set
+    seed: int
+    progress: bool
+    prior: str | Prior = (
+        "fitted"  # a name (vaegen.sampling.priors), or a prior evaluate loaded once
+    )
+    feature_dir: Path | None = None  # --feature-net (None: RUN/feature_net); see .features
+    feature_epochs: int | None = None  # --feature-epochs (None: the saved network's, or default)
+    _generated: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    _feature_net: FeatureNet | None = None
+    _features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def generated(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """N generated images (and labels for a conditional model), made once, seeded."""
+        if self._generated is None:
+            self._generated = generate(
+                self.run, self.n, seed=self.seed + EVALUATION.generated, prior=self.prior
+            )
+        return self._generated
+
+    def feature_net(self) -> FeatureNet:
+        """The network images are compared through (vaegen.evaluation.features), found, loaded or
+        trained once."""
+        if self._feature_net is None:
+            self._feature_net = feature_network(
+                self.run, self.train, self.test, self.feature_dir, self.feature_epochs,
+                self.progress,
+            )  # fmt: skip
+        return self._feature_net
+
+    def feature_skip(self) -> str | None:
+        """Why no feature network can read this run's images, or None when one can."""
+        return self.feature_net().skip
+
+    def classifier(self) -> Classifier:
+        """The feature network's model (only when feature_skip() is None)."""
+        model = self.feature_net().model
+        assert model is not None, "classifier() of a run whose features are skipped"
+        return model
+
+    def features(self, name: str) -> torch.Tensor:
+        """The feature network's features (float32 count x 128, CPU) of one image set, made
+        once: "test", "generated" (N), "train" (the N real training images) or "reconstructions"
+        (of the test set)."""
+        if name not in self._features:
+            images = {
+                "test": lambda: self.test.images,
+                "generated": lambda: self.generated()[0],
+                "train": lambda: self.train.images[self.real_idx],
+                "reconstructions": self.reconstructions,
+            }[name]()
+            self._features[name] = extract_features(
+                self.classifier(), images, progress=self.progress
+            )
+        return self._features[name]
+
+    def reconstructions(self) -> torch.Tensor:
+        """The test images decoded from their encoder means (with their labels for a conditional
+        model), uint8 like generated images."""
+        conditional = self.run.config.model.conditional
+        return reconstruct(self.run, self.test.images, self.test.labels if conditional else None)
