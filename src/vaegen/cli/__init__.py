@@ -1,6 +1,7 @@
 """The `vaegen` command. Thin: parse arguments, call the library, print.
 
-Every flag of `vaegen train` maps onto one config field (--latent-dim <-> model.latent_dim).
+Every flag of `vaegen train` is one config field (--latent-dim <-> model.latent_dim), built from
+the field's declaration (cli.options); `cli_reference` renders docs/cli.md from this parser.
 """
 
 from __future__ import annotations
@@ -10,61 +11,18 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from .._version import __version__
 from ..console import configure_logging
 from ..errors import Terminated, VaegenError, terminated_as_interrupt
-from ..model.likelihoods import ALIASES, LIKELIHOODS, LOSS_CHOICES
 from ..rundir import Run
-from ..rundir.config import (
-    ARTICLE_LOSS,
-    MODEL_KINDS,
-    OWN_IMAGES_LOSS,
-    PRECISIONS,
-    PRESET_HELP,
-    PRESETS,
-    STEPS,
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-    preset,
-)
+from ..rundir.config import ARTICLE_LOSS, PRESET_HELP, PRESETS, RunConfig, preset
 from ..sampling.priors import PRIOR_CHOICES
 from ..training import distributed
-from .data import CACHE_HELP, add_data_command, add_data_flags, cmd_data
-from .prior import add_fit_prior_command, add_mixture_flags, cmd_fit_prior
-
-# flag -> (section, field); defaults live in the dataclasses, not here
-_TRAIN_FLAGS = {
-    "data": ("data", "source"),
-    "data_dir": ("data", "data_dir"),
-    "model": ("model", "model"),
-    "latent_dim": ("model", "latent_dim"),
-    "hidden": ("model", "hidden"),
-    "conditional": ("model", "conditional"),
-    "loss": ("train", "loss"),
-    "beta": ("train", "beta"),
-    "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"),
-    "lr": ("train", "lr"),
-    "seed": ("train", "seed"),
-    "device": ("train", "device"),
-    "threads": ("train", "threads"),
-    "deterministic": ("train", "deterministic"),
-    "step": ("train", "step"),
-    "precision": ("train", "precision"),
-    "channels": ("data", "channels"),
-    "image_size": ("data", "image_size"),
-    "test_fraction": ("data", "test_fraction"),
-    "split_seed": ("data", "split_seed"),
-    "skip_bad": ("data", "skip_bad"),
-    "prior_components": ("train", "prior_components"),
-    "prior_draws": ("train", "prior_draws"),
-    "prior_reg_covar": ("train", "prior_reg_covar"),
-}
+from .data import CACHE_HELP, add_data_command, cmd_data
+from .options import SECTIONS, add_config_flags, config_from_args, reference
+from .prior import add_fit_prior_command, cmd_fit_prior
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,52 +42,13 @@ def _parser() -> argparse.ArgumentParser:
         "torchrun --nproc-per-node N -m vaegen train --out RUN ...",
         epilog=CACHE_HELP,
     )
-    d, m, tr = DataConfig(), ModelConfig(), TrainConfig()
     t.add_argument(
         "--preset", choices=PRESETS, metavar="NAME",
         help="start from a named recipe; flags given beside it override its fields: "
         + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()),
     )  # fmt: skip
-    t.add_argument(
-        "--data", help=f"named dataset, IDX folder, .npz or image folder (default {d.source})"
-    )
-    t.add_argument("--data-dir", help="folder to look in first for a named dataset")
-    add_data_flags(t)
-    t.add_argument("--model", choices=MODEL_KINDS, help=f"model architecture (default {m.model})")
-    t.add_argument("--latent-dim", type=int, help=f"latent dimensions (default {m.latent_dim})")
-    t.add_argument("--hidden", type=int, help=f"hidden layer width (default {m.hidden})")
-    t.add_argument(
-        "--conditional", action="store_true", default=None, help="condition on the class label"
-    )
-    losses = "; ".join(f"{name}: {lk.description}" for name, lk in LIKELIHOODS.items())
-    aliases = ", ".join(f"{a} = {b}" for a, b in ALIASES.items())
-    t.add_argument(
-        "--loss", choices=LOSS_CHOICES, metavar="LOSS",
-        help=f"decoder likelihood: {losses} ({aliases}; default {tr.loss} for FashionMNIST and "
-        f"MNIST, {OWN_IMAGES_LOSS} for other images)",
-    )  # fmt: skip
-    t.add_argument("--beta", type=float, help=f"weight of the KL term (default {tr.beta:g})")
-    t.add_argument("--epochs", type=int, help=f"epochs (default {tr.epochs})")
-    t.add_argument("--batch-size", type=int, help=f"images per step (default {tr.batch_size})")
-    t.add_argument("--lr", type=float, help=f"Adam learning rate (default {tr.lr:g})")
-    t.add_argument("--seed", type=int, help=f"random seed (default {tr.seed})")
-    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    t.add_argument("--threads", type=int, help="CPU threads (default 0: vaegen's choice)")
-    t.add_argument(
-        "--deterministic", action="store_true", default=None,
-        help="use only deterministic algorithms (bitwise repeatable on a GPU; slower there)",
-    )  # fmt: skip
-    t.add_argument(
-        "--step", choices=STEPS,
-        help="training step: fast (hand-derived, MLP on a CPU), autograd, cuda-graph (autograd's "
-        "step recorded once and replayed; a CUDA GPU, one process), or auto: fast where it applies "
-        "and matches autograd on the first batch, cuda-graph on a GPU (default auto)",
-    )  # fmt: skip
-    t.add_argument(
-        "--precision", choices=PRECISIONS,
-        help="matrix products of training: float32 (default, the article's math) or bf16 "
-        "(bfloat16 products, float32 weights; needs a CPU with AVX512-BF16 or AMX, or a GPU)",
-    )  # fmt: skip
+    for section in SECTIONS:  # every field of the run's config, declared in rundir.config
+        add_config_flags(t, section, resumable_note=True)
     t.add_argument("--out", type=Path, help="run directory (default runs/run-DATE-TIME)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument(
@@ -142,7 +61,6 @@ def _parser() -> argparse.ArgumentParser:
         "--tensorboard", action="store_true",
         help="also log each epoch's metrics to RUN/tensorboard (needs the tensorboard package)",
     )  # fmt: skip
-    add_mixture_flags(t, "prior-", "after training, fit ")
 
     g = sub.add_parser("generate", help="write simulated images (and labels) to a file or folder")
     g.add_argument("run", type=Path)
@@ -213,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def cli_reference() -> str:
+    """docs/cli.md: the reference of every command and flag, from the parser itself."""
+    return reference(_parser())
+
+
 def _prior_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prior", choices=PRIOR_CHOICES, default="fitted",
@@ -220,16 +143,6 @@ def _prior_flag(p: argparse.ArgumentParser) -> None:
         "one), the training images' aggregate posterior (a random training image's code drawn "
         "from its q(z|x): samples near particular training images) or N(0, I) (default fitted)",
     )  # fmt: skip
-
-
-def _train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
-    """`base` with every flag the user gave applied to its field."""
-    sections = {"data": base.data, "model": base.model, "train": base.train}
-    for flag, (section, name) in _TRAIN_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            sections[section] = replace(sections[section], **{name: value})
-    return RunConfig(**sections)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -248,7 +161,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         # unspecified flags keep the saved run's values; with --preset they are the preset's
         # (the same command with --resume added continues the run it started)
         base, _ = rundir.load_config(out)
-    config = _train_config(args, base)
+    config = config_from_args(args, base)
     run = train(
         config, out, resume=args.resume, progress=not args.quiet, figures=not args.no_plots,
         checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,

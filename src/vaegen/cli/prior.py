@@ -1,6 +1,6 @@
-"""The `vaegen fit-prior` command and the mixture flags it shares with `vaegen train`: each flag
-is one field of config.TrainConfig (prior_components, prior_draws, prior_reg_covar), whose
-default is the run's own (its preset's, or the values it was trained with)."""
+"""The `vaegen fit-prior` command: fit a run's mixture prior again, with the mixture flags of
+`vaegen train` (TrainConfig's prior_* fields) named without their prefix; each defaults to the
+run's own value."""
 
 from __future__ import annotations
 
@@ -8,32 +8,9 @@ import argparse
 from pathlib import Path
 
 from ..rundir import Run
-from ..rundir.config import PRESETS, TrainConfig
+from .options import add_config_flags, given
 
-
-def add_mixture_flags(p: argparse.ArgumentParser, prefix: str, when: str) -> None:
-    """fit-prior's --components, --draws and --reg-covar; train's --prior-components,
-    --prior-draws and --prior-reg-covar (default None: the config's value)."""
-    article, synth = TrainConfig(), PRESETS["synth"].train
-    default = "default: the run's own; a new run's" if not prefix else "default for a new run"
-    p.add_argument(
-        f"--{prefix}components", type=int, metavar="K",
-        help=f"{when}a Gaussian mixture prior of K components per class, used by generate "
-        f"({default} {article.prior_components}, {synth.prior_components} with --preset synth"
-        f"{'; 0: none, and a resumed run drops the one it has' if prefix else ''})",
-    )  # fmt: skip
-    p.add_argument(
-        f"--{prefix}draws", type=int, metavar="R",
-        help="fit the mixture to R codes drawn from each training image's posterior q(z|x) "
-        f"instead of to their means ({default} {article.prior_draws}: the means; "
-        f"{synth.prior_draws} with --preset synth)",
-    )  # fmt: skip
-    p.add_argument(
-        f"--{prefix}reg-covar", type=float, metavar="V",
-        help="variance added to each component's covariance, in squared latent units: larger "
-        f"widens the components beyond the codes they were fitted to ({default} "
-        f"{article.prior_reg_covar:g}, {synth.prior_reg_covar:g} with --preset synth)",
-    )  # fmt: skip
+MIXTURE_FIELDS = ("prior_components", "prior_draws", "prior_reg_covar")
 
 
 def add_fit_prior_command(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +23,9 @@ def add_fit_prior_command(sub: argparse._SubParsersAction) -> None:
         "Without flags it fits the mixture the run's config names.",
     )
     fp.add_argument("run", type=Path)
-    add_mixture_flags(fp, "", "")
+    add_config_flags(
+        fp, "train", only=MIXTURE_FIELDS, strip="prior_", default_text="default: the run's own"
+    )
     fp.add_argument(
         "--seed", type=int, help="random seed of the fit (default: the run's training seed)"
     )
@@ -59,10 +38,14 @@ def cmd_fit_prior(args: argparse.Namespace) -> Run:
     from ..sampling.priors import fit_prior
 
     run = load_run(args.run)
+    mixture = given(args, "train")
     prior = fit_prior(
-        run, components=args.components, seed=args.seed, draws=args.draws,
-        reg_covar=args.reg_covar,
-    )  # fmt: skip
+        run,
+        components=mixture.get("prior_components"),
+        seed=args.seed,
+        draws=mixture.get("prior_draws"),
+        reg_covar=mixture.get("prior_reg_covar"),
+    )
     samples = run.path / layout.FIGURES / "samples.png"
     if samples.exists():  # drawn from the previous prior: redraw it from this one
         draw_all(run, only=[samples.name])

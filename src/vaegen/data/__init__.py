@@ -281,10 +281,17 @@ def _read(
 
 
 def _load(
-    source: str | Path, splits: Sequence[str], data_dir: str | Path | None,
-    channels: int | None, image_size: int | None, test_fraction: float | None,
-    split_seed: int, skip_bad: bool, float32_copy: bool = False,
-) -> tuple[list[ImageDataset], float | None]:  # fmt: skip
+    source: str | Path,
+    splits: Sequence[str],
+    *,
+    data_dir: str | Path | None,
+    channels: int | None,
+    image_size: int | None,
+    test_fraction: float | None,
+    split_seed: int,
+    skip_bad: bool,
+    float32_copy: bool = False,
+) -> tuple[list[ImageDataset], float | None]:
     """The `splits` of `source`, and the fraction held out for testing (None: the source's own).
     float32_copy: the memory check counts a float32 copy of each split (both the whole set with
     fraction 0)."""
@@ -346,8 +353,9 @@ def load_dataset(
     large for the available memory is a DataError before it is read (see `memory`).
     """
     (ds,), _ = _load(
-        source, (split,), data_dir, channels, image_size, test_fraction, split_seed, skip_bad
-    )
+        source, (split,), data_dir=data_dir, channels=channels, image_size=image_size,
+        test_fraction=test_fraction, split_seed=split_seed, skip_bad=skip_bad,
+    )  # fmt: skip
     _log_notes(ds)
     return ds
 
@@ -367,8 +375,9 @@ def load_splits(
     test split was made. float32_copy: the caller will hold a float32 copy of both (training on
     the CPU does), which the memory check counts."""
     (train, test), fraction = _load(
-        source, ("train", "test"), data_dir, channels, image_size, test_fraction, split_seed,
-        skip_bad, float32_copy,
+        source, ("train", "test"), data_dir=data_dir, channels=channels, image_size=image_size,
+        test_fraction=test_fraction, split_seed=split_seed, skip_bad=skip_bad,
+        float32_copy=float32_copy,
     )  # fmt: skip
     _log_notes(train)
     if fraction is not None:
@@ -391,9 +400,9 @@ def read_whole(
     """(kind of source, [every image]) for an .npz or image folder, or (kind, [train, test]) for
     a source with its own split, converted as `load_dataset` would; nothing is logged."""
     kind = source_kind(source)
-    if kind in OWN_SPLIT:
-        parts, _ = _load(source, ("train", "test"), data_dir, channels, image_size, None, 0,
-                         skip_bad)  # fmt: skip
+    options = dict(data_dir=data_dir, channels=channels, image_size=image_size, skip_bad=skip_bad)
+    if kind in OWN_SPLIT:  # the source's own split: no fraction held out
+        parts, _ = _load(source, ("train", "test"), test_fraction=None, split_seed=0, **options)
         return str(kind), parts
-    (whole,), _ = _load(source, ("train",), data_dir, channels, image_size, 0, 0, skip_bad)
+    (whole,), _ = _load(source, ("train",), test_fraction=0, split_seed=0, **options)
     return str(kind), [whole]

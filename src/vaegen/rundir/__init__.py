@@ -34,24 +34,12 @@ from ..errors import RunError, VaegenError
 from ..files import atomic_write_text
 from ..model.likelihoods import Likelihood, likelihood
 from ..model.vae import MODELS
-from .config import RunConfig, default_loss, differences
+from .config import RunConfig, default_loss, differences, resumable_fields
 from .layout import (
     CONFIG,
     METRICS,
     TENSORBOARD,
     WEIGHTS,
-)
-
-# Fields that may change when a run is resumed: where and how fast it runs, and how long.
-RESUMABLE_CHANGES = (
-    "train.device",
-    "train.threads",
-    "train.epochs",
-    "train.deterministic",
-    "train.step",
-    "train.prior_components",  # the prior is fitted after the last epoch
-    "train.prior_draws",
-    "train.prior_reg_covar",
 )
 
 
@@ -341,7 +329,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
 
 def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> bool:
     """Whether `run_dir` already holds a run, which may be continued only with `resume` and a
-    config that differs from the saved one in RESUMABLE_CHANGES at most (else a RunError)."""
+    config that differs from the saved one in the fields declared resumable at most (config.resumable_fields) (else a RunError)."""
     if not (run_dir / CONFIG).exists():
         return False
     if not resume:
@@ -351,7 +339,7 @@ def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> bool:
     saved, _ = load_config(run_dir)
     # a run recorded before paths were stored absolute named them relative to where it ran
     saved = with_absolute_paths(saved)
-    diff = differences(saved, config, ignore=RESUMABLE_CHANGES)
+    diff = differences(saved, config, ignore=resumable_fields())
     if diff:
         raise RunError(
             f"{run_dir}: cannot resume with a different configuration; these fields differ "

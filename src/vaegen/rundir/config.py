@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._version import __version__
 from ..data import check_options
 from ..data.named import NAMED_DATASETS
+from ..data.splits import DEFAULT_TEST_FRACTION
 from ..errors import VaegenError
-from ..model.likelihoods import canonical_loss
+from ..model.likelihoods import ALIASES, LIKELIHOODS, LOSS_CHOICES, canonical_loss
 from ..model.vae import MODELS
 
 MODEL_KINDS = tuple(MODELS)
 STEPS = ("auto", "autograd", "fast", "cuda-graph")
 PRECISIONS = ("float32", "bf16")  # of the training step's matrix products
+
+ARTICLE_LOSS = "gaussian"  # the reference article's: 0.5 * squared error, a unit-variance Gaussian
+
+# The article's unit-variance Gaussian suits the datasets it was written for; on other images
+# (smaller, or with other grey levels) what z explains of 0.5 * squared error can be worth less
+# than its KL term, and the latent collapses: 1,797 8 x 8 digits trained conditionally gave KL
+# 0.001 nats and one image per class. With sigma set in closed form from the errors themselves,
+# the same run keeps both dimensions (KL 3.7 nats), and samples of a class vary (README, "Your
+# own images").
+OWN_IMAGES_LOSS = "gaussian-optimal-sigma"
 
 # the JSON types each annotation accepts (bool is an int to Python, but never a count here)
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -93,16 +105,76 @@ def _check_types(obj: object) -> None:
 
 
 @dataclass(frozen=True)
+class Option:
+    """A config field's command-line option. The flag is --FIELD-NAME (underscores as hyphens)
+    unless `flag` names another; `help` is its help, to which "(default D)" is added (D the
+    field's default, or `default_text`); `choices` and `metavar` are argparse's; `resumable`:
+    a resumed run may change the field (see rundir.resume_config). Help may hold {synth}, the
+    value in --preset synth; a callable help is called when the parser is built."""
+
+    help: str | Callable[[], str]
+    flag: str | None = None
+    choices: tuple[Any, ...] | None = None
+    metavar: str | None = None
+    default_text: str | None = None
+    resumable: bool = False
+
+
+def option(default: Any, help: str | Callable[[], str], **kwargs: Any) -> Any:
+    """A dataclass field with default `default`, declared together with its command-line
+    option (see `Option`): the flag, its help, and what a resume may change come from here."""
+    return field(default=default, metadata={"option": Option(help, **kwargs)})
+
+
+def options(section: type) -> list[tuple[dataclasses.Field, Option]]:
+    """The fields of a config section (DataConfig, ModelConfig, TrainConfig) that are options,
+    in declaration order, with their declarations."""
+    return [
+        (f, f.metadata["option"]) for f in dataclasses.fields(section) if "option" in f.metadata
+    ]
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: str = "fashion-mnist"  # a named dataset, an IDX folder, an .npz or an image folder
-    data_dir: str | None = None  # where to look for a named dataset first
-    channels: int | None = None  # 1 or 3 converts every image; None keeps them as they are
-    image_size: int | None = None  # resize every image to S x S (bilinear); None keeps them
-    # for an .npz or image folder: the fraction held out for testing (None: 0.1; 0: none);
+    source: str = option(
+        "fashion-mnist", "named dataset, IDX folder, .npz or image folder", flag="data"
+    )
+    data_dir: str | None = option(
+        None, "folder to look in first for a named dataset", default_text=""
+    )
+    channels: int | None = option(
+        None,
+        "convert every image to 1 channel (grey: Pillow's ITU-R 601 luma) or 3 (RGB; grey "
+        "repeated)",
+        choices=(1, 3),
+        default_text="as the images are; a folder of grey and colour images gives colour",
+    )
+    image_size: int | None = option(
+        None,
+        "resize every image to S x S pixels (bilinear, aspect ratio not kept)",
+        metavar="S",
+        default_text="keep their size; images of different sizes are an error",
+    )
     # a source with its own test split takes none. Training records the fraction it used.
-    test_fraction: float | None = None
-    split_seed: int = 0  # seeds the held-out split (apart from train.seed: runs share a test set)
-    skip_bad: bool = False  # leave unreadable image files out (with a warning) instead of failing
+    test_fraction: float | None = option(
+        None,
+        "for an .npz or image folder, which have no test split: hold out this fraction of each "
+        "class (of all images, at random, when there are no labels) for testing; 0: test on the "
+        "training images. Named datasets and IDX folders keep their own test split",
+        metavar="F",
+        default_text=f"{DEFAULT_TEST_FRACTION:g}",
+    )
+    split_seed: int = option(
+        0,
+        "seed of the held-out test split (apart from --seed, so runs with different seeds are "
+        "tested on the same images)",
+        metavar="N",
+    )
+    skip_bad: bool = option(
+        False,
+        "leave unreadable image files out (with a warning naming the first) instead of stopping "
+        "at the first",
+    )
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -118,10 +190,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    model: str = "mlp"
-    latent_dim: int = 2
-    hidden: int = 256
-    conditional: bool = False
+    model: str = option("mlp", "model architecture", choices=MODEL_KINDS)
+    latent_dim: int = option(2, "latent dimensions")
+    hidden: int = option(256, "hidden layer width")
+    conditional: bool = option(False, "condition on the class label")
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -130,30 +202,74 @@ class ModelConfig:
         check_count("hidden", self.hidden, 1, MAX_HIDDEN)
 
 
+def _loss_help() -> str:
+    losses = "; ".join(f"{name}: {lk.description}" for name, lk in LIKELIHOODS.items())
+    aliases = ", ".join(f"{a} = {b}" for a, b in ALIASES.items())
+    return f"decoder likelihood: {losses} ({aliases})"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    # a name of the likelihood registry (vaegen.model.likelihoods; "seed" is an alias), or None: the default
-    # for the data source (default_loss), which training resolves and config.json records
-    loss: str | None = None
-    beta: float = 1.0
-    epochs: int = 50
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0  # CPU threads for torch; 0 picks vaegen's measured default
-    deterministic: bool = False  # torch.use_deterministic_algorithms: repeatable on GPUs too
-    step: str = "auto"  # auto: the hand-derived step where it applies (checked), cuda-graph on
-    # a GPU, else autograd (vaegen.training.step)
-    precision: str = (
-        "float32"  # bf16: autocast's bfloat16 products, float32 weights (vaegen.training.step)
+    # None: the default for the data source (default_loss), which training resolves and
+    # config.json records; a name is stored as the registry's (an alias resumes as its name)
+    loss: str | None = option(
+        None,
+        _loss_help,
+        choices=LOSS_CHOICES,
+        metavar="LOSS",
+        default_text=f"{ARTICLE_LOSS} for FashionMNIST and MNIST, {OWN_IMAGES_LOSS} for other images",
     )
-    # the Gaussian mixture prior fitted after training (vaegen.sampling.priors.fit_prior): components per
-    # class (0: none), fitted to the latent means (draws 0) or to that many codes drawn from each
-    # training image's posterior, with this variance added to each component's covariance
-    prior_components: int = 10
-    prior_draws: int = 0
-    prior_reg_covar: float = 1e-6  # scikit-learn's default
+    beta: float = option(1.0, "weight of the KL term")
+    epochs: int = option(50, "epochs", resumable=True)
+    batch_size: int = option(128, "images per step")
+    lr: float = option(1e-3, "Adam learning rate")
+    seed: int = option(0, "random seed")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", resumable=True)
+    threads: int = option(0, "CPU threads; 0: vaegen's measured choice", resumable=True)
+    deterministic: bool = option(
+        False,
+        "use only deterministic algorithms (bitwise repeatable on a GPU; slower there)",
+        resumable=True,
+    )
+    step: str = option(
+        "auto",
+        "training step: fast (hand-derived, MLP on a CPU), autograd, cuda-graph (autograd's step "
+        "recorded once and replayed; a CUDA GPU, one process), or auto: fast where it applies "
+        "and matches autograd on the first batch, cuda-graph on a GPU (vaegen.training.step)",
+        choices=STEPS,
+        resumable=True,
+    )
+    precision: str = option(
+        "float32",
+        "matrix products of training: float32 (the article's math) or bf16 (bfloat16 products, "
+        "float32 weights; needs a CPU with AVX512-BF16 or AMX, or a GPU)",
+        choices=PRECISIONS,
+    )
+    # The Gaussian mixture prior fitted after training (vaegen.sampling.priors.fit_prior); a
+    # resumed run may change it, since it is fitted after the last epoch.
+    prior_components: int = option(
+        10,
+        "a Gaussian mixture prior of K components per class, fitted to the training images' "
+        "codes after training and used by generate ({synth} with --preset synth; 0: none, and "
+        "the run's prior is dropped)",
+        metavar="K",
+        resumable=True,
+    )
+    prior_draws: int = option(
+        0,
+        "fit the mixture to R codes drawn from each training image's posterior q(z|x) instead "
+        "of to their means (0: the means; {synth} with --preset synth)",
+        metavar="R",
+        resumable=True,
+    )
+    prior_reg_covar: float = option(
+        1e-6,
+        "variance added to each component's covariance, in squared latent units: larger widens "
+        "the components beyond the codes they were fitted to (scikit-learn's default; {synth} "
+        "with --preset synth)",
+        metavar="V",
+        resumable=True,
+    )
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -228,7 +344,6 @@ def differences(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> lis
 
 # ------------------------------------------------------------------------------- presets
 
-ARTICLE_LOSS = "gaussian"  # the reference article's: 0.5 * squared error, a unit-variance Gaussian
 
 # `vaegen train --preset NAME` starts from one of these; any flag given beside it overrides its
 # field. "article" is the default: the reference article's model and loss. "synth" is the
@@ -260,15 +375,6 @@ PRESET_HELP = {
 }
 
 
-# The article's unit-variance Gaussian suits the datasets it was written for; on other images
-# (smaller, or with other grey levels) what z explains of 0.5 * squared error can be worth less
-# than its KL term, and the latent collapses: 1,797 8 x 8 digits trained conditionally gave KL
-# 0.001 nats and one image per class. With sigma set in closed form from the errors themselves,
-# the same run keeps both dimensions (KL 3.7 nats), and samples of a class vary (README, "Your
-# own images").
-OWN_IMAGES_LOSS = "gaussian-optimal-sigma"
-
-
 def default_loss(source: str) -> str:
     """The loss a config that names none (TrainConfig.loss None: no --loss, no --preset) trains
     with: the article's for the named datasets (FashionMNIST, MNIST), OWN_IMAGES_LOSS for any
@@ -281,3 +387,12 @@ def preset(name: str) -> RunConfig:
     if name not in PRESETS:
         raise VaegenError(f"preset = {name!r} is not valid: one of {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def resumable_fields() -> tuple[str, ...]:
+    """The fields a resumed run may change ("train.epochs", ...): those declared resumable, where
+    it runs and how fast, how long, and the prior fitted after the last epoch."""
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    return tuple(
+        f"{s}.{f.name}" for s, cls in sections.items() for f, o in options(cls) if o.resumable
+    )
