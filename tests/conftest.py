@@ -62,8 +62,11 @@ def tiny_data(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads or writes the user's real cache (named datasets, the folder cache) or
-    $VAEGEN_DATA, whatever the environment says."""
+    $VAEGEN_DATA, whatever the environment says, and no benchmark a test runs appends to the
+    committed records in benchmarks/results/ (benchmarks/record.py writes to
+    $VAEGEN_RESULTS_DIR instead)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("VAEGEN_RESULTS_DIR", str(tmp_path / "results"))
     for name in ("VAEGEN_DATA", "VAEGEN_CACHE_DIR", "VAEGEN_NO_CACHE"):
         monkeypatch.delenv(name, raising=False)
 

@@ -101,8 +101,12 @@ def test_a_bad_manifest_is_named_and_the_checkpoint_it_lost_is_not_deleted(
     (state / "manifest.json").write_text(json.dumps(manifest))
     before = sorted(p.name for p in folder.iterdir())
     with pytest.raises(RunError, match=r"manifest\.json: not the manifest of a checkpoint in"):
-        train(tiny_config(json.loads((run / "config.json").read_text())["data"]["source"],
-                          epochs=2), run, resume=True, progress=False)  # fmt: skip
+        train(
+            tiny_config(json.loads((run / "config.json").read_text())["data"]["source"], epochs=2),
+            run,
+            resume=True,
+            progress=False,
+        )
     assert sorted(p.name for p in folder.iterdir()) == before  # the checkpoint is kept
 
 
@@ -200,11 +204,17 @@ def test_bad_config_json(tmp_path, run_dir):
         load_run(run)
 
 
-@pytest.mark.parametrize(("content", "says"), [
-    (b'{"epoch": 1, "train_loss": 1, "train_recon": 1, "train_kl": 0, "test_loss": 1, '
-     b'"test_recon": 1, "test_kl": 0}\n[1, 2]\n', r"line 2: not an epoch's record"),
-    (b'{"epoch": 1}\n\xff\n', "not UTF-8 text"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (
+            b'{"epoch": 1, "train_loss": 1, "train_recon": 1, "train_kl": 0, "test_loss": 1, '
+            b'"test_recon": 1, "test_kl": 0}\n[1, 2]\n',
+            r"line 2: not an epoch's record",
+        ),
+        (b'{"epoch": 1}\n\xff\n', "not UTF-8 text"),
+    ],
+)
 def test_a_metrics_file_with_a_line_that_is_no_record_is_named(tmp_path, run_dir, content, says):
     run = _copy_run(run_dir, tmp_path / "r")
     (run / "metrics.jsonl").write_bytes(content)

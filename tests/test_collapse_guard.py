@@ -83,14 +83,28 @@ def test_a_small_real_dataset_keeps_its_latent_with_the_defaults(tmp_path):
     x = np.round(digits.images * (255 / 16)).astype(np.uint8)
     np.savez(tmp_path / "digits.npz", x=x, y=digits.target)
     out = tmp_path / "run"
-    assert main(["-q", "train", "--data", str(tmp_path / "digits.npz"), "--conditional",
-                 "--out", str(out), "--no-plots"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--data",
+                str(tmp_path / "digits.npz"),
+                "--conditional",
+                "--out",
+                str(out),
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     run = load_run(out)
     assert run.config.train.loss == "gaussian-optimal-sigma"
     assert run.metrics[-1]["active_dims"] == 2
     real = load_split(run, "train")
-    clf = train_classifier(real.images, real.labels, 60, seed=0, num_classes=10, lr=2e-3,
-                           progress=False)  # fmt: skip
+    clf = train_classifier(
+        real.images, real.labels, 60, seed=0, num_classes=10, lr=2e-3, progress=False
+    )
     images, labels = generate(run, 2000, seed=1)
 
     def spread(im: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

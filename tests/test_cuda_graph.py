@@ -38,9 +38,12 @@ def test_the_eager_half_trains_exactly_what_autograd_trains():
     step_a = autograd_step(model_a, model_a, lk, 0.5, opt_a, Processes())
     step_b = GraphedStep(
         lambda x, y, eps: objective(model_b, lk, 0.5, x, y, eps=eps),
-        opt_b, batch_size=10**6, latent_dim=3, noise_dtype=torch.float32,
+        opt_b,
+        batch_size=10**6,
+        latent_dim=3,
+        noise_dtype=torch.float32,
         device=torch.device("cpu"),
-    )  # fmt: skip
+    )
     gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     for i in range(6):
         x, y = torch.rand(10 + i, 1, 6, 6), torch.arange(10 + i) % 3
@@ -132,8 +135,12 @@ def test_the_graph_in_bf16_trains_what_autograd_trains_in_bf16(tiny_data, tmp_pa
 def test_a_resumed_graph_run_continues_the_same_numbers(tiny_data, tmp_path):
     train(gpu_config(tiny_data, "cuda-graph", epochs=4), tmp_path / "full", progress=False)
     train(gpu_config(tiny_data, "cuda-graph", epochs=2), tmp_path / "split", progress=False)
-    train(gpu_config(tiny_data, "cuda-graph", epochs=4), tmp_path / "split", resume=True,
-          progress=False)  # fmt: skip
+    train(
+        gpu_config(tiny_data, "cuda-graph", epochs=4),
+        tmp_path / "split",
+        resume=True,
+        progress=False,
+    )
     assert_close_weights(tmp_path / "full", tmp_path / "split")
 
 

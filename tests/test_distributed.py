@@ -98,8 +98,19 @@ os._exit(0)  # without the interpreter's teardown, as vaegen/__main__.py leaves 
 """
 
 # batch 30 over 256 images: a last batch of 16, and shards of 15 and 15, then 8 and 8
-FLAGS = ["--epochs", "2", "--hidden", "32", "--batch-size", "30", "--lr", "3e-3", "--conditional",
-         "--loss", "gaussian"]  # fmt: skip
+FLAGS = [
+    "--epochs",
+    "2",
+    "--hidden",
+    "32",
+    "--batch-size",
+    "30",
+    "--lr",
+    "3e-3",
+    "--conditional",
+    "--loss",
+    "gaussian",
+]
 
 
 def config(data: Path, epochs: int = 2) -> RunConfig:
@@ -118,13 +129,23 @@ def free_port() -> int:
 
 def torchrun(args: list[str], processes: int = 2, ok: bool = True) -> subprocess.CompletedProcess:
     # PYTHONFAULTHANDLER: a process that aborts prints every thread's Python stack
-    env = {**os.environ, "PYTHONPATH": str(Path(vaegen.__file__).parents[1]),
-           "PYTHONFAULTHANDLER": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(vaegen.__file__).parents[1]),
+        "PYTHONFAULTHANDLER": "1",
+    }
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(name, None)
     launch = args if args[0].endswith(".py") else ["-m", "vaegen", *args]
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}",
-           "--master-addr=127.0.0.1", f"--master-port={free_port()}", *launch]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={processes}",
+        "--master-addr=127.0.0.1",
+        f"--master-port={free_port()}",
+        *launch,
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert (result.returncode == 0) == ok, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -149,8 +170,20 @@ def test_two_processes_train_like_one(tiny_data, tmp_path):
     out = tmp_path / "two"
     guard = tmp_path / "guard.py"
     guard.write_text(GUARD)
-    result = torchrun([str(guard), "train", "--data", str(tiny_data), *FLAGS, "--out", str(out),
-                       "--checkpoint-every", "5", "--tensorboard"])  # fmt: skip
+    result = torchrun(
+        [
+            str(guard),
+            "train",
+            "--data",
+            str(tiny_data),
+            *FLAGS,
+            "--out",
+            str(out),
+            "--checkpoint-every",
+            "5",
+            "--tensorboard",
+        ]
+    )
     assert result.stdout.count("2 epochs, test gaussian loss") == 1  # one summary, from process 0
     assert result.stdout.count("report:") == 1
     assert (out / "report.html").exists() and len(
@@ -171,8 +204,20 @@ def test_resume_with_another_number_of_processes(tiny_data, tmp_path):
     """The math does not depend on the number of processes, so a run started in two may go on in
     one (and ends where a run in one ends, up to float rounding)."""
     out = tmp_path / "run"
-    torchrun(["-q", "train", "--data", str(tiny_data), *FLAGS, "--epochs", "1", "--out", str(out),
-              "--no-plots"])  # fmt: skip
+    torchrun(
+        [
+            "-q",
+            "train",
+            "--data",
+            str(tiny_data),
+            *FLAGS,
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--no-plots",
+        ]
+    )
     assert [m["epoch"] for m in read_metrics(out)] == [1]
     resumed = train(config(tiny_data), out, resume=True, progress=False)
     assert [m["epoch"] for m in resumed.metrics] == [1, 2]
@@ -223,8 +268,9 @@ def test_a_failure_of_process_0_alone_is_one_line_in_every_process(tiny_data, tm
     out = tmp_path / "r"
     (out / "model.safetensors" / "x").mkdir(parents=True)  # the weights cannot be written
     (out / ".vaegen-run").write_text("{}")  # in a run (vaegen writes into no other folder)
-    result = torchrun(["-q", "train", "--data", str(tiny_data), *FLAGS, "--out", str(out),
-                       "--no-plots"], ok=False)  # fmt: skip
+    result = torchrun(
+        ["-q", "train", "--data", str(tiny_data), *FLAGS, "--out", str(out), "--no-plots"], ok=False
+    )
     assert "vaegen: error: cannot write" in result.stderr
     assert "[rank1]: Traceback" not in result.stderr  # (torchrun's own traceback follows)
     if "process 1" in result.stderr:  # unless torchrun stopped it first
@@ -241,19 +287,32 @@ def test_shards_cover_each_image_once():
             assert max(sizes) - min(sizes) <= 1
 
 
-@pytest.mark.parametrize(("argv", "status", "says"), [
-    (["data", "info", "SOURCE"], 0, "image shape: 1 x 12 x 12"),
-    (["data", "info", "/nonexistent.npz"], 2, "vaegen: error: "),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("argv", "status", "says"),
+    [
+        (["data", "info", "SOURCE"], 0, "image shape: 1 x 12 x 12"),
+        (["data", "info", "/nonexistent.npz"], 2, "vaegen: error: "),
+    ],
+)
 def test_a_torchrun_worker_leaves_with_its_status_and_its_output(tiny_data, argv, status, says):
     """python -m vaegen in a torchrun worker (WORLD_SIZE > 1) skips the interpreter's teardown:
     its exit status and everything it printed still come out."""
-    env = {**os.environ, "PYTHONPATH": str(Path(vaegen.__file__).parents[1]), "WORLD_SIZE": "2",
-           "RANK": "1", "LOCAL_RANK": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(vaegen.__file__).parents[1]),
+        "WORLD_SIZE": "2",
+        "RANK": "1",
+        "LOCAL_RANK": "1",
+    }
     env.pop("PYTHONUNBUFFERED", None)  # output to a pipe stays in Python's buffers until flushed
     argv = [str(tiny_data) if a == "SOURCE" else a for a in argv]
-    done = subprocess.run([sys.executable, "-m", "vaegen", *argv], env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "vaegen", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == status and says in done.stdout + done.stderr
 
 

@@ -174,23 +174,41 @@ def test_a_config_json_of_another_model_is_named_before_the_model_is_built(tiny_
     train(tiny_config(tiny_data, epochs=1), out, progress=False)
     # a wrong hidden width: the weights file and the config field are named
     _write_config(out, lambda d: d["model"].update(hidden=33))
-    with pytest.raises(RunError, match=r"model\.safetensors: tensor 'fc1\.weight'.*config\.json"
-                       r".*hidden 33"):  # fmt: skip
+    with pytest.raises(
+        RunError,
+        match=r"model\.safetensors: tensor 'fc1\.weight'.*config\.json"
+        r".*hidden 33",
+    ):
         load_run(out)
     # images of 100,000 x 100,000 with a hidden layer of 65,536 would be 2.6 PB of weights:
     # compared on the meta device, never allocated
-    _write_config(out, lambda d: (d["model"].update(hidden=65536),
-                                  d["dataset"].update(image_shape=[1, 100_000, 100_000])))  # fmt: skip
+    _write_config(
+        out,
+        lambda d: (
+            d["model"].update(hidden=65536),
+            d["dataset"].update(image_shape=[1, 100_000, 100_000]),
+        ),
+    )
     with pytest.raises(RunError, match=r"model\.safetensors.*config\.json"):
         load_run(out)
 
 
-@pytest.mark.parametrize(("section", "field", "value"), [
-    ("model", "latent_dim", 4097), ("model", "hidden", 65537), ("train", "threads", 1025),
-    ("train", "epochs", 10**7), ("train", "batch_size", 2**31), ("train", "prior_draws", 1001),
-    ("train", "prior_components", 100_001), ("train", "seed", 2**63),
-    ("train", "seed", -(2**63) - 1), ("data", "image_size", 10**5), ("data", "split_seed", 2**64),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("section", "field", "value"),
+    [
+        ("model", "latent_dim", 4097),
+        ("model", "hidden", 65537),
+        ("train", "threads", 1025),
+        ("train", "epochs", 10**7),
+        ("train", "batch_size", 2**31),
+        ("train", "prior_draws", 1001),
+        ("train", "prior_components", 100_001),
+        ("train", "seed", 2**63),
+        ("train", "seed", -(2**63) - 1),
+        ("data", "image_size", 10**5),
+        ("data", "split_seed", 2**64),
+    ],
+)
 def test_every_size_and_count_of_a_config_has_an_upper_bound(section, field, value):
     from vaegen import DataConfig, ModelConfig, TrainConfig
 
@@ -210,10 +228,15 @@ def test_the_cli_names_a_flag_out_of_bounds_before_reading_the_data(tmp_path, ca
     from vaegen.cli import main
 
     missing = str(tmp_path / "no-such.npz")  # never read: the bound is checked first
-    for flag, value in (("--hidden", "1000000000"), ("--latent-dim", "1000000000"),
-                        ("--threads", "100000"), ("--prior-draws", "100000")):  # fmt: skip
-        assert main(["-q", "train", "--data", missing, flag, value, "--out",
-                     str(tmp_path / "r")]) == 2  # fmt: skip
+    for flag, value in (
+        ("--hidden", "1000000000"),
+        ("--latent-dim", "1000000000"),
+        ("--threads", "100000"),
+        ("--prior-draws", "100000"),
+    ):
+        assert (
+            main(["-q", "train", "--data", missing, flag, value, "--out", str(tmp_path / "r")]) == 2
+        )
         err = capsys.readouterr().err
         assert f"{flag[2:].replace('-', '_')} = {value} is not valid" in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -234,10 +257,12 @@ def test_generate_and_evaluate_check_their_counts_before_any_work(tiny_data, tmp
         raise AssertionError("the data was loaded before the arguments were checked")
 
     monkeypatch.setattr(rundir, "load_both_splits", no_data)
-    for kwargs, says in (({"iw_samples": 10**7}, "iw_samples = 10000000"),
-                         ({"n_generated": 2**40}, "n_generated = 1099511627776"),
-                         ({"seed": 2**64}, "seed = 18446744073709551616"),
-                         ({"feature_epochs": 0}, "feature_epochs = 0")):  # fmt: skip
+    for kwargs, says in (
+        ({"iw_samples": 10**7}, "iw_samples = 10000000"),
+        ({"n_generated": 2**40}, "n_generated = 1099511627776"),
+        ({"seed": 2**64}, "seed = 18446744073709551616"),
+        ({"feature_epochs": 0}, "feature_epochs = 0"),
+    ):
         with pytest.raises(VaegenError, match=says):
             evaluate(run, progress=False, **kwargs)
 
@@ -259,10 +284,16 @@ def test_a_class_too_small_for_the_prior_fails_before_training(tmp_path, monkeyp
     from vaegen.errors import DataError
 
     data = _npz(tmp_path / "d.npz", [30, 30, 1], ["cat", "dog", "emu"])
-    cfg = RunConfig(DataConfig(str(data)), ModelConfig(hidden=8, conditional=True),
-                    TrainConfig(epochs=1, batch_size=16))  # fmt: skip
-    with pytest.raises(DataError, match=r"d\.npz: class 2 has [01] training image\(s\) \(named "
-                       r"'emu'\).*--prior-components 0"):  # fmt: skip
+    cfg = RunConfig(
+        DataConfig(str(data)),
+        ModelConfig(hidden=8, conditional=True),
+        TrainConfig(epochs=1, batch_size=16),
+    )
+    with pytest.raises(
+        DataError,
+        match=r"d\.npz: class 2 has [01] training image\(s\) \(named "
+        r"'emu'\).*--prior-components 0",
+    ):
         train(cfg, tmp_path / "r", progress=False)
     assert not (tmp_path / "r" / "model.safetensors").exists()  # not one epoch was trained
     # without a prior the same data trains
@@ -272,8 +303,11 @@ def test_a_class_too_small_for_the_prior_fails_before_training(tmp_path, monkeyp
     import vaegen.training.trainset as trainset
 
     monkeypatch.setattr(trainset, "available_bytes", lambda: 1000)
-    big = RunConfig(DataConfig(str(data), test_fraction=0.0), ModelConfig(hidden=8),
-                    TrainConfig(epochs=1, prior_draws=10))  # fmt: skip
+    big = RunConfig(
+        DataConfig(str(data), test_fraction=0.0),
+        ModelConfig(hidden=8),
+        TrainConfig(epochs=1, prior_draws=10),
+    )
     with pytest.raises(DataError, match=r"--prior-draws 10 \(prior_draws\)"):
         train(big, tmp_path / "draws", progress=False)
     assert not (tmp_path / "draws" / "model.safetensors").exists()
@@ -288,8 +322,9 @@ def test_labels_in_the_billions_are_refused_naming_the_file(tmp_path, where):
     from .conftest import write_idx_dataset
 
     if where == "npz":
-        source = path = _npz(tmp_path / "d.npz", [5, 5],
-                             label_of=lambda y: np.where(y == 1, 2_000_000_000, y))  # fmt: skip
+        source = path = _npz(
+            tmp_path / "d.npz", [5, 5], label_of=lambda y: np.where(y == 1, 2_000_000_000, y)
+        )
     else:
         source = write_idx_dataset(tmp_path / "idx", n_train=16, n_test=8)
         (source / "classes.txt").unlink()
@@ -322,15 +357,18 @@ def test_json_nested_too_deeply_is_a_one_line_error_naming_the_file(tiny_data, t
         load_run(out)
 
 
-@pytest.mark.parametrize(("field", "value", "says"), [
-    ("test_loss", "abc", r"'test_loss' is 'abc'; it must be a number"),
-    ("epoch", None, r'"epoch" is None; it must be an integer >= 1'),
-    ("test_kl", [1, 2], r"'test_kl' is \[1, 2\]; it must be a number"),
-    ("train_loss", True, r"'train_loss' is True; it must be a number"),
-    ("epoch", 0, r'"epoch" is 0'),
-    ("seconds", "1 s", r"'seconds' is '1 s'"),
-    ("test_recon", ..., r"the epoch's record has no 'test_recon'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("test_loss", "abc", r"'test_loss' is 'abc'; it must be a number"),
+        ("epoch", None, r'"epoch" is None; it must be an integer >= 1'),
+        ("test_kl", [1, 2], r"'test_kl' is \[1, 2\]; it must be a number"),
+        ("train_loss", True, r"'train_loss' is True; it must be a number"),
+        ("epoch", 0, r'"epoch" is 0'),
+        ("seconds", "1 s", r"'seconds' is '1 s'"),
+        ("test_recon", ..., r"the epoch's record has no 'test_recon'"),
+    ],
+)
 def test_a_metrics_record_with_a_field_of_the_wrong_type_is_named(
     tiny_data, tmp_path, capsys, field, value, says
 ):

@@ -144,8 +144,15 @@ def test_evaluate_unconditional_bernoulli_and_binarize(tiny_data, tmp_path):
     from .conftest import write_idx_dataset
 
     few = TrainConfig(epochs=1, batch_size=32)
-    small = train(RunConfig(DataConfig(str(write_idx_dataset(tmp_path / "d3", n_train=3))),
-                            ModelConfig(hidden=8), few), tmp_path / "s3", progress=False)  # fmt: skip
+    small = train(
+        RunConfig(
+            DataConfig(str(write_idx_dataset(tmp_path / "d3", n_train=3))),
+            ModelConfig(hidden=8),
+            few,
+        ),
+        tmp_path / "s3",
+        progress=False,
+    )
     with pytest.raises(VaegenError, match="s3: its training set has 3 images; evaluating it"):
         evaluate(small, **kw)
 

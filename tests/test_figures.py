@@ -283,8 +283,13 @@ def test_draw_all_draws_the_chosen_figures_only(
     run, test = dim_run(tmp_path, conditional=True), dim_test_split()
     files = plots.figure_files(run)
     manifolds = ["manifold_0_a.png", "manifold_1_b.png", "manifold_2_c.png"]
-    assert files == ["reconstructions.png", "latent_scatter.png", *manifolds, "samples.png",
-                     "interpolation.png"]  # fmt: skip
+    assert files == [
+        "reconstructions.png",
+        "latent_scatter.png",
+        *manifolds,
+        "samples.png",
+        "interpolation.png",
+    ]
     assert plots.missing_figures(run) == files
     only = ["samples.png", "manifold_1_b.png"]
     paths = plots.draw_all(run, test, only=only)

@@ -78,7 +78,7 @@ def test_cli_generate_files_read_back_as_a_dataset(runs, tmp_path, fmt, capsys):
     first = sorted(p for p in out.rglob("*") if p.is_file()) if out.is_dir() else [out]
     second = sorted(p for p in out2.rglob("*") if p.is_file()) if out2.is_dir() else [out2]
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
-    images, _ = generate(load_run(run), 30, ["shape <1>", "2"])
+    images, _ = generate(load_run(run), 30, labels=["shape <1>", "2"])
     order = torch.argsort(ds.labels, stable=True)
     assert torch.equal(ds.images[order], images)
 
@@ -235,8 +235,22 @@ def test_the_conv_model_trains_and_generates_at_any_size(tmp_path, capsys):
     directory, and generated at 3 x 10 x 14. An image of no pixels is a one-line error."""
     x = np.random.default_rng(0).integers(0, 256, (40, 10, 14, 3), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", x=x)
-    argv = ["-q", "train", "--data", str(tmp_path / "d.npz"), "--model", "conv", "--epochs", "1",
-            "--hidden", "16", "--batch-size", "16", "--out", str(tmp_path / "r")]  # fmt: skip
+    argv = [
+        "-q",
+        "train",
+        "--data",
+        str(tmp_path / "d.npz"),
+        "--model",
+        "conv",
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "16",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(argv) == 0
     assert load_run(tmp_path / "r").image_shape == (3, 10, 14)
     out = tmp_path / "g.npz"
@@ -473,8 +487,21 @@ def test_an_overwritten_output_holds_only_the_new_files(runs, tmp_path, capsys):
     pngs = tmp_path / "pngs"
     assert main(["generate", cond, "--n", "30", "--format", "png", "--out", str(pngs)]) == 0
     (pngs / "01_shape_1" / "notes.txt").write_text("a user's file, not a numbered PNG")
-    again = ["generate", cond, "--n", "4", "--label", "shape <1>", "--format", "png", "--seed",
-             "5", "--out", str(pngs), "--overwrite"]  # fmt: skip
+    again = [
+        "generate",
+        cond,
+        "--n",
+        "4",
+        "--label",
+        "shape <1>",
+        "--format",
+        "png",
+        "--seed",
+        "5",
+        "--out",
+        str(pngs),
+        "--overwrite",
+    ]
     before = _files(pngs)
     assert main(again) == 2
     assert "01_shape_1/notes.txt" in capsys.readouterr().err and _files(pngs) == before
@@ -484,7 +511,7 @@ def test_an_overwritten_output_holds_only_the_new_files(runs, tmp_path, capsys):
         f"01_shape_1/{k:05d}.png" for k in range(4)
     ]
     back = load_dataset(pngs, test_fraction=0)
-    want, _ = generate(load_run(cond), 4, ["shape <1>"], seed=5)
+    want, _ = generate(load_run(cond), 4, labels=["shape <1>"], seed=5)
     assert back.classes == ["01_shape_1"] and torch.equal(back.images, want)
     # an unconditional output over the conditional one: samples/ only
     argv = ["generate", plain, "--n", "2", "--format", "png", "--out", str(pngs), "--overwrite"]
@@ -555,8 +582,12 @@ def test_memory_does_not_grow_with_n(runs, tmp_path, fmt):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-c", _MEMORY_PROBE, str(runs["mlp-cond"]), fmt, str(tmp_path)],
-        capture_output=True, text=True, check=True, timeout=600, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+        env=env,
+    )
     if done.stdout.strip() == "skip":
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak resident memory")
     small, large = (int(v) for v in done.stdout.split())

@@ -151,8 +151,11 @@ def test_training_with_the_fast_step_follows_autograd(tiny_data, tmp_path):
         TrainConfig(epochs=2, batch_size=32, lr=3e-3),
     )
     fast = train(config, tmp_path / "fast", progress=False)
-    slow = train(replace(config, train=replace(config.train, step="autograd")),
-                 tmp_path / "slow", progress=False)  # fmt: skip
+    slow = train(
+        replace(config, train=replace(config.train, step="autograd")),
+        tmp_path / "slow",
+        progress=False,
+    )
     for a, b in zip(fast.metrics, slow.metrics, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-3)

@@ -48,9 +48,23 @@ sys.exit(main(sys.argv[2:]))
 
 def _args(data: Path, out: Path) -> list[str]:
     return [
-        "-q", "train", "--data", str(data), "--hidden", "32", "--batch-size", "8",
-        "--epochs", "4", "--checkpoint-every", "1", "--no-plots", "--out", str(out), "--resume",
-    ]  # fmt: skip
+        "-q",
+        "train",
+        "--data",
+        str(data),
+        "--hidden",
+        "32",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "4",
+        "--checkpoint-every",
+        "1",
+        "--no-plots",
+        "--out",
+        str(out),
+        "--resume",
+    ]
 
 
 @pytest.mark.slow

@@ -137,8 +137,26 @@ def test_seed_stays_the_gaussian_loss_for_old_runs_and_commands(tiny_data, tmp_p
     assert load_run(out).likelihood is GAUSSIAN
     argv = ["-q", "train", "--out", str(out), "--resume", "--epochs", "2", "--no-plots"]
     assert main(argv) == 0
-    assert main(["-q", "train", "--data", str(tiny_data), "--hidden", "8", "--epochs", "1",
-                 "--loss", "seed", "--no-plots", "--out", str(tmp_path / "new")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--data",
+                str(tiny_data),
+                "--hidden",
+                "8",
+                "--epochs",
+                "1",
+                "--loss",
+                "seed",
+                "--no-plots",
+                "--out",
+                str(tmp_path / "new"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "new" / "config.json").read_text())["train"]["loss"] == "gaussian"
 
 

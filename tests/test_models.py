@@ -30,12 +30,17 @@ def test_seed_model_is_the_articles_architecture():
     model = VAE()
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     assert shapes == {
-        "fc1.weight": (256, 784), "fc1.bias": (256,),
-        "fc_mu.weight": (2, 256), "fc_mu.bias": (2,),
-        "fc_logvar.weight": (2, 256), "fc_logvar.bias": (2,),
-        "fc3.weight": (256, 2), "fc3.bias": (256,),
-        "fc4.weight": (784, 256), "fc4.bias": (784,),
-    }  # fmt: skip
+        "fc1.weight": (256, 784),
+        "fc1.bias": (256,),
+        "fc_mu.weight": (2, 256),
+        "fc_mu.bias": (2,),
+        "fc_logvar.weight": (2, 256),
+        "fc_logvar.bias": (2,),
+        "fc3.weight": (256, 2),
+        "fc3.bias": (256,),
+        "fc4.weight": (784, 256),
+        "fc4.bias": (784,),
+    }
     # no output activation: the decoder's output is the last Linear's output
     z = torch.randn(4, 2)
     expected = model.fc4(torch.relu(model.fc3(z))).view(4, 1, 28, 28)
@@ -126,16 +131,25 @@ def test_28_by_28_is_the_model_it_always_was(num_classes, scale):
     model = ConvVAE(num_classes=num_classes, scale=scale)
     shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
     want = {
-        "conv1.weight": (32, 1, 4, 4), "conv1.bias": (32,),
-        "conv2.weight": (64, 32, 4, 4), "conv2.bias": (64,),
-        "fc1.weight": (256, 3136), "fc1.bias": (256,),
-        "fc_mu.weight": (2, 256 * (2 if num_classes else 1)), "fc_mu.bias": (2,),
-        "fc_logvar.weight": (2, 256 * (2 if num_classes else 1)), "fc_logvar.bias": (2,),
-        "fc3.weight": (256, 2 + num_classes), "fc3.bias": (256,),
-        "fc4.weight": (3136, 256), "fc4.bias": (3136,),
-        "deconv1.weight": (64, 32, 4, 4), "deconv1.bias": (32,),
-        "deconv2.weight": (32, 1, 4, 4), "deconv2.bias": (1,),
-    }  # fmt: skip
+        "conv1.weight": (32, 1, 4, 4),
+        "conv1.bias": (32,),
+        "conv2.weight": (64, 32, 4, 4),
+        "conv2.bias": (64,),
+        "fc1.weight": (256, 3136),
+        "fc1.bias": (256,),
+        "fc_mu.weight": (2, 256 * (2 if num_classes else 1)),
+        "fc_mu.bias": (2,),
+        "fc_logvar.weight": (2, 256 * (2 if num_classes else 1)),
+        "fc_logvar.bias": (2,),
+        "fc3.weight": (256, 2 + num_classes),
+        "fc3.bias": (256,),
+        "fc4.weight": (3136, 256),
+        "fc4.bias": (3136,),
+        "deconv1.weight": (64, 32, 4, 4),
+        "deconv1.bias": (32,),
+        "deconv2.weight": (32, 1, 4, 4),
+        "deconv2.bias": (1,),
+    }
     if num_classes:
         want |= {"fc_label.weight": (256, num_classes), "fc_label.bias": (256,)}
     if scale == "pixel":
@@ -236,8 +250,12 @@ def structured(n: int, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
     c, h, w = shape
     x = 0.1 * torch.rand(n, c, h, w, generator=gen)
     colours = torch.tensor([[1.0, 0.1, 0.1], [0.1, 1.0, 0.1], [0.1, 0.1, 1.0], [1.0, 1.0, 0.1]])
-    halves = [(slice(0, h // 2), slice(None)), (slice(h // 2, None), slice(None)),
-              (slice(None), slice(0, w // 2)), (slice(None), slice(w // 2, None))]  # fmt: skip
+    halves = [
+        (slice(0, h // 2), slice(None)),
+        (slice(h // 2, None), slice(None)),
+        (slice(None), slice(0, w // 2)),
+        (slice(None), slice(w // 2, None)),
+    ]
     brightness = 0.5 + 0.5 * torch.rand(n, generator=gen)
     for i in range(n):
         colour = colours[i % 4] if c == 3 else torch.ones(1)
@@ -248,10 +266,15 @@ def structured(n: int, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
 
 # the unit-variance Gaussian lets a tiny grey image's posterior collapse (its squared errors are
 # worth less than the KL of saying which kind it is); Bernoulli's cross-entropy is not
-@pytest.mark.parametrize(("shape", "loss"), [
-    ((3, 30, 30), "gaussian"), ((3, 32, 32), "gaussian"),
-    ((1, 8, 8), "bernoulli"), ((1, 7, 13), "bernoulli"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("shape", "loss"),
+    [
+        ((3, 30, 30), "gaussian"),
+        ((3, 32, 32), "gaussian"),
+        ((1, 8, 8), "bernoulli"),
+        ((1, 7, 13), "bernoulli"),
+    ],
+)
 def test_the_conv_model_learns_at_any_size(shape, loss):
     """A short training (Adam) brings the held-out loss (reconstruction + KL) below what any
     model that ignores its input can reach: the mean training image's reconstruction term. So

@@ -72,8 +72,9 @@ def test_a_colour_folder_gives_rgb_images(tmp_path):
 
 def test_a_grey_folder_stays_grey(tmp_path):
     arrays = [grey() for _ in range(4)]
-    ds = load_dataset(write_folder(tmp_path / "d", {"a": arrays[:2], "b": arrays[2:]}),
-                      test_fraction=0)  # fmt: skip
+    ds = load_dataset(
+        write_folder(tmp_path / "d", {"a": arrays[:2], "b": arrays[2:]}), test_fraction=0
+    )
     assert ds.images.shape == (4, 1, 8, 8)
     assert np.array_equal(ds.images[:, 0].numpy(), np.stack(arrays))
 
@@ -104,8 +105,9 @@ def test_channels_converts_on_purpose_with_pillows_luma(tmp_path):
     npz = load_dataset(tmp_path / "c.npz", test_fraction=0, channels=1)
     assert torch.equal(npz.images, ds.images[:3])
     # grey to colour: repetition
-    greys = load_dataset(write_folder(tmp_path / "g", {"a": [grey(), grey()]}),
-                         test_fraction=0, channels=3)  # fmt: skip
+    greys = load_dataset(
+        write_folder(tmp_path / "g", {"a": [grey(), grey()]}), test_fraction=0, channels=3
+    )
     assert greys.images.shape == (2, 3, 8, 8)
     assert torch.equal(greys.images[:, 0], greys.images[:, 2])
 
@@ -141,8 +143,9 @@ def test_images_of_two_sizes_need_image_size(tmp_path):
     assert "8 x 8" in msg and "10 x 12" in msg
     ds = load_dataset(folder, test_fraction=0, image_size=6)
     assert ds.images.shape == (3, 3, 6, 6)
-    for i, f in enumerate([folder / "a" / "000.png", folder / "a" / "001.png",
-                           folder / "b" / "000.png"]):  # fmt: skip
+    for i, f in enumerate(
+        [folder / "a" / "000.png", folder / "a" / "001.png", folder / "b" / "000.png"]
+    ):
         want = np.asarray(Image.open(f).resize((6, 6), Image.Resampling.BILINEAR))
         assert np.array_equal(ds.images[i].numpy().transpose(1, 2, 0), want)
 
@@ -233,16 +236,41 @@ def test_sources_with_their_own_split_refuse_a_test_fraction(tmp_path, tiny_data
 def test_the_split_is_recorded_and_reproduced_by_load_split(tmp_path):
     x, y = numbered(120, size=4), np.arange(120) % 3
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    argv = ["-q", "train", "--data", str(tmp_path / "d.npz"), "--hidden", "8", "--epochs", "1",
-            "--out", str(tmp_path / "r"), "--test-fraction", "0.25", "--split-seed", "7",
-            "--image-size", "4", "--channels", "1", "--skip-bad", "--no-plots",
-            "--prior-components", "0"]  # fmt: skip
+    argv = [
+        "-q",
+        "train",
+        "--data",
+        str(tmp_path / "d.npz"),
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+        "--test-fraction",
+        "0.25",
+        "--split-seed",
+        "7",
+        "--image-size",
+        "4",
+        "--channels",
+        "1",
+        "--skip-bad",
+        "--no-plots",
+        "--prior-components",
+        "0",
+    ]
     assert main(argv) == 0
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["data"] == {
-        "source": str(tmp_path / "d.npz"), "data_dir": None, "channels": 1, "image_size": 4,
-        "test_fraction": 0.25, "split_seed": 7, "skip_bad": True,
-    }  # fmt: skip
+        "source": str(tmp_path / "d.npz"),
+        "data_dir": None,
+        "channels": 1,
+        "image_size": 4,
+        "test_fraction": 0.25,
+        "split_seed": 7,
+        "skip_bad": True,
+    }
     assert (saved["dataset"]["train_size"], saved["dataset"]["test_size"]) == (90, 30)
     run = load_run(tmp_path / "r")
     want_train, want_test = holdout(y, 120, 0.25, 7)
@@ -252,8 +280,9 @@ def test_the_split_is_recorded_and_reproduced_by_load_split(tmp_path):
 
 def test_training_records_the_default_fraction_and_old_runs_keep_theirs(tmp_path, tiny_data):
     np.savez(tmp_path / "d.npz", x=numbered(40))
-    cfg = RunConfig(DataConfig(str(tmp_path / "d.npz")), ModelConfig(hidden=8),
-                    TrainConfig(epochs=1))  # fmt: skip
+    cfg = RunConfig(
+        DataConfig(str(tmp_path / "d.npz")), ModelConfig(hidden=8), TrainConfig(epochs=1)
+    )
     run = train(cfg, tmp_path / "r", progress=False)
     assert run.config.data.test_fraction == 0.1 and len(load_split(run, "test")) == 4
     assert load_run(tmp_path / "r").config.data.test_fraction == 0.1
@@ -288,8 +317,9 @@ def test_data_config_checks_the_new_fields():
 
 
 def test_data_info_prints_what_would_be_loaded(tmp_path, capsys):
-    folder = write_folder(tmp_path / "d", {"cat": [rgb() for _ in range(12)],
-                                           "dog": [grey() for _ in range(8)]})  # fmt: skip
+    folder = write_folder(
+        tmp_path / "d", {"cat": [rgb() for _ in range(12)], "dog": [grey() for _ in range(8)]}
+    )
     ds = load_dataset(folder, test_fraction=0)  # decodes and caches: info then reads the cache
     assert main(["data", "info", str(folder), "--test-fraction", "0.25"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -524,8 +554,9 @@ def test_a_second_load_reads_the_cache_and_decodes_nothing(tmp_path, decodes):
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + n])
     assert {k: v["dtype"] for k, v in header.items() if k != "__metadata__"} == {
-        "images": "U8", "labels": "I64"
-    }  # fmt: skip
+        "images": "U8",
+        "labels": "I64",
+    }
     want = first.images.numpy().tobytes() + first.labels.numpy().astype("<i8").tobytes()
     assert raw[8 + n :] == want
     assert json.loads(header["__metadata__"]["classes"]) == ["a", "b"]
@@ -616,8 +647,10 @@ def test_other_options_miss_and_a_folder_keeps_one_entry(tmp_path, decodes):
     skipping = load_dataset(folder, test_fraction=0, channels=1, image_size=4, skip_bad=True)
     assert len(decodes) == 12  # each of the four decoded its three files
     assert (plain.image_shape, grey_.image_shape, small.image_shape) == (
-        (3, 8, 8), (1, 8, 8), (1, 4, 4)
-    )  # fmt: skip
+        (3, 8, 8),
+        (1, 8, 8),
+        (1, 4, 4),
+    )
     assert torch.equal(small.images, skipping.images)
     assert len(cache_files(tmp_path, "*.safetensors")) == 1  # one entry per folder
     other = write_folder(tmp_path / "e", {"a": [rgb()]})
@@ -778,8 +811,21 @@ def test_conditional_training_on_unlabelled_data_is_refused_before_reading(
 
 def test_unconditional_training_on_a_flat_folder(tmp_path):
     folder = write_flat(tmp_path / "flat", [grey(4, 4) for _ in range(30)])
-    argv = ["-q", "train", "--data", str(folder), "--hidden", "8", "--epochs", "1", "--out",
-            str(tmp_path / "r"), "--no-plots", "--prior-components", "0"]  # fmt: skip
+    argv = [
+        "-q",
+        "train",
+        "--data",
+        str(folder),
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+        "--no-plots",
+        "--prior-components",
+        "0",
+    ]
     assert main(argv) == 0
     run = load_run(tmp_path / "r")
     assert run.classes == [] and load_split(run, "test").labels is None

@@ -43,8 +43,28 @@ def test_a_colour_folder_from_data_info_to_the_report(tmp_path, capsys):
     info = capsys.readouterr().out
     assert "270" in info and "3 x 12 x 12" in info and all(name in info for name in NAMES)
 
-    assert main(["-q", "train", "--data", str(data), "--conditional", "--epochs", "60",
-                 "--hidden", "64", "--latent-dim", "4", "--batch-size", "32", "--out", str(run)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--data",
+                str(data),
+                "--conditional",
+                "--epochs",
+                "60",
+                "--hidden",
+                "64",
+                "--latent-dim",
+                "4",
+                "--batch-size",
+                "32",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["dataset"]["image_shape"] == [3, 12, 12]
     assert config["dataset"]["classes"] == sorted(NAMES)
@@ -60,8 +80,10 @@ def test_a_colour_folder_from_data_info_to_the_report(tmp_path, capsys):
     samples = np.asarray(Image.open(run / "figures" / "samples.png").convert("RGB")).astype(int)
     assert np.abs(samples[..., 0] - samples[..., 2]).max() > 50  # in colour, not grey
 
-    assert main(["-q", "evaluate", str(run), "--quick", "--n-generated", "243",
-                 "--iw-samples", "4"]) == 0  # fmt: skip
+    assert (
+        main(["-q", "evaluate", str(run), "--quick", "--n-generated", "243", "--iw-samples", "4"])
+        == 0
+    )
     ev = json.loads((run / "eval.json").read_text())
     assert ev["frechet"]["generated_vs_test"]["value"] > 0
     assert ev["frechet"]["n_test"] == 27  # the held-out split, not the training images

@@ -19,8 +19,22 @@ def test_the_api_and_the_cli_make_the_same_run(tiny_data, tmp_path):
         TrainConfig(epochs=2, batch_size=32, prior_components=2),
     )
     api = vaegen.train(config, tmp_path / "api", progress=False)
-    argv = ["-q", "train", "--data", str(tiny_data), "--hidden", "16", "--epochs", "2",
-            "--batch-size", "32", "--prior-components", "2", "--out", str(tmp_path / "cli")]  # fmt: skip
+    argv = [
+        "-q",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--prior-components",
+        "2",
+        "--out",
+        str(tmp_path / "cli"),
+    ]
     assert main(argv) == 0
     cli = tmp_path / "cli"
     # one's own images train with the loss vaegen chooses for them, through either door

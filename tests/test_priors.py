@@ -175,8 +175,22 @@ def test_cli_fit_prior_and_generate_with_either_prior(runs, tmp_path, capsys):
 
 def test_cli_training_fits_the_prior_at_the_end(tiny_data, tmp_path):
     out = tmp_path / "r"
-    argv = ["-q", "train", "--data", str(tiny_data), "--hidden", "16", "--epochs", "1",
-            "--conditional", "--prior-components", "2", "--no-plots", "--out", str(out)]  # fmt: skip
+    argv = [
+        "-q",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--hidden",
+        "16",
+        "--epochs",
+        "1",
+        "--conditional",
+        "--prior-components",
+        "2",
+        "--no-plots",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert isinstance(load_prior(load_run(out)), GaussianMixturePrior)
     assert load_prior(load_run(out)).info["draws"] == 0
@@ -223,8 +237,18 @@ def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monke
         ("posterior", "posterior", "aggregate posterior"),
         ("standard", "standard", "N(0, I)"),
     ):
-        argv = ["-q", "evaluate", str(out), "--quick", "--iw-samples", "5", "--n-generated", "60",
-                "--prior", flag]  # fmt: skip
+        argv = [
+            "-q",
+            "evaluate",
+            str(out),
+            "--quick",
+            "--iw-samples",
+            "5",
+            "--n-generated",
+            "60",
+            "--prior",
+            flag,
+        ]
         assert main(argv) == 0
         saved = json.loads((out / "eval.json").read_text())["settings"]["prior"]
         assert saved == {"requested": flag, "used": used}
@@ -298,8 +322,12 @@ def test_fit_prior_refuses_a_bad_reg_covar_and_components_0_drops_the_mixture(
     assert main(["-q", "fit-prior", str(out), "--components", "2"]) == 0
     assert load_prior(load_run(out)).kind == "gmm"
     # resumed with --prior-components 0 (nothing left to train): N(0, I) from now on
-    assert main(["-q", "train", "--out", str(out), "--resume", "--prior-components", "0",
-                 "--no-plots"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["-q", "train", "--out", str(out), "--resume", "--prior-components", "0", "--no-plots"]
+        )
+        == 0
+    )
     assert (
         "its fitted mixture is removed" in capsys.readouterr().err
     )  # a warning: shown with -q too
@@ -401,8 +429,10 @@ def test_a_finished_run_resumed_keeps_the_mixture_it_has_and_refits_another(runs
     assert (out / "prior" / "prior.json").read_bytes() == before  # not refitted with seed 0
     assert main([*resume, "--prior-components", "4"]) == 0  # another one: refitted
     assert load_prior(load_run(out)).info["components"] == 4
-    for flag, value, key in (("--prior-draws", "2", "draws"), ("--prior-reg-covar", "0.5",
-                                                                "reg_covar")):  # fmt: skip
+    for flag, value, key in (
+        ("--prior-draws", "2", "draws"),
+        ("--prior-reg-covar", "0.5", "reg_covar"),
+    ):
         assert main([*resume, flag, value]) == 0
         assert load_prior(load_run(out)).info[key] == float(value)
     assert main([*resume, "--epochs", "3"]) == 0  # trained on: refitted to the new weights
@@ -445,14 +475,19 @@ def test_the_run_is_locked_while_its_prior_is_fitted(runs, tmp_path, monkeypatch
         return real(run, *args, **kwargs)
 
     monkeypatch.setattr(vaegen.sampling.priors, "fit_prior", probing)
-    assert main(["-q", "train", "--out", str(out), "--resume", "--prior-components", "2",
-                 "--no-plots"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["-q", "train", "--out", str(out), "--resume", "--prior-components", "2", "--no-plots"]
+        )
+        == 0
+    )
     (during,) = seen
     assert during.returncode == 3 and "is in use by process" in during.stdout
     assert subprocess.run(probe, env=env).returncode == 0  # free again afterwards
     # fit_prior itself takes the lock: refused while another process holds it
-    holder = subprocess.Popen([*probe, "hold"], env=env, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [*probe, "hold"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "free"
         with pytest.raises(RunError, match=r"is in use by process \d+ on .*\(probe, "):
@@ -557,8 +592,9 @@ def test_fit_prior_fits_what_the_runs_config_names(tiny_data, tmp_path):
     prior = fit_prior(run, components=2, draws=0, reg_covar=1e-6)
     assert (prior.info["components"], prior.info["draws"], prior.info["reg_covar"]) == (2, 0, 1e-6)
     assert torch.linalg.eigvalsh(prior.covariances[prior.weights > 0]).min() < 0.5
-    none = train(replace(cfg, train=replace(cfg.train, prior_components=0)), tmp_path / "n",
-                 progress=False)  # fmt: skip
+    none = train(
+        replace(cfg, train=replace(cfg.train, prior_components=0)), tmp_path / "n", progress=False
+    )
     assert fit_prior(none).info["components"] == DEFAULT_COMPONENTS
     with pytest.raises(VaegenError, match="prior_draws = -1 is not valid"):
         TrainConfig(prior_draws=-1)
@@ -569,8 +605,22 @@ def test_a_finished_run_resumed_with_new_prior_settings_records_them(tiny_data, 
     without training, and config.json then names the prior that RUN/prior/ holds, so that a later
     `fit-prior RUN` fits the same one. The fit's seed defaults to the run's training seed."""
     out = tmp_path / "r"
-    common = ["--quiet", "train", "--data", str(tiny_data), "--epochs", "1", "--hidden", "16",
-              "--conditional", "--seed", "3", "--no-plots", "--out", str(out)]  # fmt: skip
+    common = [
+        "--quiet",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--conditional",
+        "--seed",
+        "3",
+        "--no-plots",
+        "--out",
+        str(out),
+    ]
     assert main([*common, "--prior-components", "2"]) == 0
     weights = (out / "model.safetensors").read_bytes()
     assert main([*common, "--resume", "--prior-components", "3", "--prior-draws", "2"]) == 0
@@ -608,15 +658,17 @@ def test_a_prior_fitted_to_earlier_weights_is_refused_until_refitted(tiny_data, 
 
     # a fit that fails (class 1 keeps one image) leaves every file as it was
     train_set = load_split(run, "train")
-    keep = (train_set.labels != 1) | (torch.arange(len(train_set)) == int(
-        (train_set.labels == 1).nonzero()[0]))  # fmt: skip
+    keep = (train_set.labels != 1) | (
+        torch.arange(len(train_set)) == int((train_set.labels == 1).nonzero()[0])
+    )
     few = replace(train_set, images=train_set.images[keep], labels=train_set.labels[keep])
     with pytest.raises(VaegenError, match="class 1 has 1 training image"):
         fit_prior(run, train=few)
     assert {name: (folder / name).read_bytes() for name in fitted} == fitted
 
-    later = train(replace(cfg, train=replace(cfg.train, epochs=2)), run.path, resume=True,
-                  progress=False)  # fmt: skip
+    later = train(
+        replace(cfg, train=replace(cfg.train, epochs=2)), run.path, resume=True, progress=False
+    )
     assert later.weights_sha256() != first
     for which in ("fitted", "posterior"):
         with pytest.raises(RunError, match=r"fitted to other weights .*vaegen fit-prior"):

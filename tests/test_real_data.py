@@ -77,9 +77,13 @@ def test_cli_trains_the_reference_model_on_fashion_mnist(fashion_dir, tmp_path, 
     assert records[1]["test_loss"] < records[0]["test_loss"] < 25.0
     assert records[1]["test_loss"] < 19.0  # two epochs of the article's model reach about 17.8
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
-        "interpolation.png", "latent_scatter.png", "loss_curve.png", "manifold.png",
-        "reconstructions.png", "samples.png",
-    ]  # fmt: skip
+        "interpolation.png",
+        "latent_scatter.png",
+        "loss_curve.png",
+        "manifold.png",
+        "reconstructions.png",
+        "samples.png",
+    ]
 
 
 def _download(dest: Path, mirror: str, start: Barrier, results: Queue) -> None:

@@ -185,8 +185,14 @@ def test_report_is_one_offline_file(plain: Run, tmp_path: Path) -> None:
 def test_report_without_the_test_data(plain: Run, tmp_path: Path) -> None:
     moved = tmp_path / "run"
     shutil.copytree(plain.path, moved)
-    gone = Run(moved, RunConfig(DataConfig(str(tmp_path / "no-such-data"))), plain.model,
-               plain.classes, plain.image_shape, plain.metrics)  # fmt: skip
+    gone = Run(
+        moved,
+        RunConfig(DataConfig(str(tmp_path / "no-such-data"))),
+        plain.model,
+        plain.classes,
+        plain.image_shape,
+        plain.metrics,
+    )
     page = write_report(gone).read_text()
     assert "The test set could not be loaded" in page and "no-such-data" in page
     assert '"n":0' in page
@@ -256,12 +262,19 @@ def _render_alone(data: Any) -> str:
     packages = [("vaegen", str(SRC)), ("vaegen.report", str(SRC / "report"))]
     done = subprocess.run(
         [sys.executable, "-I", "-c", RENDER_ALONE, json.dumps(packages)],
-        input=json.dumps(data, allow_nan=False), capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        input=json.dumps(data, allow_nan=False),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     page, _, loaded = done.stdout.rpartition("</html>\n")
-    assert json.loads(loaded) == ["vaegen", "vaegen.report", "vaegen.report.render",
-                                  "vaegen.report.tables"]  # fmt: skip
+    assert json.loads(loaded) == [
+        "vaegen",
+        "vaegen.report",
+        "vaegen.report.render",
+        "vaegen.report.tables",
+    ]
     return page + "</html>\n"
 
 
@@ -352,8 +365,17 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 
 # plots' figure functions, each drawing one figure file
-DRAWERS = {name: getattr(plots, name) for name in ("reconstructions", "latent_scatter", "manifold",
-                                                   "samples", "interpolation", "loss_curve")}  # fmt: skip
+DRAWERS = {
+    name: getattr(plots, name)
+    for name in (
+        "reconstructions",
+        "latent_scatter",
+        "manifold",
+        "samples",
+        "interpolation",
+        "loss_curve",
+    )
+}
 
 
 def _forbid_drawing(monkeypatch: pytest.MonkeyPatch, allow: str = "") -> list[tuple[str, Any]]:
@@ -372,10 +394,13 @@ def _forbid_drawing(monkeypatch: pytest.MonkeyPatch, allow: str = "") -> list[tu
     return calls
 
 
-@pytest.mark.parametrize(("name", "gone", "fig", "label"), [
-    ("plain", "samples.png", "samples", None),
-    ("cond3", "manifold_1_shape_1.png", "manifold", 1),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "gone", "fig", "label"),
+    [
+        ("plain", "samples.png", "samples", None),
+        ("cond3", "manifold_1_shape_1.png", "manifold", 1),
+    ],
+)
 def test_the_report_draws_only_the_missing_figures(
     name: str, gone: str, fig: str, label: int | None, request, tmp_path: Path, monkeypatch
 ) -> None:
@@ -514,11 +539,14 @@ def _lookup_point(info: dict[str, Any], z: list[float]) -> list[float]:
     return [grid[(grid - v).abs().argmin()].item() for v in z[:2]]
 
 
-@pytest.mark.parametrize(("kind", "shape"), [
-    *(pytest.param(kind, None, id=kind) for kind in sorted(set(MODELS) - {"mlp"})),
-    # colour, and no multiple of 4: the padded model's crop, a mosaic of H != W tiles
-    pytest.param("conv", (3, 10, 14), id="conv-3x10x14"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "shape"),
+    [
+        *(pytest.param(kind, None, id=kind) for kind in sorted(set(MODELS) - {"mlp"})),
+        # colour, and no multiple of 4: the padded model's crop, a mosaic of H != W tiles
+        pytest.param("conv", (3, 10, 14), id="conv-3x10x14"),
+    ],
+)
 def test_other_models_show_the_nearest_precomputed_image(
     kind: str, shape: tuple[int, int, int] | None, make_run, open_report
 ) -> None:

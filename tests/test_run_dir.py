@@ -81,8 +81,23 @@ def test_a_full_disk_is_a_one_line_error_and_the_run_resumes(
 
     monkeypatch.setattr(files, "_atomic_write", disk_full_at_epoch_2)
     out = tmp_path / "r"
-    argv = ["-q", "train", "--data", str(tiny_data), "--hidden", "32", "--batch-size", "32",
-            "--epochs", "3", "--out", str(out), "--no-plots", "--loss", "gaussian"]  # fmt: skip
+    argv = [
+        "-q",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--hidden",
+        "32",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+        "--no-plots",
+        "--loss",
+        "gaussian",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
@@ -145,8 +160,20 @@ def test_a_config_field_of_the_wrong_type_is_named(tiny_data, tmp_path, capsys):
 def test_a_log_file_gets_one_line_per_epoch(tiny_data, tmp_path, capsys):
     """Sent to a file (here: captured, not a terminal), training writes its epoch lines and no
     progress-bar refreshes."""
-    argv = ["train", "--data", str(tiny_data), "--hidden", "32", "--batch-size", "32",
-            "--epochs", "3", "--out", str(tmp_path / "r"), "--no-plots"]  # fmt: skip
+    argv = [
+        "train",
+        "--data",
+        str(tiny_data),
+        "--hidden",
+        "32",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--out",
+        str(tmp_path / "r"),
+        "--no-plots",
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "\r" not in err
@@ -175,8 +202,23 @@ def test_a_preset_sets_its_fields_flags_override_them_and_resume_continues(tiny_
     assert PRESETS["article"] == RunConfig(train=TrainConfig(loss="gaussian"))  # pinned
     synth = PRESETS["synth"]
     out = tmp_path / "synth"
-    argv = ["-q", "train", "--preset", "synth", "--data", str(tiny_data), "--hidden", "8",
-            "--epochs", "1", "--no-plots", "--prior-components", "0", "--out", str(out)]  # fmt: skip
+    argv = [
+        "-q",
+        "train",
+        "--preset",
+        "synth",
+        "--data",
+        str(tiny_data),
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--no-plots",
+        "--prior-components",
+        "0",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == {**vars(synth.model), "hidden": 8}

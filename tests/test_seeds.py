@@ -9,14 +9,24 @@ from vaegen.seeds import CLASSIFIER, EVALUATION, TRAINING
 
 def test_the_training_streams_are_frozen():
     assert asdict(TRAINING) == {
-        "init": 0, "shuffle": 1, "noise": 2, "test_loss": 3, "parity": 4, "prior": 0
-    }  # fmt: skip
+        "init": 0,
+        "shuffle": 1,
+        "noise": 2,
+        "test_loss": 3,
+        "parity": 4,
+        "prior": 0,
+    }
 
 
 def test_the_evaluation_streams_are_frozen():
     assert asdict(EVALUATION) == {
-        "real_subset": 0, "elbo": 1, "binarize": 2, "iwae": 3, "generated": 4, "tstr": 5
-    }  # fmt: skip
+        "real_subset": 0,
+        "elbo": 1,
+        "binarize": 2,
+        "iwae": 3,
+        "generated": 4,
+        "tstr": 5,
+    }
 
 
 def test_the_classifier_streams_are_frozen():

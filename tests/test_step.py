@@ -103,9 +103,10 @@ def _subnormals(run_dir) -> int:
     (state,) = (run_dir / "state").glob("*/optimizer.safetensors")
     tiny = torch.finfo(torch.float32).tiny
     return sum(
-        int(((t != 0) & (t.abs() < tiny)).sum()) for t in read_tensors(state).values()
+        int(((t != 0) & (t.abs() < tiny)).sum())
+        for t in read_tensors(state).values()
         if t.is_floating_point()
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.slow
@@ -235,8 +236,11 @@ def test_processes_share_out_the_noise_one_process_draws(monkeypatch, bf16):
             model, model, likelihood("gaussian"), 1.0, opt, Processes(rank, 2), bf16
         )
         step(x, None, torch.Generator().manual_seed(5))
-    alone = torch.randn((7, 3), generator=torch.Generator().manual_seed(5),
-                        dtype=torch.bfloat16 if bf16 else torch.float32)  # fmt: skip
+    alone = torch.randn(
+        (7, 3),
+        generator=torch.Generator().manual_seed(5),
+        dtype=torch.bfloat16 if bf16 else torch.float32,
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         mu = model.fc_mu(torch.relu(model.fc1(x.view(7, -1))))
     assert alone.dtype == mu.dtype  # the model's own draw, in mu's dtype

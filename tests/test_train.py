@@ -43,8 +43,22 @@ def timeless_metrics(run_dir: Path) -> list[dict]:
 
 def test_cli_train_writes_the_run_directory(tiny_data, tmp_path, capsys):
     out = tmp_path / "runs" / "t"
-    argv = ["-q", "train", "--data", str(tiny_data), "--epochs", "3", "--hidden", "32",
-            "--batch-size", "32", "--lr", "3e-3", "--out", str(out)]  # fmt: skip
+    argv = [
+        "-q",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--epochs",
+        "3",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "32",
+        "--lr",
+        "3e-3",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert "3 epochs, test gaussian-optimal-sigma loss" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
@@ -177,8 +191,13 @@ def test_a_finished_run_whose_newest_checkpoint_is_inside_a_later_epoch_ends_at_
 ):
     one = train(tiny_config(tiny_data, epochs=1), tmp_path / "one", progress=False)
     # 8 steps an epoch: stopped at step 11 of a 3-epoch run, checkpointed at step 9 (epoch 2)
-    train(tiny_config(tiny_data, epochs=3), tmp_path / "r", progress=False, checkpoint_every=3,
-          max_steps=11)  # fmt: skip
+    train(
+        tiny_config(tiny_data, epochs=3),
+        tmp_path / "r",
+        progress=False,
+        checkpoint_every=3,
+        max_steps=11,
+    )
     assert load_state(tmp_path / "r" / "state").progress.step == 1
     again = train(tiny_config(tiny_data, epochs=1), tmp_path / "r", resume=True, progress=False)
     assert len(again.metrics) == 1
@@ -212,8 +231,19 @@ def test_resume_removes_what_a_run_killed_in_its_first_write_left(tiny_data, tmp
 
 def test_cli_resume_keeps_the_saved_config(tiny_data, tmp_path):
     out = tmp_path / "r"
-    base = ["-q", "train", "--data", str(tiny_data), "--hidden", "32", "--batch-size", "32",
-            "--out", str(out), "--no-plots"]  # fmt: skip
+    base = [
+        "-q",
+        "train",
+        "--data",
+        str(tiny_data),
+        "--hidden",
+        "32",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+        "--no-plots",
+    ]
     assert main([*base, "--epochs", "1"]) == 0
     # only --epochs given: the other fields come from config.json, not the defaults
     assert main(["-q", "train", "--out", str(out), "--resume", "--epochs", "2", "--no-plots"]) == 0
@@ -248,8 +278,10 @@ def test_a_non_finite_test_loss_stops_before_the_epoch_is_recorded(
     assert load_state(tmp_path / "r" / "state").progress.epoch == 1
 
 
-@pytest.mark.parametrize(("at_step", "where", "epochs_saved"),
-                         [(5, "the end of epoch 1", None), (10, "epoch 2, step 3", 1)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("at_step", "where", "epochs_saved"),
+    [(5, "the end of epoch 1", None), (10, "epoch 2, step 3", 1)],
+)
 def test_an_optimizer_state_that_overflows_while_the_loss_stays_finite_is_named(
     tiny_data, tmp_path, monkeypatch, at_step, where, epochs_saved
 ):

@@ -47,9 +47,15 @@ def train(
     procs = distributed.from_env()
     held = layout.lock_for_writing(out, "training") if procs.is_main else None
     with held or contextlib.nullcontext():
-        run = train_loop(config, out, resume=resume, progress=progress,
-                         checkpoint_every=checkpoint_every, tensorboard=tensorboard,
-                         max_steps=max_steps)  # fmt: skip
+        run = train_loop(
+            config,
+            out,
+            resume=resume,
+            progress=progress,
+            checkpoint_every=checkpoint_every,
+            tensorboard=tensorboard,
+            max_steps=max_steps,
+        )
         if procs.is_main and is_finished(run):
             finish(run, figures=figures)
     return run

@@ -43,48 +43,64 @@ def _parser() -> argparse.ArgumentParser:
         epilog=CACHE_HELP,
     )
     t.add_argument(
-        "--preset", choices=PRESETS, metavar="NAME",
+        "--preset",
+        choices=PRESETS,
+        metavar="NAME",
         help="start from a named recipe; flags given beside it override its fields: "
         + "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()),
-    )  # fmt: skip
+    )
     for section in SECTIONS:  # every field of the run's config, declared in rundir.config
         add_config_flags(t, section, resumable_note=True)
     t.add_argument("--out", type=Path, help="run directory (default runs/run-DATE-TIME)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument(
-        "--checkpoint-every", type=int, default=0, metavar="N",
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
         help="also checkpoint every N steps (default: at the end of each epoch only)",
-    )  # fmt: skip
-    t.add_argument("--no-plots", action="store_true",
-                   help="do not draw the figures and report at the end")  # fmt: skip
+    )
     t.add_argument(
-        "--tensorboard", action="store_true",
+        "--no-plots", action="store_true", help="do not draw the figures and report at the end"
+    )
+    t.add_argument(
+        "--tensorboard",
+        action="store_true",
         help="also log each epoch's metrics to RUN/tensorboard (needs the tensorboard package)",
-    )  # fmt: skip
+    )
 
     g = sub.add_parser("generate", help="write simulated images (and labels) to a file or folder")
     g.add_argument("run", type=Path)
     g.add_argument("--n", type=int, required=True, help="number of images")
     g.add_argument(
-        "--label", nargs="+", action="extend", metavar="CLASS",
+        "--label",
+        nargs="+",
+        action="extend",
+        metavar="CLASS",
         help="class names or indices to draw, repeatable: --label Sneaker Bag or --label Sneaker "
         "--label Bag (conditional runs; default: all, spread evenly)",
-    )  # fmt: skip
+    )
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument(
-        "--temperature", type=float, default=1.0,
+        "--temperature",
+        type=float,
+        default=1.0,
         help="spread of the prior's samples: N(0, T^2 I), or each fitted component's or "
         "posterior's spread times T (default 1)",
-    )  # fmt: skip
+    )
     g.add_argument(
-        "--out", type=Path, required=True,
+        "--out",
+        type=Path,
+        required=True,
         help="FILE.npz, or a folder: IDX .gz files (default) or PNGs with --format png",
-    )  # fmt: skip
+    )
     g.add_argument("--format", choices=["npz", "idx", "png"], help="output format")
     g.add_argument(
-        "--split", choices=["train", "test"], default="train",
+        "--split",
+        choices=["train", "test"],
+        default="train",
         help="IDX file prefix: train- or t10k- (default train)",
-    )  # fmt: skip
+    )
     g.add_argument("--overwrite", action="store_true", help="replace existing output files")
     g.add_argument("--device", default="cpu", help="device to decode on (default cpu)")
     _prior_flag(g)
@@ -94,31 +110,44 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="measure a run's quality; writes RUN/eval.json")
     ev.add_argument("run", type=Path)
     ev.add_argument(
-        "--iw-samples", type=int, default=1000, metavar="K",
+        "--iw-samples",
+        type=int,
+        default=1000,
+        metavar="K",
         help="importance samples per test image for the NLL bound (default 1000)",
-    )  # fmt: skip
+    )
     ev.add_argument(
-        "--n-generated", type=int, default=60000, metavar="N",
+        "--n-generated",
+        type=int,
+        default=60000,
+        metavar="N",
         help="images generated for the Frechet distance, precision and recall, class agreement "
         "and TSTR, and real training images to compare (default 60000, the training set's size)",
-    )  # fmt: skip
+    )
     ev.add_argument(
-        "--binarize", action="store_true",
+        "--binarize",
+        action="store_true",
         help="likelihood of stochastically binarised test images (bernoulli-loss runs)",
-    )  # fmt: skip
+    )
     ev.add_argument("--quick", action="store_true", help="smaller K, N and classifier epochs")
     ev.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ev.add_argument("--device", default="cpu", help="device (default cpu)")
     ev.add_argument(
-        "--feature-net", type=Path, default=None, metavar="DIR",
+        "--feature-net",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="data other than FashionMNIST: the folder of the classifier that Frechet, precision/"
         "recall and agreement are measured with (default RUN/feature_net, trained there on "
         "first use); point runs on the same data at one folder to compare their numbers",
-    )  # fmt: skip
+    )
     ev.add_argument(
-        "--feature-epochs", type=int, default=None, metavar="E",
+        "--feature-epochs",
+        type=int,
+        default=None,
+        metavar="E",
         help="epochs of that classifier (default: the saved one's, or scaled to the data's size)",
-    )  # fmt: skip
+    )
     _prior_flag(ev)
 
     pl = sub.add_parser("plot", help="draw a run's figures into RUN/figures/")
@@ -138,11 +167,13 @@ def cli_reference() -> str:
 
 def _prior_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--prior", choices=PRIOR_CHOICES, default="fitted",
+        "--prior",
+        choices=PRIOR_CHOICES,
+        default="fitted",
         help="where z comes from: the run's fitted Gaussian mixture (N(0, I) for a run without "
         "one), the training images' aggregate posterior (a random training image's code drawn "
         "from its q(z|x): samples near particular training images) or N(0, I) (default fitted)",
-    )  # fmt: skip
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -163,9 +194,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         base, _ = rundir.load_config(out)
     config = config_from_args(args, base)
     run = train(
-        config, out, resume=args.resume, progress=not args.quiet, figures=not args.no_plots,
-        checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard,
-    )  # fmt: skip
+        config,
+        out,
+        resume=args.resume,
+        progress=not args.quiet,
+        figures=not args.no_plots,
+        checkpoint_every=args.checkpoint_every,
+        tensorboard=args.tensorboard,
+    )
     if not procs.is_main:  # the summary is the first process's
         return 0
     if not args.no_plots and is_finished(run):
@@ -178,9 +214,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{run.path}: {last['epoch']} epochs, test {loss} loss "
             f"{last['test_loss']:.3f} per image (recon {last['test_recon']:.3f} + "
             f"KL {last['test_kl']:.3f})"
-            + (f"; {loss} is vaegen's default for images other than FashionMNIST and MNIST "
-               "(--loss gaussian gives the article's)" if defaulted else "")
-        )  # fmt: skip
+            + (
+                f"; {loss} is vaegen's default for images other than FashionMNIST and MNIST "
+                "(--loss gaussian gives the article's)"
+                if defaulted
+                else ""
+            )
+        )
     return 0
 
 
@@ -192,9 +232,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     output_format(args.out, args.format)  # a bad --out fails before any work
     run = load_run(args.run, device=args.device)
     written = generate_to(
-        run, args.n, args.out, args.label, args.seed, args.temperature, args.prior,
-        args.format, args.split, args.overwrite, progress=not args.quiet,
-    )  # fmt: skip
+        run,
+        args.n,
+        args.out,
+        labels=args.label,
+        seed=args.seed,
+        temperature=args.temperature,
+        prior=args.prior,
+        fmt=args.format,
+        split=args.split,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     counts = ""
     if written.counts is not None:
         per_class = [f"{run.classes[k]}: {c}" for k, c in enumerate(written.counts) if c]
@@ -279,7 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vaegen: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        then = ("a run continues with `vaegen train --out RUN --resume`"
-                if args.command == "train" else "the previous files are kept")  # fmt: skip
+        then = (
+            "a run continues with `vaegen train --out RUN --resume`"
+            if args.command == "train"
+            else "the previous files are kept"
+        )
         print(f"vaegen: interrupted; {then}", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130

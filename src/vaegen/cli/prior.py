@@ -50,6 +50,8 @@ def cmd_fit_prior(args: argparse.Namespace) -> Run:
     if samples.exists():  # drawn from the previous prior: redraw it from this one
         draw_all(run, only=[samples.name])
     fits, k = prior.info["per_class"], prior.info["components"]
-    print(f"{run.path / 'prior'}: {len(fits)} mixture(s) of up to {k} Gaussians "
-          f"({sum(f['converged'] for f in fits)} converged)")  # fmt: skip
+    print(
+        f"{run.path / 'prior'}: {len(fits)} mixture(s) of up to {k} Gaussians "
+        f"({sum(f['converged'] for f in fits)} converged)"
+    )
     return run

@@ -246,19 +246,31 @@ def _load_idx_folder(folder: Path, split: str) -> ImageDataset:
 
 
 def _read(
-    kind: str, source: str | Path, split: str | None, data_dir: str | Path | None,
-    channels: int | None, image_size: int | None, skip_bad: bool,
+    kind: str,
+    source: str | Path,
+    split: str | None,
+    data_dir: str | Path | None,
+    channels: int | None,
+    image_size: int | None,
+    skip_bad: bool,
     bytes_per_value: int = BYTES_PER_VALUE,
-) -> ImageDataset:  # fmt: skip
+) -> ImageDataset:
     """One split of a named dataset or IDX folder, or the whole of an .npz or image folder,
     converted to `channels` and `image_size`; an image folder or .npz is first checked to fit
     in memory, at bytes_per_value bytes per uint8 image value (see `memory`)."""
     if kind == "images":
-        got = read_folder(Path(source), channels, image_size, skip_bad,
-                          bytes_per_value=bytes_per_value)  # fmt: skip
+        got = read_folder(
+            Path(source), channels, image_size, skip_bad, bytes_per_value=bytes_per_value
+        )
         labels = None if got.labels is None else torch.from_numpy(got.labels)
-        return ImageDataset(torch.from_numpy(got.images), labels, got.classes, Path(source).name,
-                            got.notes, got.cache)  # fmt: skip
+        return ImageDataset(
+            torch.from_numpy(got.images),
+            labels,
+            got.classes,
+            Path(source).name,
+            got.notes,
+            got.cache,
+        )
     if kind == "npz":
         layout = npz_layout(Path(source))
         if layout is not None:  # else reading it says what is wrong
@@ -353,9 +365,15 @@ def load_dataset(
     large for the available memory is a DataError before it is read (see `memory`).
     """
     (ds,), _ = _load(
-        source, (split,), data_dir=data_dir, channels=channels, image_size=image_size,
-        test_fraction=test_fraction, split_seed=split_seed, skip_bad=skip_bad,
-    )  # fmt: skip
+        source,
+        (split,),
+        data_dir=data_dir,
+        channels=channels,
+        image_size=image_size,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        skip_bad=skip_bad,
+    )
     _log_notes(ds)
     return ds
 
@@ -375,17 +393,24 @@ def load_splits(
     test split was made. float32_copy: the caller will hold a float32 copy of both (training on
     the CPU does), which the memory check counts."""
     (train, test), fraction = _load(
-        source, ("train", "test"), data_dir=data_dir, channels=channels, image_size=image_size,
-        test_fraction=test_fraction, split_seed=split_seed, skip_bad=skip_bad,
+        source,
+        ("train", "test"),
+        data_dir=data_dir,
+        channels=channels,
+        image_size=image_size,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        skip_bad=skip_bad,
         float32_copy=float32_copy,
-    )  # fmt: skip
+    )
     _log_notes(train)
     if fraction is not None:
         labelled = train.labels is not None
         note = split_note(fraction, split_seed, len(train), len(test), labelled)
         level = logging.WARNING if fraction == 0 else logging.INFO
-        log.log(level, "%s: no test split of its own; test split: %s (--test-fraction)", source,
-                note)  # fmt: skip
+        log.log(
+            level, "%s: no test split of its own; test split: %s (--test-fraction)", source, note
+        )
     return train, test
 
 

@@ -174,9 +174,12 @@ def write_entry(
         header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, end]}
         offset = end
     header["__metadata__"] = {
-        "format": FORMAT, "key": key, "classes": json.dumps(list(classes)),
-        "notes": json.dumps(list(notes)), "crc32": str(_crc32([a for _, _, a in tensors])),
-    }  # fmt: skip
+        "format": FORMAT,
+        "key": key,
+        "classes": json.dumps(list(classes)),
+        "notes": json.dumps(list(notes)),
+        "crc32": str(_crc32([a for _, _, a in tensors])),
+    }
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)  # the format pads its header with spaces to 8 bytes
     try:

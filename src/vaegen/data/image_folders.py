@@ -207,8 +207,10 @@ def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
                 elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
                     files.append(e.name)
             except OSError as err:  # ELOOP: too many levels of symbolic links
-                raise DataError(f"{e.path}: a link that cannot be followed ({err.strerror}); "
-                                "remove it or point it at an image or a folder") from None  # fmt: skip
+                raise DataError(
+                    f"{e.path}: a link that cannot be followed ({err.strerror}); "
+                    "remove it or point it at an image or a folder"
+                ) from None
     return [folder / d for d in sorted(dirs)], [folder / f for f in sorted(files)]
 
 
@@ -227,8 +229,13 @@ def read_folder(
     from PIL import Image
 
     classes, files, labels = list_images(folder)
-    options = {"channels": channels, "size": size, "skip_bad": skip_bad,
-               "pillow": Image.__version__, "max_pixels": Image.MAX_IMAGE_PIXELS}  # fmt: skip
+    options = {
+        "channels": channels,
+        "size": size,
+        "skip_bad": skip_bad,
+        "pillow": Image.__version__,
+        "max_pixels": Image.MAX_IMAGE_PIXELS,
+    }
     try:
         key = folder_cache.folder_key(folder, files, options)
     except OSError:  # a file gone since the listing: decoding names it
@@ -293,9 +300,14 @@ def _header_shape(
 
 
 def _decode_folder(
-    folder: Path, files: list[Path], labels: np.ndarray | None, classes: list[str],
-    channels: int | None, size: int | None, skip_bad: bool,
-) -> FolderImages:  # fmt: skip
+    folder: Path,
+    files: list[Path],
+    labels: np.ndarray | None,
+    classes: list[str],
+    channels: int | None,
+    size: int | None,
+    skip_bad: bool,
+) -> FolderImages:
     """Decode the folder's `files` in parallel (see the module's doc)."""
     from PIL import Image
 

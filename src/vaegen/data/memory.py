@@ -61,9 +61,13 @@ def _cgroup_room() -> int | None:
     has no limit. cgroup v2 (memory.max) or v1 (memory/memory.limit_in_bytes)."""
     for limit_file, used_file, stat_file, inactive in (
         ("memory.max", "memory.current", "memory.stat", "inactive_file"),
-        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
-         "total_inactive_file"),
-    ):  # fmt: skip
+        (
+            "memory/memory.limit_in_bytes",
+            "memory/memory.usage_in_bytes",
+            "memory/memory.stat",
+            "total_inactive_file",
+        ),
+    ):
         try:
             limit = (_CGROUP / limit_file).read_text().strip()
             if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a huge number)

@@ -341,8 +341,13 @@ def locate(name: str, data_dir: str | Path | None = None, fetch: bool = True) ->
 
 def _passed_over(other: Path | None, name: str, used: Path) -> None:
     if other is not None:
-        log.warning("%s holds files named as %s's that are not its own (another dataset's, or "
-                    "damaged); using %s", other, name, used)  # fmt: skip
+        log.warning(
+            "%s holds files named as %s's that are not its own (another dataset's, or "
+            "damaged); using %s",
+            other,
+            name,
+            used,
+        )
 
 
 def _named(name: str) -> NamedDataset:

@@ -38,8 +38,9 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
         if names.ndim != 1:
             raise DataError(f"{path}: classes must be a list of names, got shape {names.shape}")
         # names saved as bytes (an "S" array, as h5py gives them) are UTF-8 text, not b'...'
-        classes = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
-                   for c in names.tolist()]  # fmt: skip
+        classes = [
+            c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in names.tolist()
+        ]
     y = arrays.get("y")
     return x, None if y is None else _labels(y, len(x), classes, path), classes
 
@@ -52,8 +53,10 @@ def npz_layout(path: Path) -> tuple[int, tuple[int, int, int], bool, int] | None
         with zipfile.ZipFile(path) as zf, zf.open("x.npy") as f:
             has_y = "y.npy" in zf.namelist()
             version = np.lib.format.read_magic(f)
-            read = {(1, 0): np.lib.format.read_array_header_1_0,
-                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)  # fmt: skip
+            read = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
             if read is None:
                 return None
             shape, _, dtype = read(f)

@@ -58,6 +58,7 @@ QUICK = {"iw_samples": 100, "n_generated": 2000, "classifier_epochs": 2}  # caps
 
 def evaluate(
     run: Run,
+    *,
     iw_samples: int = 1000,
     n_generated: int = 60000,
     binarize: bool = False,
@@ -85,9 +86,17 @@ def evaluate(
     """
     with layout.lock_for_writing(run.path, "evaluation"):
         return _evaluate(
-            run, iw_samples, n_generated, binarize, quick, seed, progress, prior,
-            None if feature_net is None else Path(feature_net), feature_epochs,
-        )  # fmt: skip
+            run,
+            iw_samples,
+            n_generated,
+            binarize,
+            quick,
+            seed,
+            progress,
+            prior,
+            None if feature_net is None else Path(feature_net),
+            feature_epochs,
+        )
 
 
 def _evaluate(
@@ -144,15 +153,22 @@ def _evaluate(
     gen = torch.Generator().manual_seed(seed + EVALUATION.real_subset)
     real_idx = torch.randperm(len(train_ds), generator=gen)[:n]  # N real training images
     settings = {
-        "iw_samples": k, "n_generated": n, "binarize": binarize, "quick": quick, "seed": seed,
-        "classifier_epochs": epochs, "classifier_lr": CLASSIFIER_LR, "knn_k": KNN_K,
-        "precision_recall_k": PR_K, "device": str(device),
+        "iw_samples": k,
+        "n_generated": n,
+        "binarize": binarize,
+        "quick": quick,
+        "seed": seed,
+        "classifier_epochs": epochs,
+        "classifier_lr": CLASSIFIER_LR,
+        "knn_k": KNN_K,
+        "precision_recall_k": PR_K,
+        "device": str(device),
         "prior": {"requested": prior, "used": used_prior.kind},
         "requested": {"iw_samples": iw_samples, "n_generated": n_generated},
         "quick_caps": QUICK if quick else None,
         "feature_net": None if feature_net is None else str(feature_net),
         "feature_epochs": feature_epochs,
-    }  # fmt: skip
+    }
     notes = []
     if n < n_req:
         notes.append(
@@ -193,8 +209,11 @@ def _evaluate(
         "vaegen_version": __version__,
         "run": str(run.path),
         "model": {
-            "loss": loss, "conditional": conditional, "latent_dim": run.config.model.latent_dim,
-            "image_shape": list(run.image_shape), "data": run.config.data.source,
+            "loss": loss,
+            "conditional": conditional,
+            "latent_dim": run.config.model.latent_dim,
+            "image_shape": list(run.image_shape),
+            "data": run.config.data.source,
             "epochs_trained": len(run.metrics),
         },
         "settings": settings,
@@ -208,6 +227,6 @@ def _evaluate(
         "tstr": measured["tstr"],
         "seconds": {name: q(round(s, 3), SECONDS) for name, s in seconds.items()},
         "notes": notes,
-    }  # fmt: skip
+    }
     atomic_write_text(run.path / EVAL, json.dumps(result, indent=2) + "\n")
     return result

@@ -68,9 +68,13 @@ class Context:
         trained once."""
         if self._feature_net is None:
             self._feature_net = feature_network(
-                self.run, self.train, self.test, self.feature_dir, self.feature_epochs,
+                self.run,
+                self.train,
+                self.test,
+                self.feature_dir,
+                self.feature_epochs,
                 self.progress,
-            )  # fmt: skip
+            )
         return self._feature_net
 
     def feature_skip(self) -> str | None:

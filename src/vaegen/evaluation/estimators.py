@@ -61,9 +61,13 @@ def iwae_log_likelihood(
     batch = max(1, max_rows // per_image)  # images per step
     out = torch.empty(n, dtype=torch.float64, device=x.device)
     bar = tqdm(
-        total=n * k, desc=f"IWAE K={k}", unit="sample", unit_scale=True,
-        disable=not show_progress(progress), leave=False,
-    )  # fmt: skip
+        total=n * k,
+        desc=f"IWAE K={k}",
+        unit="sample",
+        unit_scale=True,
+        disable=not show_progress(progress),
+        leave=False,
+    )
     for i in range(0, n, batch):
         xb = x[i : i + batch]
         yb = None if y is None else y[i : i + batch]

@@ -265,9 +265,13 @@ def _saved(folder: Path, wanted: dict[str, Any]) -> tuple[dict[str, Any] | None,
 
 
 _SIDECAR_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "weights_sha256": str, "test_accuracy": (int, float), "n_test": int, "epochs": int,
-    "seed": int, "data": dict,
-}  # fmt: skip
+    "weights_sha256": str,
+    "test_accuracy": (int, float),
+    "n_test": int,
+    "epochs": int,
+    "seed": int,
+    "data": dict,
+}
 
 
 def _train_and_save(
@@ -285,12 +289,21 @@ def _train_and_save(
     epochs = epochs if epochs is not None else default_epochs(len(train))
     log.info(
         "training a feature network on the run's %d training images (%d epochs) into %s",
-        len(train), epochs, folder,
-    )  # fmt: skip
+        len(train),
+        epochs,
+        folder,
+    )
     model = train_classifier(
-        train.images, train.labels, epochs, seed=FEATURE_SEED, num_classes=len(run.classes),
-        batch_size=BATCH, lr=CLASSIFIER_LR, device=run.device, progress=progress,
-    )  # fmt: skip
+        train.images,
+        train.labels,
+        epochs,
+        seed=FEATURE_SEED,
+        num_classes=len(run.classes),
+        batch_size=BATCH,
+        lr=CLASSIFIER_LR,
+        device=run.device,
+        progress=progress,
+    )
     weights = tensorfiles.tensors_to_bytes(model.state_dict())
     held_out = run.config.data.test_fraction != 0
     sidecar = {
@@ -304,12 +317,13 @@ def _train_and_save(
         "epochs": epochs,
         "optimizer": f"Adam lr {CLASSIFIER_LR:g}, cosine decay to 0, batch {BATCH}",
         "test_accuracy": accuracy(model, test.images, test.labels),
-        "test_images": "the run's held-out test split" if held_out else "the training images "
-        "(the run holds none out: test_fraction 0)",
+        "test_images": "the run's held-out test split"
+        if held_out
+        else "the training images (the run holds none out: test_fraction 0)",
         "device": str(run.device),
         "vaegen_version": __version__,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
-    }  # fmt: skip
+    }
     write_group(
         folder, {WEIGHTS: weights, SIDECAR: (json.dumps(sidecar, indent=2) + "\n").encode()}
     )

@@ -34,8 +34,11 @@ def likelihood(ctx: Context, k: int, binarize: bool) -> dict[str, Any]:
     units = loss_units(lk)
     likelihood: dict[str, Any] = {
         "data": f"{len(x_test)} test images, "
-        + (f"stochastically binarised (pixel ~ Bernoulli(x), seed {seed + EVALUATION.binarize})" if binarize
-           else "grey levels in [0, 1]"),
+        + (
+            f"stochastically binarised (pixel ~ Bernoulli(x), seed {seed + EVALUATION.binarize})"
+            if binarize
+            else "grey levels in [0, 1]"
+        ),
         "conditional_on_label": conditional,
         "iw_samples": k,
         "units": lk.units_note,
@@ -48,7 +51,7 @@ def likelihood(ctx: Context, k: int, binarize: bool) -> dict[str, Any]:
             "the ELBO uses one sampled z per image and the analytic KL, with beta = 1 "
             f"whatever beta the run was trained with ({run.config.train.beta:g})",
         ],
-    }  # fmt: skip
+    }
     if constant:
         likelihood["gaussian_nll_nats"] = {
             "negative_elbo": q(elbo["recon"] + elbo["kl"] + constant, NATS),

@@ -12,8 +12,11 @@ from typing import Any
 from ..model.likelihoods import likelihood
 from .estimators import KNN_K, NEAR_QUANTILE
 
-PRIOR_NAMES = {"gmm": "fitted Gaussian mixture", "posterior": "aggregate posterior",
-               "standard": "N(0, I)"}  # fmt: skip
+PRIOR_NAMES = {
+    "gmm": "fitted Gaussian mixture",
+    "posterior": "aggregate posterior",
+    "standard": "N(0, I)",
+}
 
 # eval.json's timed parts, as the time line names them
 _PARTS = {

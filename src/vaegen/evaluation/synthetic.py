@@ -68,9 +68,13 @@ def tstr(ctx: Context, epochs: int) -> dict[str, Any]:
     gen_images, gen_labels = ctx.generated()
     assert gen_labels is not None and train_ds.labels is not None  # conditional => labels
     common = {
-        "epochs": epochs, "seed": seed + EVALUATION.tstr, "num_classes": len(run.classes),
-        "lr": CLASSIFIER_LR, "device": device, "progress": progress,
-    }  # fmt: skip
+        "epochs": epochs,
+        "seed": seed + EVALUATION.tstr,
+        "num_classes": len(run.classes),
+        "lr": CLASSIFIER_LR,
+        "device": device,
+        "progress": progress,
+    }
     synth_clf = train_classifier(gen_images, gen_labels, **common)
     real_clf = train_classifier(
         train_ds.images[ctx.real_idx], train_ds.labels[ctx.real_idx], **common

@@ -105,11 +105,40 @@ def _project_2d(z: torch.Tensor) -> tuple[np.ndarray, str]:
     return (centred @ v[:2].T).numpy(), f"first 2 principal components of the {z.shape[1]}-D latent"
 
 
-TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]  # fmt: skip
-TAB20 = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
-         "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7",
-         "#bcbd22", "#dbdb8d", "#17becf", "#9edae5"]  # fmt: skip
+TAB10 = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
+TAB20 = [
+    "#1f77b4",
+    "#aec7e8",
+    "#ff7f0e",
+    "#ffbb78",
+    "#2ca02c",
+    "#98df8a",
+    "#d62728",
+    "#ff9896",
+    "#9467bd",
+    "#c5b0d5",
+    "#8c564b",
+    "#c49c94",
+    "#e377c2",
+    "#f7b6d2",
+    "#7f7f7f",
+    "#c7c7c7",
+    "#bcbd22",
+    "#dbdb8d",
+    "#17becf",
+    "#9edae5",
+]
 
 
 def class_colours(k: int) -> list[str]:
@@ -131,9 +160,15 @@ def latent_scatter(run: Run, test: ImageDataset, path: Path) -> Path:
         k = len(run.classes)
         cmap = ListedColormap(class_colours(k))  # not get_cmap(name, k): that resamples it
         sc = ax.scatter(
-            points[:, 0], points[:, 1], c=test.labels.numpy(), cmap=cmap, s=2, alpha=0.6,
-            vmin=-0.5, vmax=k - 0.5,
-        )  # fmt: skip
+            points[:, 0],
+            points[:, 1],
+            c=test.labels.numpy(),
+            cmap=cmap,
+            s=2,
+            alpha=0.6,
+            vmin=-0.5,
+            vmax=k - 0.5,
+        )
         bar = fig.colorbar(sc, ax=ax, ticks=range(k))
         bar.ax.set_yticklabels(run.classes)
     title = f"Latent means of the {len(points):,} test images"

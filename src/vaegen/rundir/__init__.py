@@ -216,8 +216,13 @@ def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
 # summary read as numbers: a record without one, or with a string, null or list there, is an
 # error naming the line here, not a traceback inside matplotlib or a format string later.
 METRIC_NUMBERS = (
-    "train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl",
-)  # fmt: skip
+    "train_loss",
+    "train_recon",
+    "train_kl",
+    "test_loss",
+    "test_recon",
+    "test_kl",
+)
 METRIC_OPTIONAL_NUMBERS = ("seconds", "images_per_second", "active_dims")
 
 
@@ -268,9 +273,16 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 # safetensors' names of the dtypes in a file's header (safe_open(...).get_slice(k).get_dtype())
-_HEADER_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
-                  torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32",
-                  torch.uint8: "U8", torch.bool: "BOOL"}  # fmt: skip
+_HEADER_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def _check_header(path: Path, expected: dict[str, torch.Tensor], blame: str) -> None:
@@ -280,21 +292,26 @@ def _check_header(path: Path, expected: dict[str, torch.Tensor], blame: str) -> 
     tensorfiles.refuse_pickle(path)
     try:
         with safe_open(str(path), "pt") as f:
-            found = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype())
-                     for k in f.keys()}  # fmt: skip
+            found = {
+                k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()
+            }
     except (SafetensorError, ValueError, RuntimeError, OSError) as e:
         raise RunError(
             f"{path}: not a valid safetensors file ({e}); it is truncated or corrupt"
         ) from None
     missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or extra:
-        raise RunError(f"{path}: tensors do not match the model (missing: {missing or 'none'}; "
-                       f"unexpected: {extra or 'none'}){blame}")  # fmt: skip
+        raise RunError(
+            f"{path}: tensors do not match the model (missing: {missing or 'none'}; "
+            f"unexpected: {extra or 'none'}){blame}"
+        )
     for name, ref in expected.items():
         want = (tuple(ref.shape), _HEADER_DTYPES.get(ref.dtype, str(ref.dtype)))
         if found[name] != want:
-            raise RunError(f"{path}: tensor {name!r} is {found[name][1]} {found[name][0]}, the "
-                           f"model needs {want[1]} {want[0]}{blame}")  # fmt: skip
+            raise RunError(
+                f"{path}: tensor {name!r} is {found[name][1]} {found[name][0]}, the "
+                f"model needs {want[1]} {want[0]}{blame}"
+            )
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:

@@ -85,11 +85,13 @@ class Progress:
         numbers = [*p.running, p.elapsed_in_epoch]
         if not (
             all(type(v) is int and v >= 0 for v in counts)
-            and isinstance(p.running, list) and len(p.running) == 3
+            and isinstance(p.running, list)
+            and len(p.running) == 3
             and all(isinstance(v, (int, float)) for v in numbers)
-            and isinstance(p.metrics, list) and all(isinstance(m, dict) for m in p.metrics)
+            and isinstance(p.metrics, list)
+            and all(isinstance(m, dict) for m in p.metrics)
             and isinstance(p.device_type, str)
-        ):  # fmt: skip
+        ):
             raise RunError(f"{source}: not a vaegen progress record (a field of the wrong type)")
         return p
 
@@ -199,10 +201,13 @@ def _manifest(state_dir: Path) -> tuple[str, dict[str, str]]:
     name = m.get("checkpoint") if isinstance(m, dict) else None
     files = m.get("files") if isinstance(m, dict) else None
     if (
-        not isinstance(name, str) or Path(name).name != name or not (state_dir / name).is_dir()
-        or not isinstance(files, dict) or set(files) != set(CHECKPOINT_FILES)
+        not isinstance(name, str)
+        or Path(name).name != name
+        or not (state_dir / name).is_dir()
+        or not isinstance(files, dict)
+        or set(files) != set(CHECKPOINT_FILES)
         or not all(isinstance(v, str) for v in files.values())
-    ):  # fmt: skip
+    ):
         raise RunError(
             f"{path}: not the manifest of a checkpoint in {state_dir}; move {state_dir} away "
             "to train the run from the start"

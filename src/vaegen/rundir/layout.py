@@ -54,8 +54,20 @@ REPORT = "report.html"
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"
 MARKER = ".vaegen-run"
-OWN_NAMES = (CONFIG, WEIGHTS, METRICS, STATE, FIGURES, PRIOR, EVAL, FEATURE_NET, REPORT,
-             TENSORBOARD, LOCK, MARKER)  # fmt: skip
+OWN_NAMES = (
+    CONFIG,
+    WEIGHTS,
+    METRICS,
+    STATE,
+    FIGURES,
+    PRIOR,
+    EVAL,
+    FEATURE_NET,
+    REPORT,
+    TENSORBOARD,
+    LOCK,
+    MARKER,
+)
 
 
 @contextlib.contextmanager

@@ -156,6 +156,7 @@ def decoded_chunks(req: Request, batch_size: int = 4096, block: int = BLOCK) -> 
 def generate(
     run: Run,
     n: int,
+    *,
     labels: Sequence[int | str] | None = None,
     seed: int = 0,
     temperature: float = 1.0,
@@ -220,6 +221,7 @@ def generate_to(
     run: Run,
     n: int,
     out: str | Path,
+    *,
     labels: Sequence[int | str] | None = None,
     seed: int = 0,
     temperature: float = 1.0,
@@ -227,7 +229,6 @@ def generate_to(
     fmt: str | None = None,
     split: str = "train",
     overwrite: bool = False,
-    *,
     batch_size: int = 4096,
     block: int = BLOCK,
     progress: bool = False,
@@ -276,15 +277,25 @@ def generate_to(
                 f"{found[0]} already exists ({len(found)} of the output files do); "
                 "pass --overwrite to replace them, or choose another --out"
             )
-        bar = tqdm(total=n, desc="generate", unit="img", unit_scale=True, delay=1.0,
-                   disable=not show_progress(progress))  # fmt: skip
+        bar = tqdm(
+            total=n,
+            desc="generate",
+            unit="img",
+            unit_scale=True,
+            delay=1.0,
+            disable=not show_progress(progress),
+        )
         with bar:
             chunks = _counted(decoded_chunks(req, batch_size, block), bar)
             if plan is None:
                 files = write_npz(out, shape, chunks, req.labels, classes)
             elif fmt == "idx":
-                names = write_folder(plan, record, fmt, lambda folder: write_idx(
-                    folder, split, shape, chunks, req.labels, classes))  # fmt: skip
+                names = write_folder(
+                    plan,
+                    record,
+                    fmt,
+                    lambda folder: write_idx(folder, split, shape, chunks, req.labels, classes),
+                )
                 files = len(names)
             else:
                 write_folder(plan, record, fmt, lambda folder: write_png(folder, chunks, classes))

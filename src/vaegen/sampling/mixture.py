@@ -29,9 +29,11 @@ def fit_one(x: np.ndarray, k: int, seed: int, reg_covar: float) -> Any:
 
     def fit(dtype: type) -> Any:
         gm = GaussianMixture(
-            n_components=k, covariance_type="full", reg_covar=reg_covar,
+            n_components=k,
+            covariance_type="full",
+            reg_covar=reg_covar,
             random_state=seed % 2**32,  # scikit-learn takes 0..2**32 - 1; torch any int64
-        )  # fmt: skip
+        )
         return gm.fit(x.astype(dtype))
 
     try:

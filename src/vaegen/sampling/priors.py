@@ -184,6 +184,7 @@ def fit_gaussian_mixture(
 def fit_prior(
     run: rundir.Run,
     train: ImageDataset | None = None,
+    *,
     components: int | None = None,
     seed: int | None = None,
     draws: int | None = None,
@@ -218,8 +219,15 @@ def fit_prior(
         )
     conditional = run.config.model.conditional
     labels = train.labels if conditional else None
-    check_prior_fit(labels, len(train), run.classes, run.config.model.latent_dim, components,
-                    draws, run.config.data.source)  # fmt: skip
+    check_prior_fit(
+        labels,
+        len(train),
+        run.classes,
+        run.config.model.latent_dim,
+        components,
+        draws,
+        run.config.data.source,
+    )
     with layout.lock_for_writing(run.path, "fitting the prior"):  # not while evaluate reads it
         mu, logvar = latent_posteriors(run.model, train.images, labels)
         folder = run.path / layout.PRIOR
@@ -236,8 +244,13 @@ def fit_prior(
         posterior.info[FITTED_WEIGHTS] = prior.info[FITTED_WEIGHTS] = weights
         write_group(folder, {**_posterior_files(posterior), **_prior_files(prior)})
         _record_settings(run, components, draws, reg_covar)
-    log.info("fitted a %d-component Gaussian mixture%s to %s: %s",
-             components, " per class" if conditional else "", fitted_to, folder)  # fmt: skip
+    log.info(
+        "fitted a %d-component Gaussian mixture%s to %s: %s",
+        components,
+        " per class" if conditional else "",
+        fitted_to,
+        folder,
+    )
     return prior
 
 

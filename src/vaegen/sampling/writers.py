@@ -248,9 +248,12 @@ def write_folder(
 
 
 def write_npz(
-    out: Path, shape: tuple[int, ...], chunks: Iterable[Chunk], labels: LabelRange,
+    out: Path,
+    shape: tuple[int, ...],
+    chunks: Iterable[Chunk],
+    labels: LabelRange,
     classes: Sequence[str] | None,
-) -> int:  # fmt: skip
+) -> int:
     """x.npy is written header first, then chunk by chunk; y.npy from `labels`, LABEL_CHUNK at
     a time, after it (a zip is written one member at a time). Returns the files written (1)."""
     n = shape[0]
@@ -273,9 +276,13 @@ def write_npz(
 
 
 def write_idx(
-    out: Path, split: str, shape: tuple[int, ...], chunks: Iterable[Chunk], labels: LabelRange,
+    out: Path,
+    split: str,
+    shape: tuple[int, ...],
+    chunks: Iterable[Chunk],
+    labels: LabelRange,
     classes: Sequence[str] | None,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The IDX .gz files of `split` (and classes.txt) written into the folder `out` (a fresh one:
     write_folder's), each header first through a gzip stream. Returns the names written."""
     n = shape[0]

@@ -54,6 +54,7 @@ def default_threads() -> int:
 def train(
     config: RunConfig,
     out: str | Path,
+    *,
     resume: bool = False,
     progress: bool = True,
     checkpoint_every: int = 0,
@@ -94,8 +95,17 @@ def train(
             for path in layout.remove_stale_temporaries(run_dir):
                 log.info("removed %s, left by an interrupted run", path)
         distributed.barrier()  # every process has looked at run_dir before the first writes
-        run = _train(config, run_dir, device, resume, progress, checkpoint_every,
-                     tensorboard, max_steps, procs)  # fmt: skip
+        run = _train(
+            config,
+            run_dir,
+            device,
+            resume,
+            progress,
+            checkpoint_every,
+            tensorboard,
+            max_steps,
+            procs,
+        )
         distributed.barrier()  # process 0 has written the run's last files
         return run
 
@@ -153,9 +163,14 @@ def _train(
     data = load_training_data(config, device, procs)
     if tc.prior_components:  # fitted after the last epoch: what would fail it fails now
         check_prior_fit(
-            data.y_train if config.model.conditional else None, len(data.x_train), data.classes,
-            config.model.latent_dim, tc.prior_components, tc.prior_draws, config.data.source,
-        )  # fmt: skip
+            data.y_train if config.model.conditional else None,
+            len(data.x_train),
+            data.classes,
+            config.model.latent_dim,
+            tc.prior_components,
+            tc.prior_draws,
+            config.data.source,
+        )
     torch.manual_seed(tc.seed + TRAINING.init)
     model = build_model(config, data.image_shape, len(data.classes)).to(device)
     shuffle_gen = torch.Generator(device=device).manual_seed(tc.seed + TRAINING.shuffle)
@@ -176,16 +191,36 @@ def _train(
         data.x_train[:batch_size],
         None if data.y_train is None else data.y_train[:batch_size],
     )
-    step = make_step(model, likelihood(tc.loss), tc.beta, tc.lr, tc.step, device, procs,
-                     batch_size, check_batch, seed=tc.seed + TRAINING.parity, precision=tc.precision)  # fmt: skip
+    step = make_step(
+        model,
+        lk=likelihood(tc.loss),
+        beta=tc.beta,
+        lr=tc.lr,
+        wanted=tc.step,
+        device=device,
+        procs=procs,
+        batch_size=batch_size,
+        check_batch=check_batch,
+        seed=tc.seed + TRAINING.parity,
+        precision=tc.precision,
+    )
     run = Run(run_dir, config, model, data.classes, data.image_shape)
     loop = _Loop(
-        config, run_dir, run, data, step, shuffle_gen, noise_gen,
-        ckpt.Progress(device_type=device.type), torch.zeros(3, dtype=torch.float64, device=device),
-        shuffle_gen.get_state(), procs, torch.empty_like(data.x_train),
+        config,
+        run_dir,
+        run,
+        data,
+        step,
+        shuffle_gen,
+        noise_gen,
+        ckpt.Progress(device_type=device.type),
+        torch.zeros(3, dtype=torch.float64, device=device),
+        shuffle_gen.get_state(),
+        procs,
+        torch.empty_like(data.x_train),
         None if data.y_train is None else torch.empty_like(data.y_train),
         check_every(device),
-    )  # fmt: skip
+    )
     if state is not None:
         step.optimizer.load_state_dict(state.optimizer)
         shuffle_gen.set_state(state.rng["shuffle_epoch_start"].cpu())
@@ -204,12 +239,20 @@ def _train(
             # a checkpoint inside the next epoch (of a longer run) is not this run's end: the
             # weights file is, written at the end of the epoch before it
             tensorfiles.load_weights(model, run_dir / layout.WEIGHTS)
-        log.info("%s is finished (%d of %d epochs); nothing to do",
-                 run_dir, loop.progress.epoch, tc.epochs)  # fmt: skip
+        log.info(
+            "%s is finished (%d of %d epochs); nothing to do",
+            run_dir,
+            loop.progress.epoch,
+            tc.epochs,
+        )
         return run
     if state is not None:
-        log.info("resuming %s at epoch %d, step %d",
-                 run_dir, state.progress.epoch + 1, state.progress.step)  # fmt: skip
+        log.info(
+            "resuming %s at epoch %d, step %d",
+            run_dir,
+            state.progress.epoch + 1,
+            state.progress.step,
+        )
     writer = None
     if procs.is_main and tensorboard:
         writer = rundir.tensorboard_writer(run_dir, first_epoch=loop.progress.epoch + 1)
@@ -218,8 +261,9 @@ def _train(
         steps_left = max_steps
         for epoch in range(loop.progress.epoch, tc.epochs):
             t0 = time.perf_counter()  # an epoch's seconds count its shuffle too
-            steps_left, whole = _train_epoch(loop, epoch, t0, progress, checkpoint_every,
-                                             steps_left)  # fmt: skip
+            steps_left, whole = _train_epoch(
+                loop, epoch, t0, progress, checkpoint_every, steps_left
+            )
             if whole:
                 _end_epoch(loop, epoch, t0, writer)
             if steps_left == 0:
@@ -255,9 +299,13 @@ def _train_epoch(
         loop.running.zero_()
         p.elapsed_in_epoch = 0.0
     bar = tqdm(
-        total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{tc.epochs}",
-        unit="batch", disable=not (show_progress(progress) and loop.procs.is_main), leave=False,
-    )  # fmt: skip
+        total=steps_per_epoch,
+        initial=first,
+        desc=f"epoch {epoch + 1}/{tc.epochs}",
+        unit="batch",
+        disable=not (show_progress(progress) and loop.procs.is_main),
+        leave=False,
+    )
     unchecked = first  # the first step whose loss is not yet checked for NaN
     with bar:
         for step in range(first, steps_per_epoch):
@@ -274,15 +322,19 @@ def _train_epoch(
                 if not math.isfinite(total):
                     since = f"{unchecked + 1}-" if unchecked < step else ""  # a range of steps
                     raise _diverged(
-                        loop, f"the loss became {total} at epoch {epoch + 1}, step {since}"
-                        f"{step + 1}", " and check that the data is scaled to [0, 1]",
-                    )  # fmt: skip
+                        loop,
+                        f"the loss became {total} at epoch {epoch + 1}, step {since}{step + 1}",
+                        " and check that the data is scaled to [0, 1]",
+                    )
                 unchecked = step + 1
                 if not bar.disable and ((step + 1) % 20 == 0 or last):
                     seen = min((step + 1) * tc.batch_size, n)
                     seconds = p.elapsed_in_epoch + time.perf_counter() - t0
-                    bar.set_postfix(loss=f"{total / seen:.2f}",
-                                    img_s=f"{seen / max(seconds, 1e-9):.0f}", refresh=False)  # fmt: skip
+                    bar.set_postfix(
+                        loss=f"{total / seen:.2f}",
+                        img_s=f"{seen / max(seconds, 1e-9):.0f}",
+                        refresh=False,
+                    )
             if save:
                 p.epoch, p.step = epoch, step + 1
                 p.elapsed_in_epoch += time.perf_counter() - t0
@@ -307,9 +359,10 @@ def _end_epoch(loop: _Loop, epoch: int, t0: float, writer: Any) -> None:
     )
     if not math.isfinite(test["recon"] + test["kl"]):  # metrics.jsonl would hold NaN, not JSON
         raise _diverged(
-            loop, f"the test loss became {test['recon'] + test['kl']} after epoch {epoch + 1} "
+            loop,
+            f"the test loss became {test['recon'] + test['kl']} after epoch {epoch + 1} "
             "(its training loss stayed finite)",
-        )  # fmt: skip
+        )
     totals = loop.running.tolist()
     record = {
         "epoch": epoch + 1,
@@ -332,9 +385,15 @@ def _end_epoch(loop: _Loop, epoch: int, t0: float, writer: Any) -> None:
         writer.flush()
     log.info(
         "epoch %d/%d  train %.3f  test %.3f (recon %.3f + kl %.3f)  %.1f s, %.0f img/s",
-        epoch + 1, tc.epochs, record["train_loss"], record["test_loss"],
-        record["test_recon"], record["test_kl"], seconds, record["images_per_second"],
-    )  # fmt: skip
+        epoch + 1,
+        tc.epochs,
+        record["train_loss"],
+        record["test_loss"],
+        record["test_recon"],
+        record["test_kl"],
+        seconds,
+        record["images_per_second"],
+    )
     if epoch + 1 == tc.epochs and record["active_dims"] == 0:
         collapse_guard.warn(loop.config, test["kl_per_dim"])
     p.epoch, p.step, p.elapsed_in_epoch = epoch + 1, 0, 0.0

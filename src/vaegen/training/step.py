@@ -159,8 +159,9 @@ def autograd_step(
             # in the dtype of mu, as the model draws it alone (bfloat16 under autocast; a float32
             # draw takes other numbers from the generator)
             dtype = torch.bfloat16 if bf16 else torch.float32
-            eps = torch.randn((len(xb), model.latent_dim), generator=generator, device=xb.device,
-                              dtype=dtype)  # fmt: skip
+            eps = torch.randn(
+                (len(xb), model.latent_dim), generator=generator, device=xb.device, dtype=dtype
+            )
             part = procs.shard(len(xb))
             xb, yb, eps = xb[part], None if yb is None else yb[part], eps[part]
             sums = objective(net, lk, beta, xb, yb, eps=eps, bf16=bf16)
@@ -220,6 +221,7 @@ def bf16_supported(device: torch.device) -> bool:
 
 def make_step(
     model: nn.Module,
+    *,
     lk: Likelihood,
     beta: float,
     lr: float,

@@ -61,10 +61,14 @@ def load_training_data(
         "test_size": len(test_ds),
     }
     return TrainingData(
-        to_float(train_ds.images, device), labels(train_ds),
-        to_float(test_ds.images, device), labels(test_ds),
-        train_ds.classes, train_ds.image_shape, facts,
-    )  # fmt: skip
+        to_float(train_ds.images, device),
+        labels(train_ds),
+        to_float(test_ds.images, device),
+        labels(test_ds),
+        train_ds.classes,
+        train_ds.image_shape,
+        facts,
+    )
 
 
 def check_prior_fit(
@@ -92,8 +96,11 @@ def check_prior_fit(
             )
     else:
         counts = torch.bincount(labels.cpu(), minlength=len(classes)).tolist()
-        few = [f"class {k} has {c} training image(s) (named {classes[k]!r})"
-               for k, c in enumerate(counts) if c < 2]  # fmt: skip
+        few = [
+            f"class {k} has {c} training image(s) (named {classes[k]!r})"
+            for k, c in enumerate(counts)
+            if c < 2
+        ]
         if few:
             raise DataError(
                 f"{source}: {'; '.join(few[:3])}{'; ...' if len(few) > 3 else ''}: a prior "
