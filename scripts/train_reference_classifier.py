@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     model = train_classifier(
         train.images,
         train.labels,
-        args.epochs,
-        args.seed,
+        epochs=args.epochs,
+        seed=args.seed,
         lr=args.lr,
         flip=args.flip,
         device=args.device,

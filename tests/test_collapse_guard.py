@@ -103,7 +103,7 @@ def test_a_small_real_dataset_keeps_its_latent_with_the_defaults(tmp_path):
     assert run.metrics[-1]["active_dims"] == 2
     real = load_split(run, "train")
     clf = train_classifier(
-        real.images, real.labels, 60, seed=0, num_classes=10, lr=2e-3, progress=False
+        real.images, real.labels, epochs=60, seed=0, num_classes=10, lr=2e-3, progress=False
     )
     images, labels = generate(run, 2000, seed=1)
 

@@ -81,7 +81,7 @@ def sample_x(model: LinearGaussian, n: int, seed: int = 1) -> torch.Tensor:
 def test_iwae_is_exact_with_the_exact_posterior(k, max_rows):
     model = LinearGaussian()
     x = sample_x(model, 50)
-    got = iwae_log_likelihood(model, x, None, GAUSSIAN, k, seed=3, max_rows=max_rows)
+    got = iwae_log_likelihood(model, x, None, GAUSSIAN, k=k, seed=3, max_rows=max_rows)
     assert torch.allclose(got, model.log_px(x).detach(), atol=1e-9, rtol=0)
 
 
@@ -118,7 +118,7 @@ def test_iwae_is_exact_with_the_exact_posterior_of_a_learned_sigma_decoder():
         z = torch.randn(50, 2, generator=g, dtype=torch.float64)
         noise = 0.3 * torch.randn(50, 6, generator=g, dtype=torch.float64)
         x = (z @ model.W.T + model.b + noise).view(50, 1, 1, -1)
-    got = iwae_log_likelihood(model, x, None, GAUSSIAN_SIGMA, 7, seed=3)
+    got = iwae_log_likelihood(model, x, None, GAUSSIAN_SIGMA, k=7, seed=3)
     assert torch.allclose(got, model.log_px(x).detach(), atol=1e-9, rtol=0)
 
 
@@ -129,13 +129,13 @@ def test_iwae_with_an_imperfect_encoder_tightens_toward_log_px():
     elbo = model.elbo(x).detach()
     assert float((log_px - elbo).mean()) > 0.3  # the encoder is bad enough to matter
     # K = 1 is the ELBO in expectation (within 4 standard errors)
-    one = iwae_log_likelihood(model, x, None, GAUSSIAN, 1, seed=5)
+    one = iwae_log_likelihood(model, x, None, GAUSSIAN, k=1, seed=5)
     diff = one - elbo
     assert abs(float(diff.mean())) < 4 * float(diff.std()) / math.sqrt(len(x))
     # the bound rises with K and stays below log p(x), closing most of the gap by K = 1000
     x, target = x[:200], float(log_px[:200].mean())
     bounds = [
-        float(iwae_log_likelihood(model, x, None, GAUSSIAN, k, seed=5, max_rows=50_000).mean())
+        float(iwae_log_likelihood(model, x, None, GAUSSIAN, k=k, seed=5, max_rows=50_000).mean())
         for k in (1, 10, 100, 1000)
     ]
     # strictly for the first steps; from K = 100 on the rise is below the noise of 200 images
@@ -147,11 +147,11 @@ def test_iwae_with_an_imperfect_encoder_tightens_toward_log_px():
 def test_iwae_is_repeatable_and_checks_k():
     model = LinearGaussian(shift=0.4)
     x = sample_x(model, 20)
-    a = iwae_log_likelihood(model, x, None, GAUSSIAN, 17, seed=2)
-    assert torch.equal(a, iwae_log_likelihood(model, x, None, GAUSSIAN, 17, seed=2))
-    assert not torch.equal(a, iwae_log_likelihood(model, x, None, GAUSSIAN, 17, seed=3))
+    a = iwae_log_likelihood(model, x, None, GAUSSIAN, k=17, seed=2)
+    assert torch.equal(a, iwae_log_likelihood(model, x, None, GAUSSIAN, k=17, seed=2))
+    assert not torch.equal(a, iwae_log_likelihood(model, x, None, GAUSSIAN, k=17, seed=3))
     with pytest.raises(VaegenError, match="iw_samples = 0 is not valid"):
-        iwae_log_likelihood(model, x, None, GAUSSIAN, 0)
+        iwae_log_likelihood(model, x, None, GAUSSIAN, k=0)
 
 
 # ---------------------------------------------------------------------------------- Frechet

@@ -71,9 +71,9 @@ class Context:
                 self.run,
                 self.train,
                 self.test,
-                self.feature_dir,
-                self.feature_epochs,
-                self.progress,
+                folder=self.feature_dir,
+                epochs=self.feature_epochs,
+                progress=self.progress,
             )
         return self._feature_net
 

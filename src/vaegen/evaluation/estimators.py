@@ -36,6 +36,7 @@ def iwae_log_likelihood(
     x: torch.Tensor,
     y: torch.Tensor | None,
     lk: Likelihood,
+    *,
     k: int,
     seed: int = 0,
     max_rows: int = 8192,

@@ -117,6 +117,7 @@ def feature_network(
     run: Run,
     train: ImageDataset,
     test: ImageDataset,
+    *,
     folder: Path | None = None,
     epochs: int | None = None,
     progress: bool = True,
@@ -296,7 +297,7 @@ def _train_and_save(
     model = train_classifier(
         train.images,
         train.labels,
-        epochs,
+        epochs=epochs,
         seed=FEATURE_SEED,
         num_classes=len(run.classes),
         batch_size=BATCH,

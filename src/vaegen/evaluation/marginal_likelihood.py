@@ -27,7 +27,7 @@ def likelihood(ctx: Context, k: int, binarize: bool) -> dict[str, Any]:
         run.model, x_test, y_test, lk.name, seed=seed + EVALUATION.elbo
     )  # beta 1: the bound
     log_px = iwae_log_likelihood(
-        run.model, x_test, y_test, lk, k, seed=seed + EVALUATION.iwae, progress=ctx.progress
+        run.model, x_test, y_test, lk, k=k, seed=seed + EVALUATION.iwae, progress=ctx.progress
     )
     nll_iwae = -float(log_px.mean())  # nats (a density for a continuous likelihood)
     constant = lk.nats_constant(math.prod(run.image_shape))  # loss + this = NLL in nats

@@ -164,6 +164,7 @@ def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor) -> f
 def train_classifier(
     images: torch.Tensor,
     labels: torch.Tensor,
+    *,
     epochs: int,
     seed: int = 0,
     num_classes: int | None = None,

@@ -221,12 +221,12 @@ def fit_prior(
     labels = train.labels if conditional else None
     check_prior_fit(
         labels,
-        len(train),
-        run.classes,
-        run.config.model.latent_dim,
-        components,
-        draws,
-        run.config.data.source,
+        n=len(train),
+        classes=run.classes,
+        latent_dim=run.config.model.latent_dim,
+        components=components,
+        draws=draws,
+        source=run.config.data.source,
     )
     with layout.lock_for_writing(run.path, "fitting the prior"):  # not while evaluate reads it
         mu, logvar = latent_posteriors(run.model, train.images, labels)

@@ -98,13 +98,13 @@ def train(
         run = _train(
             config,
             run_dir,
-            device,
-            resume,
-            progress,
-            checkpoint_every,
-            tensorboard,
-            max_steps,
-            procs,
+            device=device,
+            resume=resume,
+            progress=progress,
+            checkpoint_every=checkpoint_every,
+            tensorboard=tensorboard,
+            max_steps=max_steps,
+            procs=procs,
         )
         distributed.barrier()  # process 0 has written the run's last files
         return run
@@ -128,7 +128,7 @@ def _torch_settings(device: torch.device, threads: int, deterministic: bool) -> 
         torch.use_deterministic_algorithms(old_deterministic)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Loop:
     """What the epoch loop reads and changes."""
 
@@ -151,6 +151,7 @@ class _Loop:
 def _train(
     config: RunConfig,
     run_dir: Path,
+    *,
     device: torch.device,
     resume: bool,
     progress: bool,
@@ -164,12 +165,12 @@ def _train(
     if tc.prior_components:  # fitted after the last epoch: what would fail it fails now
         check_prior_fit(
             data.y_train if config.model.conditional else None,
-            len(data.x_train),
-            data.classes,
-            config.model.latent_dim,
-            tc.prior_components,
-            tc.prior_draws,
-            config.data.source,
+            n=len(data.x_train),
+            classes=data.classes,
+            latent_dim=config.model.latent_dim,
+            components=tc.prior_components,
+            draws=tc.prior_draws,
+            source=config.data.source,
         )
     torch.manual_seed(tc.seed + TRAINING.init)
     model = build_model(config, data.image_shape, len(data.classes)).to(device)
@@ -206,20 +207,20 @@ def _train(
     )
     run = Run(run_dir, config, model, data.classes, data.image_shape)
     loop = _Loop(
-        config,
-        run_dir,
-        run,
-        data,
-        step,
-        shuffle_gen,
-        noise_gen,
-        ckpt.Progress(device_type=device.type),
-        torch.zeros(3, dtype=torch.float64, device=device),
-        shuffle_gen.get_state(),
-        procs,
-        torch.empty_like(data.x_train),
-        None if data.y_train is None else torch.empty_like(data.y_train),
-        check_every(device),
+        config=config,
+        run_dir=run_dir,
+        run=run,
+        data=data,
+        step=step,
+        shuffle_gen=shuffle_gen,
+        noise_gen=noise_gen,
+        progress=ckpt.Progress(device_type=device.type),
+        running=torch.zeros(3, dtype=torch.float64, device=device),
+        epoch_rng=shuffle_gen.get_state(),
+        procs=procs,
+        x_epoch=torch.empty_like(data.x_train),
+        y_epoch=None if data.y_train is None else torch.empty_like(data.y_train),
+        check_every=check_every(device),
     )
     if state is not None:
         step.optimizer.load_state_dict(state.optimizer)

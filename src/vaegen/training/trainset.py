@@ -73,6 +73,7 @@ def load_training_data(
 
 def check_prior_fit(
     labels: torch.Tensor | None,
+    *,
     n: int,
     classes: list[str],
     latent_dim: int,
