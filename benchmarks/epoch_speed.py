@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from record import append_result
 
 from vaegen import DataConfig, RunConfig, TrainConfig, load_dataset
 from vaegen.model.likelihoods import GAUSSIAN
@@ -213,6 +217,33 @@ def main() -> None:
     print(
         f"vaegen: {1 / ratio['c', 'a']:.1f}x faster than (a) ({best['a'] / best['c']:.1f}x on the "
         f"fastest epochs), {ratio['c', 'b']:.2f}x the time of (b) ({best['c'] / best['b']:.2f}x)"
+    )
+    pipelines = [
+        {
+            "pipeline": k,
+            "name": name,
+            "epoch_s_median": round(med[k], 3),
+            "epoch_s_min": round(best[k], 3),
+            "vs_a_median": round(ratio[k, "a"], 3),
+            "vs_a_of_minima": round(best[k] / best["a"], 3),
+            "vs_b_median": round(ratio[k, "b"], 3),
+            "vs_b_of_minima": round(best[k] / best["b"], 3),
+            "gflops_at_min": round(flops / best[k] / 1e9, 1),
+            "matmul_rate_pct": round(100 * flops / best[k] / 1e9 / mm, 1),
+            "epoch_s": [round(t, 3) for t in results[k]],
+        }
+        for k, name in names.items()
+    ]
+    append_result(
+        "epoch_speed",
+        {
+            "rounds": args.rounds,
+            "images": len(images),
+            "batch_size": 128,
+            "matmul_gflops_best": round(mm, 1),
+            "epoch_gflop": round(flops / 1e9, 1),
+            "pipelines": pipelines,
+        },
     )
 
 

@@ -67,6 +67,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from record import append_result
+
 VAEGEN = [sys.executable, "-m", "vaegen", "-q"]
 CLASSES = ("a", "b", "c")
 TIMEOUT = 300  # seconds any one command may take before the campaign calls it hung
@@ -237,8 +240,10 @@ class Env:
     def refused(self, args: list[str]) -> Result:
         """Run a command that must be refused: exit 2, one `vaegen: error:` line."""
         r = self.run(args)
-        check(r.returncode == 2, f"exit {r.returncode}, not 2: vaegen {' '.join(r.argv)}: "
-              f"{r.stderr.strip()[-600:]}")  # fmt: skip
+        check(
+            r.returncode == 2,
+            f"exit {r.returncode}, not 2: vaegen {' '.join(r.argv)}: {r.stderr.strip()[-600:]}",
+        )
         check_one_line_error(r)
         return r
 
@@ -365,14 +370,34 @@ class Fixture:
 def setup(root: Path, env: Env, quick: bool) -> Fixture:
     data = write_dataset(root / "data")
     run = root / "run"
-    env.ok(["train", "--data", data, "--hidden", 16, "--epochs", 2, "--batch-size", 32,
-            "--conditional", "--prior-components", 2, "--no-plots", "--out", run])  # fmt: skip
+    env.ok(
+        [
+            "train",
+            "--data",
+            data,
+            "--hidden",
+            16,
+            "--epochs",
+            2,
+            "--batch-size",
+            32,
+            "--conditional",
+            "--prior-components",
+            2,
+            "--no-plots",
+            "--out",
+            run,
+        ]
+    )
     fx = Fixture(root, env, data, run, {"idx": 3000, "png": 300 if quick else 1500})
     for fmt in ("idx", "png"):
         for seed in (1, 2):
             out = root / "refs" / f"{fmt}-seed{seed}"
-            r = env.ok(fx.generate_args(fmt, seed, out, overwrite=False), watch=out.parent,
-                       prefix=f".{out.name}.vaegen-")  # fmt: skip
+            r = env.ok(
+                fx.generate_args(fmt, seed, out, overwrite=False),
+                watch=out.parent,
+                prefix=f".{out.name}.vaegen-",
+            )
             fx.refs[fmt, seed] = out
             if seed == 2:
                 fx.timing[fmt] = Timing.of(r)
@@ -404,21 +429,37 @@ def case_a(fx: Fixture, fmt: str, rounds: int, rng: random.Random, report: Repor
         details: dict[str, Any] = {}
         try:
             how, delay = kill_delay(rng, fx.timing[fmt])
-            res, when = fx.env.stopped(fx.generate_args(fmt, 2, out), signal.SIGKILL, base,
-                                       f".{out.name}.vaegen-", "staging" in how,
-                                       delay)  # fmt: skip
+            res, when = fx.env.stopped(
+                fx.generate_args(fmt, 2, out),
+                signal.SIGKILL,
+                base,
+                f".{out.name}.vaegen-",
+                "staging" in how,
+                delay,
+            )
             now = tree(out)
             got = "old" if now == old else "new" if now == new else "MIX"
-            details = {"kill": how, "landed": when, "rc": res.returncode, "output": got,
-                       "staging_left": staging_beside(out)}  # fmt: skip
-            check(got != "MIX", f"after kill -9 the output is neither old nor new: "
-                  f"{tree_diff(old, now)} (vs old) / {tree_diff(new, now)} (vs new)")  # fmt: skip
+            details = {
+                "kill": how,
+                "landed": when,
+                "rc": res.returncode,
+                "output": got,
+                "staging_left": staging_beside(out),
+            }
+            check(
+                got != "MIX",
+                f"after kill -9 the output is neither old nor new: "
+                f"{tree_diff(old, now)} (vs old) / {tree_diff(new, now)} (vs new)",
+            )
             if res.returncode == 0:
                 check(got == "new", "generate finished but the output is not the new one")
             nxt = fx.env.ok(fx.generate_args(fmt, 1, out))
             details["next_rc"] = nxt.returncode
-            check(tree(out) == old, f"the next generate did not write the old output again: "
-                  f"{tree_diff(old, tree(out))}")  # fmt: skip
+            check(
+                tree(out) == old,
+                f"the next generate did not write the old output again: "
+                f"{tree_diff(old, tree(out))}",
+            )
             left = staging_beside(out)
             check(not left, f"the next generate left {left} beside the output")
             report(name, r, "passed", details)
@@ -445,12 +486,18 @@ def check_complete_prior(files: dict[str, Any], k: int) -> None:
         f.flush()
         header = safetensors_header(Path(f.name))
     weights = header["weights"]["shape"]
-    check(weights[-1] == k and header["means"]["shape"][-2] == k,
-          f"prior.safetensors' shapes {weights} do not hold {k} components")  # fmt: skip
-    check(all(c["components"] <= weights[-1] for c in info["per_class"]),
-          "prior.json's per-class components exceed the tensors'")  # fmt: skip
-    check(info.get("model_sha256") == post.get("model_sha256"),
-          "prior.json and posterior.json name other weights")  # fmt: skip
+    check(
+        weights[-1] == k and header["means"]["shape"][-2] == k,
+        f"prior.safetensors' shapes {weights} do not hold {k} components",
+    )
+    check(
+        all(c["components"] <= weights[-1] for c in info["per_class"]),
+        "prior.json's per-class components exceed the tensors'",
+    )
+    check(
+        info.get("model_sha256") == post.get("model_sha256"),
+        "prior.json and posterior.json name other weights",
+    )
 
 
 def case_b(fx: Fixture, rounds: int, rng: random.Random, report: Report) -> None:
@@ -471,21 +518,34 @@ def case_b(fx: Fixture, rounds: int, rng: random.Random, report: Report) -> None
             k_old = json.loads(old["prior.json"])["components"]
             k = 2 if k_old == 3 else 3
             how, delay = kill_delay(rng, timing)
-            res, when = env.stopped(["fit-prior", run, "--components", k], signal.SIGKILL, run,
-                                    ".prior.vaegen-", "staging" in how, delay)  # fmt: skip
+            res, when = env.stopped(
+                ["fit-prior", run, "--components", k],
+                signal.SIGKILL,
+                run,
+                ".prior.vaegen-",
+                "staging" in how,
+                delay,
+            )
             now = prior_set(run)
             config_k = json.loads((run / "config.json").read_text())["train"]["prior_components"]
-            details = {"kill": how, "landed": when, "rc": res.returncode, "K": [k_old, k],
-                       "config_components": config_k,
-                       "leftovers": leftovers(run)}  # fmt: skip
+            details = {
+                "kill": how,
+                "landed": when,
+                "rc": res.returncode,
+                "K": [k_old, k],
+                "config_components": config_k,
+                "leftovers": leftovers(run),
+            }
             if now == old:
                 details["prior"] = "old"
             else:
                 details["prior"] = "new"
                 check_complete_prior(now, k)
                 if k in known:
-                    check(now == known[k], f"a {k}-component prior other than fit-prior's: "
-                          f"{tree_diff(known[k], now)}")  # fmt: skip
+                    check(
+                        now == known[k],
+                        f"a {k}-component prior other than fit-prior's: {tree_diff(known[k], now)}",
+                    )
                 elif res.returncode == 0:
                     known[k] = now
             if res.returncode == 0:
@@ -533,16 +593,28 @@ def case_c(fx: Fixture, rounds: int, rng: random.Random, report: Report) -> None
                 old = fx.old_output(fmt, out)
                 d = rng.uniform(0.0, 0.5 * fx.timing[fmt].window)
                 res, when = fx.env.stopped(
-                    fx.generate_args(fmt, 2, out), signal.SIGTERM, base,
-                    f".{out.name}.vaegen-", True, lambda d=d: d,
-                )  # fmt: skip
+                    fx.generate_args(fmt, 2, out),
+                    signal.SIGTERM,
+                    base,
+                    f".{out.name}.vaegen-",
+                    True,
+                    lambda d=d: d,
+                )
                 now = tree(out)
                 got = "old" if now == old else "new" if now == new else "MIX"
-                details["tries"].append({"delay_after_staging": round(d, 4), "landed": when,
-                                         "rc": res.returncode, "output": got})  # fmt: skip
+                details["tries"].append(
+                    {
+                        "delay_after_staging": round(d, 4),
+                        "landed": when,
+                        "rc": res.returncode,
+                        "output": got,
+                    }
+                )
                 check("Traceback" not in res.stderr, f"a traceback: {res.stderr.strip()[-600:]}")
-                check(got != "MIX", f"after SIGTERM the output is neither old nor new: "
-                      f"{tree_diff(old, now)}")  # fmt: skip
+                check(
+                    got != "MIX",
+                    f"after SIGTERM the output is neither old nor new: {tree_diff(old, now)}",
+                )
                 left = staging_beside(out)
                 check(not left, f"staging left after SIGTERM: {left}")
                 if when == "while staging":
@@ -572,8 +644,11 @@ def case_d(fx: Fixture, rng: random.Random, report: Report) -> None:
             for args in commands:
                 r = env.run(args)
                 details["commands"].append(r.short())
-                check(r.returncode == 2, f"exit {r.returncode}, not 2: vaegen "
-                      f"{' '.join(r.argv)}: {r.stderr.strip()[-400:]}")  # fmt: skip
+                check(
+                    r.returncode == 2,
+                    f"exit {r.returncode}, not 2: vaegen "
+                    f"{' '.join(r.argv)}: {r.stderr.strip()[-400:]}",
+                )
                 check_one_line_error(r)
                 for p in watched:
                     diff = tree_diff(before[str(p)], tree(p))
@@ -611,8 +686,10 @@ def case_d(fx: Fixture, rng: random.Random, report: Report) -> None:
         (elsewhere / "mine").mkdir()
         (elsewhere / "mine" / "f").write_text("user data")
         (run / "state").symlink_to(elsewhere)
-        cmds = [["train", "--out", run, "--resume", "--epochs", 3, "--no-plots"],
-                ["fit-prior", run, "--components", 3]]  # fmt: skip
+        cmds = [
+            ["train", "--out", run, "--resume", "--epochs", 3, "--no-plots"],
+            ["fit-prior", run, "--components", 3],
+        ]
         return cmds, [run, elsewhere]
 
     def lock_planted(kind: str):
@@ -626,8 +703,10 @@ def case_d(fx: Fixture, rng: random.Random, report: Report) -> None:
             (run / ".lock").symlink_to(victim / "precious.txt")
         else:
             os.link(victim / "precious.txt", run / ".lock")
-        cmds = [["train", "--out", run, "--resume", "--epochs", 3, "--no-plots"],
-                ["fit-prior", run, "--components", 3]]  # fmt: skip
+        cmds = [
+            ["train", "--out", run, "--resume", "--epochs", 3, "--no-plots"],
+            ["fit-prior", run, "--components", 3],
+        ]
         return cmds, [run, victim]
 
     def png_user_file():
@@ -703,10 +782,14 @@ def case_e(fx: Fixture, rounds: int, rng: random.Random, report: Report) -> None
             check(len(failed) <= 1, f"both writers failed: {results}")
             for s in failed:
                 rc, err = results[s]
-                check(rc == 2 and "is being written by another process" in err,
-                      f"the writer of seed {s} failed otherwise: exit {rc}: {err.strip()}")  # fmt: skip
-                check("Traceback" not in err and len(err.strip().splitlines()) == 1,
-                      f"not one error line: {err!r}")  # fmt: skip
+                check(
+                    rc == 2 and "is being written by another process" in err,
+                    f"the writer of seed {s} failed otherwise: exit {rc}: {err.strip()}",
+                )
+                check(
+                    "Traceback" not in err and len(err.strip().splitlines()) == 1,
+                    f"not one error line: {err!r}",
+                )
             now = tree(out)
             whose = [s for s in (1, 2) if now == refs[s]]
             details["output_of_seed"] = whose
@@ -729,8 +812,9 @@ def case_f(fx: Fixture, rng: random.Random, report: Report) -> None:
         return
     mnt = fx.root / "f-mnt"
     mnt.mkdir()
-    m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)  # fmt: skip
+    m = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if m.returncode != 0:
         for name in names:
             report(name, 0, "skipped", {"reason": f"mount -t tmpfs failed: {m.stderr.strip()}"})
@@ -763,8 +847,10 @@ def case_f(fx: Fixture, rng: random.Random, report: Report) -> None:
                 before = tree(watched) if watched == run else old_out
                 r = fx.env.run(args)
                 details["command"] = r.short()
-                check(r.returncode == 2, f"exit {r.returncode} on a full disk, not 2: "
-                      f"{r.stderr.strip()[-600:]}")  # fmt: skip
+                check(
+                    r.returncode == 2,
+                    f"exit {r.returncode} on a full disk, not 2: {r.stderr.strip()[-600:]}",
+                )
                 check_one_line_error(r)
                 diff = tree_diff(before, tree(watched))
                 check(not diff, f"{watched.name} changed on a full disk: {diff}")
@@ -832,8 +918,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             task()
         except Exception as e:  # the campaign broke, not (necessarily) vaegen
-            report(name, -1, "error", {"error": f"{type(e).__name__}: {e}",
-                                       "traceback": traceback.format_exc()[-1500:]})  # fmt: skip
+            report(
+                name,
+                -1,
+                "error",
+                {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-1500:]},
+            )
 
     with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
         for f in [pool.submit(guarded, name, task) for name, task in tasks]:
@@ -841,12 +931,32 @@ def main(argv: list[str] | None = None) -> int:
     counts = {o: sum(r["outcome"] == o for r in results) for o in ("passed", "failed", "skipped")}
     errors = sum(r["outcome"] == "error" for r in results)
     bad = counts["failed"] + errors
-    print(f"file_safety_campaign: {counts['passed']} passed, {counts['failed']} failed, "
-          f"{counts['skipped']} skipped, {errors} errors in {time.monotonic() - t0:.1f} s "
-          f"(seed {args.seed}); files in {root}"
-          + ("" if bad or args.workdir else " (removed)"), file=sys.stderr)  # fmt: skip
+    print(
+        f"file_safety_campaign: {counts['passed']} passed, {counts['failed']} failed, "
+        f"{counts['skipped']} skipped, {errors} errors in {time.monotonic() - t0:.1f} s "
+        f"(seed {args.seed}); files in {root}" + ("" if bad or args.workdir else " (removed)"),
+        file=sys.stderr,
+    )
     if not bad and args.workdir is None:
         shutil.rmtree(root, ignore_errors=True)
+    cases: dict[str, dict[str, int]] = {}
+    for r in results:
+        outcomes = cases.setdefault(r["case"], {})
+        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+    append_result(
+        "file_safety_campaign",
+        {
+            "quick": args.quick,
+            "seed": args.seed,
+            "rounds": rounds,
+            "jobs": args.jobs,
+            **counts,
+            "errors": errors,
+            "seconds": round(time.monotonic() - t0, 1),
+            "cases": cases,
+        },
+        command=None if argv is None else ["benchmarks/file_safety_campaign.py", *argv],
+    )
     return 1 if bad else 0
 
 

@@ -15,12 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from record import append_result
 
 from vaegen import load_dataset
 
@@ -69,11 +73,25 @@ def main() -> None:
         )
         entry = next((Path(tmp) / "cache" / "folders").glob("*.safetensors"))
         size_mb = entry.stat().st_size / 1e6
-    print(f"{args.n} PNGs of {args.size} x {args.size} RGB, {len(os.sched_getaffinity(0))} "
-          f"CPUs ({cpu_name()}); cache entry {size_mb:.1f} MB")  # fmt: skip
+    print(
+        f"{args.n} PNGs of {args.size} x {args.size} RGB, {len(os.sched_getaffinity(0))} "
+        f"CPUs ({cpu_name()}); cache entry {size_mb:.1f} MB"
+    )
     print(f"(a) cache off, decode:            {off:6.2f} s")
     print(f"(b) first load, decode and store: {first:6.2f} s")
     print(f"(c) second load, from the cache:  {second:6.2f} s ({first / second:.0f}x (b))")
+    append_result(
+        "folder_cache",
+        {
+            "n": args.n,
+            "size": args.size,
+            "decode_s": round(off, 3),
+            "first_load_s": round(first, 3),
+            "cached_s": round(second, 3),
+            "entry_mb": round(size_mb, 2),
+            "cpus": len(os.sched_getaffinity(0)),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from epoch_speed import plain_epoch
+from record import append_result
 
 from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig, load_dataset
 from vaegen.model.vae import VAE
@@ -75,8 +76,12 @@ def plain_row(epochs: int, data_dir: str | None) -> dict:
         t0 = time.perf_counter()
         plain_epoch(model, opt, x_all).item()  # the epoch's loss, read once
         rates.append(len(x_all) / (time.perf_counter() - t0))
-    return {"model": "article", "step": "plain loop", "precision": "float32",
-            "images_per_second": statistics.median(rates[1:])}  # fmt: skip
+    return {
+        "model": "article",
+        "step": "plain loop",
+        "precision": "float32",
+        "images_per_second": statistics.median(rates[1:]),
+    }
 
 
 def main() -> None:
@@ -100,12 +105,20 @@ def main() -> None:
     print(f"{'model':8} {'step':11} {'precision':9} {'images/s':>10} {'whole run s':>11}")
     for r in rows:
         wall = f"{r['wall_seconds']:11.1f}" if "wall_seconds" in r else " " * 11
-        print(f"{r['model']:8} {r['step']:11} {r['precision']:9} "
-              f"{r['images_per_second']:10.0f} {wall}")  # fmt: skip
+        print(
+            f"{r['model']:8} {r['step']:11} {r['precision']:9} "
+            f"{r['images_per_second']:10.0f} {wall}"
+        )
     if args.json:
-        info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                "label": args.label, "epochs": args.epochs, "rows": rows}  # fmt: skip
+        info = {
+            "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+            "label": args.label,
+            "epochs": args.epochs,
+            "rows": rows,
+        }
         Path(args.json).write_text(json.dumps(info, indent=1))
+    append_result("gpu_speed", {"label": args.label, "epochs": args.epochs, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -23,10 +23,15 @@ noisy (about +-0.5 points) stand-in for `vaegen evaluate`'s TSTR.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from record import append_result
 
 from vaegen import load_run
 from vaegen.data import load_splits
@@ -62,9 +67,12 @@ class SecondStage(nn.Module):
         )
         self.mu, self.logvar = nn.Linear(width, d), nn.Linear(width, d)
         self.dec = nn.Sequential(
-            nn.Linear(d + classes, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+            nn.Linear(d + classes, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
             nn.Linear(width, d),
-        )  # fmt: skip
+        )
         self.log_gamma = nn.Parameter(torch.zeros(d))
 
     def onehot(self, y: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -123,13 +131,27 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+")
     p.add_argument("--n", type=int, default=10000, help="images scored per prior")
-    p.add_argument("--components", type=int, nargs="+", default=[1, 10, 20],
-                   help="mixtures fitted to the latent means")  # fmt: skip
-    p.add_argument("--draw-components", type=int, nargs="*", default=[],
-                   help="mixtures fitted to --draws codes from each posterior")  # fmt: skip
+    p.add_argument(
+        "--components",
+        type=int,
+        nargs="+",
+        default=[1, 10, 20],
+        help="mixtures fitted to the latent means",
+    )
+    p.add_argument(
+        "--draw-components",
+        type=int,
+        nargs="*",
+        default=[],
+        help="mixtures fitted to --draws codes from each posterior",
+    )
     p.add_argument("--draws", type=int, default=3)
-    p.add_argument("--reg-covar", type=float, default=1e-6,
-                   help="variance added to each mixture component (--preset synth: 0.1)")  # fmt: skip
+    p.add_argument(
+        "--reg-covar",
+        type=float,
+        default=1e-6,
+        help="variance added to each mixture component (--preset synth: 0.1)",
+    )
     p.add_argument("--second-stage-epochs", type=int, default=40, help="0: skip it")
     p.add_argument("--tstr-n", type=int, default=0, help="short TSTR on this many images")
     args = p.parse_args()
@@ -150,6 +172,7 @@ def compare(run, path: str, clf, args: argparse.Namespace) -> None:
     f_train = extract_features(clf, train.images, progress=False)
     d_test = kth_nearest_sq(f_test, f_train, 1).sqrt()
     rows = []
+    recorded: list[dict] = []  # the same numbers, for benchmarks/results/prior_comparison.jsonl
 
     def score(name: str, images: torch.Tensor, seconds: float, labels=y) -> None:
         """labels: the class each image was drawn for (or is), for agreement and TSTR."""
@@ -159,19 +182,39 @@ def compare(run, path: str, clf, args: argparse.Namespace) -> None:
         ratio, copies = nearness(kth_nearest_sq(f, f_train, 1).sqrt(), d_test)
         nearest = f"{ratio:.3f} / {copies:.3f}"
         agree, tstr = "-", "-"
+        entry = {
+            "prior": name,
+            "frechet": round(fd, 3),
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "nearest_median_ratio": round(ratio, 4),
+            "near_copies_pct": round(100 * copies, 2),
+        }
         if labels is not None and conditional:
             yn = labels[:n]
             overall, per = class_agreement(predict(clf, images[:n]), yn, k)
             worst = min((c for c in range(k) if per[c] is not None), key=lambda c: per[c])
             agree = f"{overall:.3f} ({run.classes[worst]} {per[worst]:.3f})"
+            entry["agreement_pct"] = round(100 * overall, 2)
+            entry["worst_class"] = run.classes[worst]
+            entry["worst_class_pct"] = round(100 * per[worst], 2)
             if args.tstr_n:
                 xs, ys = images[: args.tstr_n], labels[: args.tstr_n]
                 accs = [
-                    accuracy(train_classifier(xs, ys, 2, seed=s, num_classes=k, lr=2e-3,
-                                              progress=False), test.images, test.labels)
+                    accuracy(
+                        train_classifier(
+                            xs, ys, epochs=2, seed=s, num_classes=k, lr=2e-3, progress=False
+                        ),
+                        test.images,
+                        test.labels,
+                    )
                     for s in (5, 6)
-                ]  # fmt: skip
+                ]
                 tstr = f"{sum(accs) / 2:.4f}"
+                entry["short_tstr_pct"] = round(100 * sum(accs) / 2, 2)
+        if seconds:
+            entry["fit_s"] = round(seconds, 1)
+        recorded.append(entry)
         rows.append((name, fd, f"{precision:.3f} / {recall:.3f}", agree, nearest, tstr, seconds))
 
     gen = torch.Generator().manual_seed(0)
@@ -201,21 +244,42 @@ def compare(run, path: str, clf, args: argparse.Namespace) -> None:
     score("aggregate posterior", decode(run, z, y), 0.0)
     if args.second_stage_epochs:
         t0 = time.perf_counter()
-        second = fit_second_stage(mu, logvar, labels, k if conditional else 0,
-                                  epochs=args.second_stage_epochs)  # fmt: skip
+        second = fit_second_stage(
+            mu, logvar, labels, k if conditional else 0, epochs=args.second_stage_epochs
+        )
         seconds = time.perf_counter() - t0
         z = second.sample(y, m, torch.Generator().manual_seed(0))
         score(f"second-stage VAE ({args.second_stage_epochs} epochs)", decode(run, z, y), seconds)
 
-    print(f"\n{path}: {'conditional ' if conditional else ''}{run.config.model.model}, "
-          f"{run.config.model.latent_dim}-D latent, {run.config.train.loss} loss, N = {n}"
-          + (f", short TSTR on {args.tstr_n}" if args.tstr_n else ""))  # fmt: skip
-    print(f"  {'prior':<56} {'Frechet':>8}  {'prec / recall':<14} {'agreement':<28} "
-          f"{'nearest / copies':<16} {'TSTR':<7} fit s")  # fmt: skip
+    print(
+        f"\n{path}: {'conditional ' if conditional else ''}{run.config.model.model}, "
+        f"{run.config.model.latent_dim}-D latent, {run.config.train.loss} loss, N = {n}"
+        + (f", short TSTR on {args.tstr_n}" if args.tstr_n else "")
+    )
+    print(
+        f"  {'prior':<56} {'Frechet':>8}  {'prec / recall':<14} {'agreement':<28} "
+        f"{'nearest / copies':<16} {'TSTR':<7} fit s"
+    )
     for name, fd, pr, agree, nearest, tstr, seconds in rows:
         print(
             f"  {name:<56} {fd:8.1f}  {pr:<14} {agree:<28} {nearest:<16} {tstr:<7} {seconds:5.1f}"
         )
+    model, train_config = run.config.model, run.config.train
+    described = (
+        f"{'conditional ' if conditional else ''}{model.model}, {model.latent_dim}-D latent, "
+        f"{len(run.metrics)} epochs, {train_config.loss} loss ({path})"
+    )
+    append_result(
+        "prior_comparison",
+        {
+            "run": described,
+            "latent_dim": model.latent_dim,
+            "n": n,
+            "tstr_n": args.tstr_n,
+            "reg_covar": args.reg_covar,
+            "priors": recorded,
+        },
+    )
 
 
 if __name__ == "__main__":

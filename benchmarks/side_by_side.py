@@ -20,14 +20,29 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from record import append_result
+
 SPIN_COUNTS = {"vaegen (1000)": "1000", "GNU OpenMP default (300000)": "300000"}
 
 
 def run_together(n: int, epochs: int, spin: str, out: Path) -> float:
     """Seconds until n trainings started together have all finished."""
     env = {**os.environ, "GOMP_SPINCOUNT": spin}
-    argv = [sys.executable, "-m", "vaegen", "-q", "train", "--epochs", str(epochs),
-            "--no-plots", "--prior-components", "0", "--device", "cpu"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "vaegen",
+        "-q",
+        "train",
+        "--epochs",
+        str(epochs),
+        "--no-plots",
+        "--prior-components",
+        "0",
+        "--device",
+        "cpu",
+    ]
     t0 = time.perf_counter()
     procs = [
         subprocess.Popen([*argv, "--out", str(out / f"run{i}")], env=env, stdout=subprocess.DEVNULL)
@@ -44,6 +59,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
     ratios: dict[str, list[float]] = {name: [] for name in SPIN_COUNTS}
+    times: dict[str, dict[str, list[float]]] = {n: {"alone": [], "pair": []} for n in SPIN_COUNTS}
     names = list(SPIN_COUNTS)
     for r in range(args.rounds):
         for name in names[r % 2 :] + names[: r % 2]:
@@ -51,10 +67,28 @@ def main() -> None:
                 alone = run_together(1, args.epochs, SPIN_COUNTS[name], Path(tmp) / "a")
                 pair = run_together(2, args.epochs, SPIN_COUNTS[name], Path(tmp) / "b")
             ratios[name].append(pair / alone)
-            print(f"round {r + 1}, {name}: one alone {alone:.1f} s, two together {pair:.1f} s "
-                  f"({pair / alone:.2f}x)", flush=True)  # fmt: skip
+            times[name]["alone"].append(alone)
+            times[name]["pair"].append(pair)
+            print(
+                f"round {r + 1}, {name}: one alone {alone:.1f} s, two together {pair:.1f} s "
+                f"({pair / alone:.2f}x)",
+                flush=True,
+            )
     for name, values in ratios.items():
         print(f"{name}: two together take {statistics.median(values):.2f}x one alone (median)")
+    spin_counts = [
+        {
+            "spin_count": int(SPIN_COUNTS[name]),
+            "name": name.split(" (")[0],
+            "alone_s": [round(t, 2) for t in times[name]["alone"]],
+            "together_s": [round(t, 2) for t in times[name]["pair"]],
+            "together_over_alone": [round(r, 2) for r in ratios[name]],
+        }
+        for name in SPIN_COUNTS
+    ]
+    append_result(
+        "side_by_side", {"epochs": args.epochs, "rounds": args.rounds, "spin_counts": spin_counts}
+    )
 
 
 if __name__ == "__main__":

@@ -31,11 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from record import append_result
 
 from vaegen import load_dataset, load_run
 from vaegen.evaluation.estimators import (
@@ -157,6 +161,31 @@ def score(run_dir: Path, prior: str, n: int, ref: dict) -> dict:
     }
 
 
+def record_of(row: Row, result: dict, n: int) -> dict:
+    """A row's scores as benchmarks/results/synth_ablation.jsonl holds them (a variant's name
+    without its indent, agreement in percent)."""
+    worst, worst_agreement = result["worst_class"].rsplit(" ", 1)
+    return {
+        "name": row.name.strip(),
+        "variant": row.name.startswith(" "),
+        "row": result["row"],
+        "epochs": row.config.train.epochs,
+        "n": n,
+        "frechet": round(result["frechet"], 3),
+        "frechet_recon": round(result["frechet_recon"], 3),
+        "precision": round(result["precision"], 4),
+        "recall": round(result["recall"], 4),
+        "agreement_pct": round(100 * result["agreement"], 2),
+        "worst_class": worst,
+        "worst_class_pct": round(100 * float(worst_agreement), 1),
+        "loss": result["loss"],
+        "test_loss": round(result["test_loss"], 4),
+        "train_s": round(result["train_seconds"], 1),
+        "prior_s": None if result["prior_seconds"] is None else round(result["prior_seconds"], 1),
+        "wall_s": round(result["wall_seconds"], 1),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path, help="folder for the runs and results.jsonl")
@@ -173,6 +202,16 @@ def main() -> None:
         ref["f_test"], extract_features(clf, train_set.images[: args.n], progress=False)
     )
     print(f"real training images: precision {floor[0]:.3f} recall {floor[1]:.3f}", flush=True)
+    append_result(
+        "synth_ablation",
+        {
+            "name": "real training images",
+            "reference": True,
+            "n": args.n,
+            "precision": round(floor[0], 4),
+            "recall": round(floor[1], 4),
+        },
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     for i, row in enumerate(rows(args.epochs)):
         if args.rows and i not in args.rows:
@@ -187,7 +226,14 @@ def main() -> None:
             run = train(row.config, run_dir, resume=True, progress=False)
             t = row.config.train  # explicit: a copied model's config.json names its own prior
             t1 = time.perf_counter()
-            fit_prior(run, train_set, t.prior_components, 0, t.prior_draws, t.prior_reg_covar)
+            fit_prior(
+                run,
+                train_set,
+                components=t.prior_components,
+                seed=0,
+                draws=t.prior_draws,
+                reg_covar=t.prior_reg_covar,
+            )
             prior_seconds = time.perf_counter() - t1
         result = {"row": i, "name": row.name, **score(run_dir, row.prior, args.n, ref)}
         result["prior_seconds"] = prior_seconds
@@ -195,6 +241,7 @@ def main() -> None:
         with open(args.out / "results.jsonl", "a") as f:
             f.write(json.dumps(result) + "\n")
         print(json.dumps(result), flush=True)
+        append_result("synth_ablation", record_of(row, result, args.n))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from epoch_speed import article_epoch, article_loader, plain_epoch
+from record import append_result
 
 from vaegen import DataConfig, RunConfig, TrainConfig, load_dataset
 from vaegen.model.likelihoods import GAUSSIAN, evaluate_loss
@@ -110,23 +111,44 @@ def main() -> None:
         for name in names[r % len(names) :] + names[: r % len(names)]:
             whole, epochs = pipelines[name]()
             results[name].append((whole, epochs))
-            print(f"round {r + 1} {name}: {whole:.1f} s, epochs {epochs[0]:.2f} ... {epochs[-1]:.2f} s",
-                  flush=True)  # fmt: skip
+            print(
+                f"round {r + 1} {name}: {whole:.1f} s, epochs {epochs[0]:.2f} ... {epochs[-1]:.2f} s",
+                flush=True,
+            )
     print(
         f"\n{args.epochs} epochs, {torch.get_num_threads()} threads, {args.rounds} rounds (medians)"
     )
     print(
         f"{'pipeline':<18} {'whole run':>10} {'early epoch':>12} {'late epoch':>11} {'vs (a)':>7} {'vs (b)':>7}"
     )
+    recorded = []
     for name in names:
         whole = [w for w, _ in results[name]]
         ratio_a = [w / a for w, (a, _) in zip(whole, results[names[0]], strict=True)]
         ratio_b = [w / b for w, (b, _) in zip(whole, results[names[1]], strict=True)]
         early = [statistics.mean(e[:3]) for _, e in results[name]]
         late = [statistics.mean(e[-3:]) for _, e in results[name]]
-        print(f"{name:<18} {statistics.median(whole):9.1f}s {statistics.median(early):11.2f}s "
-              f"{statistics.median(late):10.2f}s {statistics.median(ratio_a):6.2f}x "
-              f"{statistics.median(ratio_b):6.2f}x")  # fmt: skip
+        print(
+            f"{name:<18} {statistics.median(whole):9.1f}s {statistics.median(early):11.2f}s "
+            f"{statistics.median(late):10.2f}s {statistics.median(ratio_a):6.2f}x "
+            f"{statistics.median(ratio_b):6.2f}x"
+        )
+        recorded.append(
+            {
+                "pipeline": name[1],  # "(a) article" -> "a"
+                "name": name,
+                "whole_s": round(statistics.median(whole), 2),
+                "early_epoch_s": round(statistics.median(early), 3),
+                "late_epoch_s": round(statistics.median(late), 3),
+                "vs_a": round(statistics.median(ratio_a), 3),
+                "vs_b": round(statistics.median(ratio_b), 3),
+                "whole_s_rounds": [round(w, 2) for w in whole],
+                "epoch_s_rounds": [[round(t, 3) for t in e] for _, e in results[name]],
+            }
+        )
+    append_result(
+        "whole_run", {"epochs": args.epochs, "rounds": args.rounds, "pipelines": recorded}
+    )
 
 
 if __name__ == "__main__":
