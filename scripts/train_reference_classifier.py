@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from vaegen import __version__
-from vaegen.console import atomic_write_bytes, atomic_write_text
 from vaegen.data import load_dataset
 from vaegen.evaluation.reference_classifier import (
     REFERENCE_SIDECAR,
@@ -30,6 +29,7 @@ from vaegen.evaluation.reference_classifier import (
     accuracy,
     train_classifier,
 )
+from vaegen.files import atomic_write_bytes, atomic_write_text
 from vaegen.tensorfiles import tensors_to_bytes
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "vaegen" / "evaluation" / "assets"

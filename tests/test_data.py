@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from vaegen.data import load_dataset, named as datasets, to_float
+from vaegen.data import load_dataset, named, to_float
 from vaegen.data.idx import idx_bytes, parse_idx, read_idx, write_idx
 from vaegen.data.named import FileSpec, NamedDataset
 from vaegen.errors import DataError
@@ -203,8 +203,8 @@ def _fake_named(tmp_path: Path) -> tuple[NamedDataset, Path]:
 @pytest.fixture
 def fake_named(tmp_path, monkeypatch):
     ds, src = _fake_named(tmp_path)
-    monkeypatch.setitem(datasets.NAMED_DATASETS, "fake", ds)
-    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    monkeypatch.setitem(named.NAMED_DATASETS, "fake", ds)
+    monkeypatch.setattr(named, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
     return ds, src
 
 
@@ -212,7 +212,7 @@ def test_named_dataset_downloads_into_the_cache_and_verifies(fake_named, tmp_pat
     train = load_dataset("fake", "train")
     assert len(train) == 20 and train.classes == ["a", "b", "c"]
     assert (tmp_path / "cache" / "vaegen" / "fake" / "train-images-idx3-ubyte.gz").is_file()
-    assert len(datasets.verify("fake")) == 4
+    assert len(named.verify("fake")) == 4
 
 
 def test_vaegen_cache_dir_holds_downloads_too(fake_named, tmp_path, monkeypatch):
@@ -220,7 +220,7 @@ def test_vaegen_cache_dir_holds_downloads_too(fake_named, tmp_path, monkeypatch)
     assert len(load_dataset("fake", "test")) == 10
     assert (tmp_path / "mine" / "fake" / "t10k-labels-idx1-ubyte.gz").is_file()
     assert not (tmp_path / "cache" / "vaegen").exists()
-    assert datasets.locate("fake") == tmp_path / "mine" / "fake"
+    assert named.locate("fake") == tmp_path / "mine" / "fake"
 
 
 def test_a_data_folder_holding_another_datasets_files_is_passed_over(
@@ -234,14 +234,14 @@ def test_a_data_folder_holding_another_datasets_files_is_passed_over(
     with pytest.raises(
         DataError, match=r"mnist-files/train-images.*: checksum .* or another dataset's"
     ):
-        datasets.verify("fake")
+        named.verify("fake")
     with caplog.at_level("WARNING", logger="vaegen"):
-        assert datasets.locate("fake") == tmp_path / "cache" / "vaegen" / "fake"  # downloaded
+        assert named.locate("fake") == tmp_path / "cache" / "vaegen" / "fake"  # downloaded
     assert f"{other} holds files named as fake's that are not its own" in caplog.text
-    assert len(datasets.verify("fake")) == 4
+    assert len(named.verify("fake")) == 4
     _, src = fake_named
     monkeypatch.setenv("VAEGEN_DATA", str(src))  # the dataset's own files: used where they are
-    assert datasets.locate("fake") == src
+    assert named.locate("fake") == src
 
 
 def test_a_download_cut_short_moves_on_to_the_next_mirror(fake_named, tmp_path):
@@ -264,12 +264,12 @@ def test_a_download_cut_short_moves_on_to_the_next_mirror(fake_named, tmp_path):
     try:
         ds, src = fake_named
         cut = f"http://127.0.0.1:{server.server_address[1]}/"
-        folder = datasets.download(ds, tmp_path / "dl", mirrors=[cut, src.as_uri() + "/"])
-        assert len(datasets.verify("fake", folder)) == 4
+        folder = named.download(ds, tmp_path / "dl", mirrors=[cut, src.as_uri() + "/"])
+        assert len(named.verify("fake", folder)) == 4
         with pytest.raises(
             DataError, match=r"(?s)could not download train-images.*IncompleteRead\(10 bytes read"
         ):
-            datasets.download(ds, tmp_path / "dl2", mirrors=[cut])
+            named.download(ds, tmp_path / "dl2", mirrors=[cut])
     finally:
         server.shutdown()
 
@@ -277,7 +277,7 @@ def test_a_download_cut_short_moves_on_to_the_next_mirror(fake_named, tmp_path):
 def test_missing_named_dataset_says_the_three_ways(fake_named, monkeypatch):
     ds, _ = fake_named
     monkeypatch.setitem(
-        datasets.NAMED_DATASETS,
+        named.NAMED_DATASETS,
         "fake",
         NamedDataset("fake", ds.classes, ds.files, ("file:///nonexistent/",), "dataset-fake"),
     )
@@ -292,8 +292,8 @@ def test_search_order_prefers_data_dir_then_env(fake_named, tmp_path, monkeypatc
     _, src = fake_named
     env_dir = write_idx_dataset(tmp_path / "env" / "fake", n_train=20, n_test=10)
     monkeypatch.setenv("VAEGEN_DATA", str(tmp_path / "env"))
-    assert datasets.locate("fake", data_dir=src) == src
-    assert datasets.locate("fake") == env_dir
+    assert named.locate("fake", data_dir=src) == src
+    assert named.locate("fake") == env_dir
 
 
 def test_corrupt_named_file_is_named(fake_named, tmp_path):
@@ -308,7 +308,7 @@ def test_corrupt_named_file_is_named(fake_named, tmp_path):
         load_dataset("fake", data_dir=folder)
     write_idx(folder / "train-images-idx3-ubyte.gz", x[:3])
     with pytest.raises(DataError, match=r"bytes after decompression, expected"):
-        datasets.verify("fake", data_dir=folder)
+        named.verify("fake", data_dir=folder)
 
 
 def test_official_gz_md5_is_accepted(tmp_path, monkeypatch):
@@ -320,9 +320,7 @@ def test_official_gz_md5_is_accepted(tmp_path, monkeypatch):
             FileSpec(s.name, s.raw_size, None, hashlib.md5((src / s.name).read_bytes()).hexdigest())
             for s in specs
         )
-    monkeypatch.setitem(
-        datasets.NAMED_DATASETS, "fake", NamedDataset("fake", ds.classes, files, ())
-    )
+    monkeypatch.setitem(named.NAMED_DATASETS, "fake", NamedDataset("fake", ds.classes, files, ()))
     assert len(load_dataset("fake", "test", data_dir=src)) == 10
     (src / "t10k-labels-idx1-ubyte.gz").write_bytes(
         gzip.compress(gzip.decompress((src / "t10k-labels-idx1-ubyte.gz").read_bytes()), mtime=1)
@@ -347,7 +345,7 @@ def _flip_last_byte(path: Path) -> None:
 
 def test_every_named_file_has_a_hash_of_its_content():
     """Without one, an uncompressed copy of the file (no .gz MD5 to compare) cannot be verified."""
-    for ds in datasets.NAMED_DATASETS.values():
+    for ds in named.NAMED_DATASETS.values():
         for specs in ds.files.values():
             for spec in specs:
                 assert spec.raw_sha256 or spec.raw_md5, f"{ds.name}: {spec.name}"
@@ -369,13 +367,13 @@ def test_uncompressed_mnist_files_are_verified_by_content(tmp_path, monkeypatch)
             gz_md5=hashlib.md5(gz).hexdigest() if spec.gz_md5 else None,
         )
 
-    files = {split: tuple(map(like_mnist, specs)) for split, specs in datasets.MNIST.files.items()}
-    mnist = dataclasses.replace(datasets.MNIST, files=files, mirrors=())
-    monkeypatch.setitem(datasets.NAMED_DATASETS, "mnist", mnist)
-    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    files = {split: tuple(map(like_mnist, specs)) for split, specs in named.MNIST.files.items()}
+    mnist = dataclasses.replace(named.MNIST, files=files, mirrors=())
+    monkeypatch.setitem(named.NAMED_DATASETS, "mnist", mnist)
+    monkeypatch.setattr(named, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
     plain = _gunzip_all(src, tmp_path / "plain")
 
-    checked = datasets.verify("mnist", plain)
+    checked = named.verify("mnist", plain)
     assert sorted(checked) == sorted(
         plain / s.name.removesuffix(".gz") for s in mnist.files["train"] + mnist.files["test"]
     )
@@ -404,10 +402,8 @@ def test_uncompressed_file_with_only_a_gz_md5_cannot_be_verified(tmp_path, monke
         )
         for split, specs in ds.files.items()
     }
-    monkeypatch.setitem(
-        datasets.NAMED_DATASETS, "fake", NamedDataset("fake", ds.classes, files, ())
-    )
-    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    monkeypatch.setitem(named.NAMED_DATASETS, "fake", NamedDataset("fake", ds.classes, files, ()))
+    monkeypatch.setattr(named, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
     plain = _gunzip_all(src, tmp_path / "plain")
     with pytest.raises(DataError, match="cannot be verified") as info:
         load_dataset("fake", "test", data_dir=plain)

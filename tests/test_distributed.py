@@ -48,10 +48,10 @@ runpy.run_module("vaegen", run_name="__main__")  # as `python -m vaegen` (sys.ar
 AFTER_DOWNLOAD = """
 import dataclasses, os, sys
 from pathlib import Path
-import vaegen.data.named as datasets
-datasets.DEBIAN_DATA_DIR = Path("/nonexistent")
-datasets.NAMED_DATASETS["fashion-mnist"] = dataclasses.replace(
-    datasets.NAMED_DATASETS["fashion-mnist"], mirrors=(Path(sys.argv[1]).as_uri() + "/",))
+from vaegen.data import named
+named.DEBIAN_DATA_DIR = Path("/nonexistent")
+named.NAMED_DATASETS["fashion-mnist"] = dataclasses.replace(
+    named.NAMED_DATASETS["fashion-mnist"], mirrors=(Path(sys.argv[1]).as_uri() + "/",))
 from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.training.loop import train  # the training loop alone
 from vaegen.rundir import read_metrics
@@ -67,7 +67,7 @@ os._exit(0)  # without the interpreter's teardown, as vaegen/__main__.py leaves 
 # a comparison of trained weights, since its update does not depend on the gradients' scale).
 GRADIENTS = """
 import os, torch, torch.distributed as dist
-from vaegen import distributed
+from vaegen.training import distributed
 from vaegen.model.likelihoods import likelihood
 from vaegen.model.vae import VAE
 from vaegen.training.step import make_step, objective
@@ -79,7 +79,10 @@ alone = VAE(image_shape=(1, 6, 6), latent_dim=2, hidden=8, num_classes=3)
 alone.load_state_dict(model.state_dict())
 x, y = torch.rand(11, 1, 6, 6, generator=torch.Generator().manual_seed(1)), torch.arange(11) % 3
 lk = likelihood("bernoulli")
-step = make_step(model, lk, 0.5, 1e-3, "auto", torch.device("cpu"), procs, 11, (x, y), seed=0)
+step = make_step(
+    model, lk=lk, beta=0.5, lr=1e-3, wanted="auto", device=torch.device("cpu"), procs=procs,
+    batch_size=11, check_batch=(x, y), seed=0,
+)
 assert step.name == "autograd"
 sums = step.forward_backward(x, y, torch.Generator().manual_seed(2))
 eps = torch.randn((11, 2), generator=torch.Generator().manual_seed(2))  # the whole batch's noise

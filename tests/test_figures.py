@@ -23,7 +23,7 @@ from matplotlib.transforms import Bbox
 from PIL import Image
 
 from vaegen.data import ImageDataset
-from vaegen.report import figures as plots
+from vaegen.report import figures
 from vaegen.rundir import Run, build_model
 from vaegen.rundir.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.sampling.generate import generate
@@ -98,7 +98,7 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[Bbox, list[Bbox]]]
     """{file name: (the figure's box, [box of each image drawn in it])} for every figure saved
     while the test runs, in matplotlib's display units (origin bottom left)."""
     record: dict[str, tuple[Bbox, list[Bbox]]] = {}
-    save = plots._save
+    save = figures._save
 
     def recording_save(fig, path: Path) -> Path:
         out = save(fig, path)  # lays the figure out and writes it: the boxes are those of the PNG
@@ -106,7 +106,7 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[Bbox, list[Bbox]]]
         record[path.name] = (fig.bbox.frozen(), images)
         return out
 
-    monkeypatch.setattr(plots, "_save", recording_save)
+    monkeypatch.setattr(figures, "_save", recording_save)
     return record
 
 
@@ -167,7 +167,7 @@ def test_samples_figure_shows_the_samples(
     conditional: bool, shape, tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
 ) -> None:
     run = dim_run(tmp_path, conditional, shape)
-    path = plots.samples(run, tmp_path / "samples.png", per_class=10, seed=3)
+    path = figures.samples(run, tmp_path / "samples.png", per_class=10, seed=3)
     rows = len(CLASSES) if conditional else 10
     images, _ = generate(run, rows * 10, seed=3)  # one row per class when conditional
     want = mosaic(images.double().div(255).view(rows, 10, *shape), gap=1)
@@ -182,7 +182,7 @@ def test_manifold_figure_shows_the_decoded_grid(
 ) -> None:
     run = dim_run(tmp_path, conditional=label is not None, shape=shape)
     n = 7
-    path = plots.manifold(run, tmp_path / "manifold.png", label=label, n=n)
+    path = figures.manifold(run, tmp_path / "manifold.png", label=label, n=n)
     g = torch.tensor([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)])
     # row 0 is the top: the largest z[1]; column 0 the smallest z[0]
     z = torch.stack([g.repeat(n), g.flip(0).repeat_interleave(n)], 1)
@@ -207,7 +207,7 @@ def test_the_manifold_of_a_1d_latent_is_one_line(
         model.fc4.bias.fill_(0.4)
     run = Run(tmp_path, config, model.eval(), CLASSES, GREY)
     n = 7
-    path = plots.manifold(run, tmp_path / "manifold.png", n=n)
+    path = figures.manifold(run, tmp_path / "manifold.png", n=n)
     g = torch.tensor([NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)])
     with torch.no_grad():
         tiles = run.likelihood.mean(run.model.decode(g[:, None])).double().view(1, n, *GREY)
@@ -220,7 +220,7 @@ def test_reconstructions_figure_shows_the_images_and_their_reconstructions(
     shape, tmp_path: Path, drawn: dict[str, tuple[Bbox, list[Bbox]]]
 ) -> None:
     run, test = dim_run(tmp_path, conditional=True, shape=shape), dim_test_split(shape)
-    path = plots.reconstructions(run, test, tmp_path / "r.png", n=6)
+    path = figures.reconstructions(run, test, tmp_path / "r.png", n=6)
     # the first image of each class, then the next ones: with labels 0, 1, 2, 0, ... the first 6
     x = test.images[:6].double().div(255)
     y = test.labels[:6]
@@ -240,7 +240,7 @@ def test_interpolation_figure_shows_the_decoded_line(
 ) -> None:
     run, test = dim_run(tmp_path, conditional=True, shape=shape), dim_test_split(shape)
     steps = 6
-    path = plots.interpolation(run, test, tmp_path / "i.png", steps=steps)
+    path = figures.interpolation(run, test, tmp_path / "i.png", steps=steps)
     # conditional: from test image 0 to the next one of its class (image 3), label 0 throughout
     x = test.images[[0, 3]].double().div(255)
     y = torch.zeros(2, dtype=torch.long)
@@ -259,7 +259,7 @@ def test_interpolation_figure_shows_the_decoded_line(
 
 
 def _calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Replace every figure function of plots by one that records its file name and draws
+    """Replace every figure function of report.figures by one that records its file name and draws
     nothing (writes a placeholder file)."""
     calls: list[str] = []
 
@@ -272,7 +272,7 @@ def _calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     names = ["reconstructions", "latent_scatter", "manifold", "samples", "interpolation"]
     for name in [*names, "loss_curve"]:
-        monkeypatch.setattr(plots, name, fake)
+        monkeypatch.setattr(figures, name, fake)
     return calls
 
 
@@ -281,7 +281,7 @@ def test_draw_all_draws_the_chosen_figures_only(
 ) -> None:
     calls = _calls(monkeypatch)
     run, test = dim_run(tmp_path, conditional=True), dim_test_split()
-    files = plots.figure_files(run)
+    files = figures.figure_files(run)
     manifolds = ["manifold_0_a.png", "manifold_1_b.png", "manifold_2_c.png"]
     assert files == [
         "reconstructions.png",
@@ -290,21 +290,21 @@ def test_draw_all_draws_the_chosen_figures_only(
         "samples.png",
         "interpolation.png",
     ]
-    assert plots.missing_figures(run) == files
+    assert figures.missing_figures(run) == files
     only = ["samples.png", "manifold_1_b.png"]
-    paths = plots.draw_all(run, test, only=only)
+    paths = figures.draw_all(run, test, only=only)
     assert calls == ["manifold_1_b.png label=1", "samples.png"]  # in the figures' order
     assert paths == [tmp_path / "figures" / f for f in ("manifold_1_b.png", "samples.png")]
-    assert plots.missing_figures(run) == [f for f in files if f not in only]
+    assert figures.missing_figures(run) == [f for f in files if f not in only]
     calls.clear()
-    plots.draw_missing(run, test)
+    figures.draw_missing(run, test)
     assert sorted(calls) == sorted(
         ["reconstructions.png", "latent_scatter.png", "interpolation.png"]
         + [f"{f} label={k}" for k, f in enumerate(manifolds) if f != "manifold_1_b.png"]
     )
-    assert plots.missing_figures(run) == [] and plots.draw_missing(run, test) == []
+    assert figures.missing_figures(run) == [] and figures.draw_missing(run, test) == []
     with pytest.raises(ValueError, match=r"\[.manifold\.png.\]"):  # an unconditional name
-        plots.draw_all(run, test, only=["manifold.png"])
+        figures.draw_all(run, test, only=["manifold.png"])
 
 
 def test_figures_without_test_images_do_not_load_the_test_split(
@@ -315,10 +315,10 @@ def test_figures_without_test_images_do_not_load_the_test_split(
     def load(*args: object, **kw: object) -> ImageDataset:
         pytest.fail("loaded the test split")
 
-    monkeypatch.setattr(plots, "load_dataset", load)
+    monkeypatch.setattr(figures, "load_dataset", load)
     run = dim_run(tmp_path, conditional=False)
     run.metrics = [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0, "test_recon": 1, "test_kl": 0}]
-    plots.draw_all(run, only=["manifold.png", "samples.png", "loss_curve.png"])
+    figures.draw_all(run, only=["manifold.png", "samples.png", "loss_curve.png"])
     assert calls == ["manifold.png", "samples.png", "loss_curve.png"]
 
 
@@ -344,7 +344,7 @@ def test_the_scatter_and_the_explorer_give_each_class_one_colour(tmp_path, monke
         return drawn[-1]
 
     monkeypatch.setattr(matplotlib.axes.Axes, "scatter", spy)
-    plots.latent_scatter(run, test, tmp_path / "s.png")
+    figures.latent_scatter(run, test, tmp_path / "s.png")
     (points,) = drawn
     shown = [to_hex(points.to_rgba(i), keep_alpha=False) for i in range(k)]
     assert shown == explorer_data(run, test)["colors"]

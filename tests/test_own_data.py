@@ -18,7 +18,7 @@ from PIL import Image
 
 from vaegen import load_dataset, load_run
 from vaegen.cli import main
-from vaegen.data import image_folders as images_module, load_splits
+from vaegen.data import image_folders, load_splits
 from vaegen.data.info import info_lines
 from vaegen.data.splits import held_out_counts, holdout
 from vaegen.errors import DataError, VaegenError
@@ -165,9 +165,9 @@ def test_image_size_resizes_grey_after_converting(tmp_path):
 
 def test_decoding_in_parallel_keeps_the_files_order(tmp_path, monkeypatch):
     folder = write_folder(tmp_path / "d", {str(k): [rgb(), grey()] * 6 for k in range(3)})
-    monkeypatch.setattr(images_module, "_workers", lambda n: 1)
+    monkeypatch.setattr(image_folders, "_workers", lambda n: 1)
     one = load_dataset(folder, test_fraction=0)
-    monkeypatch.setattr(images_module, "_workers", lambda n: 4)
+    monkeypatch.setattr(image_folders, "_workers", lambda n: 4)
     four = load_dataset(folder, test_fraction=0)
     assert torch.equal(one.images, four.images) and torch.equal(one.labels, four.labels)
 
@@ -415,7 +415,7 @@ def test_images_stored_turned_are_loaded_as_their_exif_orientation_shows_them(tm
     assert np.array_equal(ds.images[1, 0].numpy(), upright)
     assert any("image shape: 1 x 8 x 4" in line for line in info_lines(folder, test_fraction=0))
     # the memory check's estimate, from the headers alone, sees it upright too
-    assert images_module._header_shape([folder / "a" / "0.png"], None, None) == (1, 8, 4)
+    assert image_folders._header_shape([folder / "a" / "0.png"], None, None) == (1, 8, 4)
 
 
 def _png_bytes(a: np.ndarray) -> bytes:
@@ -523,13 +523,13 @@ def cache_files(tmp_path: Path, pattern: str = "*") -> list[Path]:
 def decodes(monkeypatch) -> list[Path]:
     """The files decoded from now on, in the order the pool took them (the real decoder runs)."""
     seen: list[Path] = []
-    real = images_module._decode
+    real = image_folders._decode
 
     def counting(path, mode, size):
         seen.append(path)
         return real(path, mode, size)
 
-    monkeypatch.setattr(images_module, "_decode", counting)
+    monkeypatch.setattr(image_folders, "_decode", counting)
     return seen
 
 

@@ -15,14 +15,14 @@ import torch
 
 from vaegen import load_dataset
 from vaegen.cli import main
-from vaegen.data import named as datasets
+from vaegen.data import named
 from vaegen.errors import DataError
 from vaegen.training.collapse_guard import PosteriorCollapseWarning
 
 
 def test_fashion_mnist_verifies_and_loads(fashion_dir, monkeypatch):
-    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", fashion_dir.parent)
-    assert len(datasets.verify("fashion-mnist")) == 4
+    monkeypatch.setattr(named, "DEBIAN_DATA_DIR", fashion_dir.parent)
+    assert len(named.verify("fashion-mnist")) == 4
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
     assert tuple(train.images.shape) == (60000, 1, 28, 28)
     assert tuple(test.images.shape) == (10000, 1, 28, 28)
@@ -35,7 +35,7 @@ def test_fashion_mnist_verifies_and_loads(fashion_dir, monkeypatch):
 def plain_fashion_dir(fashion_dir, tmp_path, monkeypatch) -> Path:
     """Uncompressed copies of the real files (`x-ubyte.gz` -> `x-ubyte`), as many keep them; no
     other copy can be found, so whatever loads comes from them."""
-    monkeypatch.setattr(datasets, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(named, "DEBIAN_DATA_DIR", tmp_path / "no-debian")
     plain = tmp_path / "plain"
     plain.mkdir()
     for gz in fashion_dir.glob("*-ubyte.gz"):
@@ -45,7 +45,7 @@ def plain_fashion_dir(fashion_dir, tmp_path, monkeypatch) -> Path:
 
 @pytest.mark.real_data
 def test_uncompressed_fashion_mnist_loads_like_the_gz(fashion_dir, plain_fashion_dir):
-    checked = datasets.verify("fashion-mnist", plain_fashion_dir)
+    checked = named.verify("fashion-mnist", plain_fashion_dir)
     assert sorted(checked) == sorted(plain_fashion_dir / gz.stem for gz in fashion_dir.glob("*.gz"))
     for split in ("train", "test"):
         a = load_dataset("fashion-mnist", split, data_dir=plain_fashion_dir)
@@ -89,7 +89,7 @@ def test_cli_trains_the_reference_model_on_fashion_mnist(fashion_dir, tmp_path, 
 def _download(dest: Path, mirror: str, start: Barrier, results: Queue) -> None:
     start.wait()
     try:
-        datasets.download(datasets.NAMED_DATASETS["fashion-mnist"], dest, mirrors=[mirror])
+        named.download(named.NAMED_DATASETS["fashion-mnist"], dest, mirrors=[mirror])
         results.put("ok")
     except BaseException as e:  # reported to the test, which names it
         results.put(f"{type(e).__name__}: {e}")

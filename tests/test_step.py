@@ -12,7 +12,7 @@ from vaegen import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.errors import VaegenError
 from vaegen.model.likelihoods import kl_divergence, likelihood
 from vaegen.model.vae import VAE
-from vaegen.training import hand_derived_step as fast_step_module, step as step_module
+from vaegen.training import hand_derived_step, step as step_module
 from vaegen.training.hand_derived_step import HandDerivedStep
 from vaegen.training.loop import train
 from vaegen.training.step import HandDerivedStepMismatch, objective, parity_error
@@ -90,7 +90,7 @@ def test_a_changed_model_makes_training_fall_back_to_autograd(tiny_data, tmp_pat
 def test_step_fast_where_it_does_not_apply_is_an_error(tiny_data, tmp_path, monkeypatch):
     with pytest.raises(VaegenError, match="step = 'fast' is not available here"):
         train(config(tiny_data, step="fast", model="conv"), tmp_path / "c", progress=False)
-    monkeypatch.setattr(fast_step_module, "supports", lambda *a: False)
+    monkeypatch.setattr(hand_derived_step, "supports", lambda *a: False)
     run = train(config(tiny_data), tmp_path / "auto", progress=False)
     assert [m["step"] for m in metrics(run.path)] == ["autograd", "autograd"]
 
