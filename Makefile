@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 #   make demo TORCH_SPEC='torch>=2.2'
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv data demo test test-fast lint format bench clean
+.PHONY: venv data demo test test-fast lint format docs docs-cli results bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,23 @@ format: venv
 	$(BIN)/ruff format src tests benchmarks scripts
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 
-# Every test; skips are listed with their reason (-rs). `make test-fast` leaves out the tests
-# marked slow (training on FashionMNIST, SIGKILL loops, browser checks), for the edit loop.
-test: lint
+# The documentation site (mkdocs.yml, docs/) into site/; --strict fails on a broken link or
+# anchor. Not -q: under -q mkdocs drops its warnings before --strict counts them.
+docs: venv
+	$(BIN)/mkdocs build --strict -d site
+
+# docs/cli.md, written from the argument parser (a test checks that it is current).
+docs-cli: venv
+	$(BIN)/python scripts/render_cli_reference.py
+
+# The tables of docs/results/ and README.md's headline, rendered from benchmarks/results/*.jsonl.
+results: venv
+	$(BIN)/python scripts/render_results.py
+
+# Every test, after the docs and the linters; skips are listed with their reason (-rs).
+# `make test-fast` leaves out the tests marked slow (training on FashionMNIST, SIGKILL loops,
+# browser checks), for the edit loop.
+test: docs lint
 	$(BIN)/pytest -q -rs
 
 test-fast: venv
@@ -51,4 +65,4 @@ bench: data
 	$(BIN)/python benchmarks/epoch_speed.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site src/*.egg-info .pytest_cache .ruff_cache
