@@ -5,7 +5,7 @@ folders).
 fraction and seed give the same split on every machine and numpy version, because no random
 number generator is involved: an image's place in its class's order is a 64-bit hash of the seed
 and its index (SplitMix64's mixing function). So training, `vaegen evaluate`, the report and
-`run.load_split` all reproduce the split a run was trained with from its config.json alone.
+`rundir.load_split` all reproduce the split a run was trained with from its config.json alone.
 """
 
 from __future__ import annotations

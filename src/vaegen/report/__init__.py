@@ -39,7 +39,7 @@ def write_report(run: Run, path: Path | None = None, *, test: ImageDataset | Non
 
     test: the test split, when the caller has it loaded already; otherwise it is loaded from the
     run's data source. Without it the page still works, with no points in the explorer. Figures
-    missing from RUN/figures are drawn first (plots.draw_missing), which needs the test split too.
+    missing from RUN/figures are drawn first (figures.draw_missing), which needs the test split too.
     """
     into_run = path is None  # then held as the run's other writers hold it
     path = run.path / REPORT if into_run else Path(path)

@@ -212,9 +212,9 @@ def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records))
 
 
-# The fields of an epoch's record (train._end_epoch writes them) that plots, the report and the
-# summary read as numbers: a record without one, or with a string, null or list there, is an
-# error naming the line here, not a traceback inside matplotlib or a format string later.
+# The fields of an epoch's record (training.loop._end_epoch writes them) that the figures, the
+# report and the summary read as numbers: a record without one, or with a string, null or list
+# there, is an error naming the line here, not a traceback inside matplotlib or a format string.
 METRIC_NUMBERS = (
     "train_loss",
     "train_recon",
