@@ -2,8 +2,9 @@
 
 (a) the reference article's pipeline: a per-image Dataset (uint8 -> float tensor per item, like
     ToTensor), DataLoader(batch_size=128, shuffle=True) with the default collate, stock Adam;
-(b) a plain loop over one in-memory float tensor with shuffled index batches and stock Adam;
-(c) vaegen's own trainer, `vaegen.training.loop.train` (the code `vaegen train` runs: its hand-derived step,
+(b) a plain loop over one in-memory float tensor with shuffled index batches and stock Adam; (c)
+vaegen's own trainer, `vaegen.training.loop.train` (the code `vaegen train` runs: its hand-derived
+step,
     vaegen.training.hand_derived_step, on a CPU);
 (d) the same trainer with autograd's backward and a per-parameter fused Adam instead of the
     hand-derived step: what (c) gains from vaegen.training.hand_derived_step.

@@ -1,12 +1,12 @@
 """Training speed on a CUDA GPU: images/s of vaegen's steps, the article's model and the conv model.
 
-Rows: for each model, each step vaegen has on a GPU (autograd: PyTorch's eager step;
-cuda-graph: the same step recorded once and replayed) in float32 and bf16, trained by
-`vaegen.training.loop.train` for E epochs on FashionMNIST. images/s is the median over epochs 2..E of
-metrics.jsonl's images_per_second (the epoch's shuffle and training steps); the whole call's wall
-time is reported beside it (start-up, data loading, a test pass and checkpoint writes each epoch).
-The reference row is a plain PyTorch loop on the same GPU: one in-memory tensor, shuffled index
-batches of 128, stock Adam, no host synchronisation inside the epoch (median of epochs 2..E).
+Rows: for each model, each step vaegen has on a GPU (autograd: PyTorch's eager step; cuda-graph: the
+same step recorded once and replayed) in float32 and bf16, trained by `vaegen.training.loop.train`
+for E epochs on FashionMNIST. images/s is the median over epochs 2..E of metrics.jsonl's
+images_per_second (the epoch's shuffle and training steps); the whole call's wall time is reported
+beside it (start-up, data loading, a test pass and checkpoint writes each epoch). The reference row
+is a plain PyTorch loop on the same GPU: one in-memory tensor, shuffled index batches of 128, stock
+Adam, no host synchronisation inside the epoch (median of epochs 2..E).
 
 Run it with an older vaegen first on PYTHONPATH to measure "before": rows of steps that version
 does not have are left out.

@@ -1,10 +1,10 @@
 """Whole training runs of the reference VAE, the way a user waits for them, measured in one run.
 
-The pipelines of benchmarks/epoch_speed.py, each trained for E epochs from scratch on the CPU:
-(a) the article's per-image Dataset + DataLoader, (b) a plain loop over one in-memory tensor,
-(c) `vaegen.training.loop.train` (the code `vaegen train` runs). Each pays for what its user pays for: (a) and
-(b) compute the test-set loss after every epoch, as the article does; (c) is timed around the
-whole `train` call, so its test passes, checkpoint writes and start-up count. Early epochs (the
+The pipelines of benchmarks/epoch_speed.py, each trained for E epochs from scratch on the CPU: (a)
+the article's per-image Dataset + DataLoader, (b) a plain loop over one in-memory tensor, (c)
+`vaegen.training.loop.train` (the code `vaegen train` runs). Each pays for what its user pays for:
+(a) and (b) compute the test-set loss after every epoch, as the article does; (c) is timed around
+the whole `train` call, so its test passes, checkpoint writes and start-up count. Early epochs (the
 first three) and late ones (the last three) are reported apart, because epoch times drift over a
 run; for (c) those are its own per-epoch step times (metrics.jsonl `seconds`). The order of the
 pipelines rotates from round to round; ratios are taken within a round.

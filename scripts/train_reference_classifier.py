@@ -2,10 +2,10 @@
 
     python scripts/train_reference_classifier.py [--epochs 8] [--seed 0] [--threads 2] [--device cpu]
 
-Writes src/vaegen/evaluation/assets/fashion_classifier.safetensors (float32 weights, safetensors) and
-fashion_classifier.json beside it (test accuracy, epochs, seed, date, training seconds, SHA-256 of
-the weights). `vaegen evaluate` measures Frechet distances in this network's feature space, so the
-weights must stay fixed once published: retraining changes every Frechet number ever reported.
+Writes src/vaegen/evaluation/assets/fashion_classifier.safetensors (float32 weights, safetensors)
+and fashion_classifier.json beside it (test accuracy, epochs, seed, date, training seconds, SHA-256
+of the weights). `vaegen evaluate` measures Frechet distances in this network's feature space, so
+the weights must stay fixed once published: retraining changes every Frechet number ever reported.
 Refuses to write weights whose test accuracy is below 91%.
 """
 

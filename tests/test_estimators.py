@@ -1,5 +1,5 @@
-"""The estimators of evaluation/estimators.py (IWAE bound, Frechet distance, kNN, precision and recall, class
-agreement) against closed forms and answers worked out by hand."""
+"""The estimators of evaluation/estimators.py (IWAE bound, Frechet distance, kNN, precision and
+recall, class agreement) against closed forms and answers worked out by hand."""
 
 from __future__ import annotations
 

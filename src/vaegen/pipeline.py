@@ -39,8 +39,8 @@ def train(
     config.train.loss None trains with the data source's default loss (config.default_loss:
     the article's for FashionMNIST and MNIST, a Gaussian with its sigma set in closed form for
     one's own images); config.json records the loss used. resume, progress, checkpoint_every,
-    tensorboard, max_steps: as vaegen.training.loop.train, the training loop alone. A run stopped by max_steps
-    before its last epoch is not finished, so nothing is added to it. Started by torchrun, every
+    tensorboard, max_steps: as training.loop.train, the training loop alone. A run stopped by
+    max_steps before its last epoch is not finished, so nothing is added to it. Started by torchrun, every
     process trains; the first alone finishes the run, holding the run's lock until it is done
     (evaluate cannot start in between and sample N(0, I))."""
     out = Path(out)

@@ -16,7 +16,7 @@ Four questions, each answered with its units stated, each in its own module:
 4. Is the simulated data useful? (synthetic; conditional runs only) Is each image of the class it
    was asked for, by that classifier; train on synthetic, test on real (TSTR).
 
-context holds what the parts share; vaegen.evaluation.scorecard formats the result as the printed table.
+context holds what the parts share; evaluation.scorecard formats the result as the printed table.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def evaluate(
     precision and recall, class agreement and TSTR (and N real training images for their
     references). binarize: evaluate the likelihood on stochastically binarised test images (runs
     with a likelihood of binary pixels only). quick: cap K, N and the classifier epochs at QUICK.
-    prior: where generated images' z come from (vaegen.sampling.priors: the run's fitted prior, or N(0, I)
+    prior: where generated images' z come from (sampling.priors: the run's fitted prior, or N(0, I)
     for "standard" and for a run without one). feature_net: the folder of the feature network of
     a run whose data is not FashionMNIST (default RUN/feature_net; one folder shared by runs on
     the same data makes their numbers comparable; see vaegen.evaluation.features). feature_epochs:

@@ -5,8 +5,8 @@ FashionMNIST runs (the named data source "fashion-mnist", 1 x 28 x 28 images): v
 reference classifier, one fixed network, so every FashionMNIST run's numbers compare.
 
 Any other labelled dataset (an IDX folder, an .npz, an image folder, MNIST, FashionMNIST
-converted to another shape): vaegen.evaluation.reference_classifier's architecture trained with its recipe on the
-run's own training split, saved in a folder (by default RUN/feature_net/) as weights
+converted to another shape): the reference classifier's architecture (reference_classifier)
+trained with its recipe on the run's own training split, saved in a folder (by default RUN/feature_net/) as weights
 (classifier.safetensors) beside a JSON sidecar saying what they were trained on, and reused by
 every later evaluation whose data and settings match the sidecar. The decision is taken on the
 run's data source, not on the image shape: MNIST is 1 x 28 x 28 too, and a clothes classifier's
@@ -309,8 +309,9 @@ def _train_and_save(
     held_out = run.config.data.test_fraction != 0
     sidecar = {
         **wanted,
-        "description": "vaegen feature network (vaegen.evaluation.reference_classifier.Classifier) trained by "
-        "`vaegen evaluate` on one dataset's training split",
+        "description": "vaegen feature network "
+        "(vaegen.evaluation.reference_classifier.Classifier) trained by `vaegen evaluate` on one "
+        "dataset's training split",
         "data": asdict(run.config.data),  # source, options, test_fraction and split_seed
         "trained_on_run": str(run.path),
         "n_train": len(train),

@@ -15,7 +15,7 @@ from torch import nn
 # exp(logvar) stays within float32 range and away from 0 (exp(-30) ~ 1e-13, exp(20) ~ 5e8):
 # a runaway log-variance then gives a large loss instead of inf/NaN.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
-# What a model learns of the decoder's spread besides its mean (vaegen.model.likelihoods: a likelihood's
+# What a model learns of the decoder's spread besides its mean (model.likelihoods: a likelihood's
 # `scale`): nothing, one log standard deviation for every pixel, or one per pixel, each learned
 # by gradient; or "optimal": one, set in closed form from each training batch.
 SCALES = ("none", "global", "pixel", "optimal")

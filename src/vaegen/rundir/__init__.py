@@ -63,7 +63,7 @@ class Run:
 
     @property
     def likelihood(self) -> Likelihood:
-        """The decoder's likelihood (vaegen.model.likelihoods registry entry) this run was trained with."""
+        """The decoder's likelihood (model.likelihoods registry entry) this run was trained with."""
         return likelihood(with_default_loss(self.config).train.loss)
 
     def weights_sha256(self) -> str:
@@ -346,7 +346,8 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
 
 def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> bool:
     """Whether `run_dir` already holds a run, which may be continued only with `resume` and a
-    config that differs from the saved one in the fields declared resumable at most (config.resumable_fields) (else a RunError)."""
+    config that differs from the saved one at most in the fields a resume may change
+    (config.resumable_fields; else a RunError)."""
     if not (run_dir / CONFIG).exists():
         return False
     if not resume:

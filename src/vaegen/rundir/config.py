@@ -217,7 +217,8 @@ class TrainConfig:
         _loss_help,
         choices=LOSS_CHOICES,
         metavar="LOSS",
-        default_text=f"{ARTICLE_LOSS} for FashionMNIST and MNIST, {OWN_IMAGES_LOSS} for other images",
+        default_text=f"{ARTICLE_LOSS} for FashionMNIST and MNIST, {OWN_IMAGES_LOSS} for other "
+        "images",
     )
     beta: float = option(1.0, "weight of the KL term")
     epochs: int = option(50, "epochs", resumable=True)

@@ -6,7 +6,7 @@ the lock its writers hold, and what a killed writer left that may be removed.
     runs/NAME/metrics.jsonl        one JSON object per finished epoch
     runs/NAME/state/               checkpoints for --resume (vaegen.rundir.checkpoint)
     runs/NAME/figures/             the figures (vaegen.report.figures)
-    runs/NAME/prior/               priors fitted after training (vaegen.sampling.priors): the Gaussian
+    runs/NAME/prior/               priors fitted after training (sampling.priors): the Gaussian
                                    mixture, and the training images' aggregate posterior
     runs/NAME/eval.json            what `vaegen evaluate` measured
     runs/NAME/feature_net/         the feature network evaluate trained on the run's data (data

@@ -2,7 +2,7 @@
 
 (1/N) sum_i q(z | x_i), one mixture of the training images' posteriors per class for a conditional
 model: the prior that maximises the ELBO for a trained encoder (Hoffman & Johnson 2016; Tomczak &
-Welling 2018's VampPrior with every training image as a pseudo-input). vaegen.sampling.priors stores it in
+Welling 2018's VampPrior with every training image as a pseudo-input). sampling.priors stores it in
 a run (`--prior posterior`) and fits its Gaussian mixtures to codes drawn from it.
 """
 

@@ -164,9 +164,9 @@ def generate(
     prior: str | Prior = "fitted",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decode n samples z of the prior at `temperature`: N(0, T^2 I) for prior="standard", the
-    run's fitted prior (vaegen.sampling.priors, each component's spread scaled by T) for "fitted" when the
+    run's fitted prior (sampling.priors, each component's spread scaled by T) for "fitted" when the
     run has one, N(0, T^2 I) when it has none; for "posterior", codes of random training images
-    drawn from their posteriors (spread scaled by T); or a prior from `vaegen.sampling.priors.load_prior`.
+    drawn from their posteriors (spread scaled by T); or a prior from `sampling.priors.load_prior`.
 
     labels: classes to draw (names or indices), spread evenly over n; None means every class for a
     conditional model and the unconditional prior otherwise.
@@ -239,7 +239,7 @@ def generate_to(
     of PNGs with one sub-folder per class. Memory does not grow with n.
 
     Existing files are refused, before any work, unless overwrite=True. The output is written as
-    a whole or not at all (vaegen.sampling.writers): an error, an interrupt or a kill leaves the previous
+    a whole or not at all (sampling.writers): an error, an interrupt or a kill leaves the previous
     output, if any, as it was. A folder holding files vaegen did not write is refused (its
     contents are never replaced or removed); the IDX train and test splits share a folder. One
     process writes a path at a time (a second is refused). block: images per latent block (see the

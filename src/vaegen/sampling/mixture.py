@@ -1,6 +1,6 @@
 """Gaussian mixtures fitted by scikit-learn's EM, one per group of points, several at once.
 
-vaegen's fitted prior (vaegen.sampling.priors) is one such mixture per class of latent codes. EM's work is
+vaegen's fitted prior (sampling.priors) is one such mixture per class of latent codes. EM's work is
 many small products (N x D against D x D per component), which more BLAS threads do not speed up:
 measured on 2 cores, a 100-component fit to 18,000 64-D codes took 14.7 s with 2 BLAS threads and
 14.4 s with 1. So the groups are fitted side by side, one thread and one BLAS thread each, and

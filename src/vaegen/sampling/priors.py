@@ -15,8 +15,8 @@ prior_reg_covar). It is stored in RUN/prior/ as safetensors (the parameters) and
 was fitted); nothing is unpickled. The JSON records the SHA-256 of the weights it was fitted to,
 and a prior fitted to other weights (the run trained on since) is refused, not sampled.
 
-`AggregatePosterior` ("posterior", defined in vaegen.sampling.aggregate_posterior) is the encoder's own distribution
-of codes over the training set, (1/N) sum_i q(z | x_i): the prior that maximises the ELBO for a
+`AggregatePosterior` ("posterior", defined in aggregate_posterior) is the encoder's own
+distribution of codes over the training set, (1/N) sum_i q(z | x_i): the prior that maximises the ELBO for a
 trained encoder (Hoffman & Johnson 2016; Tomczak & Welling 2018's VampPrior with every training
 image as a pseudo-input). A sample is a random training image's code, drawn from its posterior.
 Stored beside the mixture (every training image's mu and sigma), and only used when asked for:
@@ -149,7 +149,7 @@ def fit_gaussian_mixture(
     reg_covar: float = TrainConfig.prior_reg_covar,
 ) -> GaussianMixturePrior:
     """Fit one mixture of `components` full-covariance Gaussians per class to latent codes
-    z (N x D) with scikit-learn's EM (vaegen.sampling.mixture: the classes side by side, float32 first);
+    z (N x D) with scikit-learn's EM (sampling.mixture: the classes side by side, float32 first);
     labels: N class indices, or None for one mixture of all. reg_covar: the variance (squared
     latent units) added to each component's covariance."""
     if components < 1:

@@ -6,8 +6,8 @@ bookkeeping: fresh buffers for every activation and gradient (with their page fa
 small kernels, Adam's loop over ten tensors. This step computes the same loss and the same
 gradients in closed form into buffers allocated once, and the parameters, gradients and Adam's
 moments each live in one flat tensor so that Adam is one kernel over one tensor.
-tests/test_hand_derived_step.py checks the loss and every gradient against autograd, and so does every
-training run on its first batch (vaegen.training.step.make_step) before it trusts this step.
+tests/test_hand_derived_step.py checks the loss and every gradient against autograd, and so does
+every training run on its first batch (step.make_step) before it trusts this step.
 
 The forward pass, for a batch of B images with P pixels, H hidden units, D latent dimensions and
 C classes (conditional models only; `[a, b]` is concatenation along the feature axis):
@@ -164,7 +164,7 @@ class FlatAdam:
     def __init__(
         self, model: nn.Module, make: Callable[[list[nn.Parameter]], torch.optim.Optimizer]
     ) -> None:
-        """make: params -> torch optimizer (vaegen.training.step.make_optimizer with the learning rate)."""
+        """make: params -> torch optimizer (training.step.make_optimizer with the learning rate)."""
         self.params = list(model.parameters())
         self.offsets: list[int] = []
         end = 0

@@ -68,8 +68,8 @@ def train(
     (0: only at the end of each epoch). tensorboard: also log each epoch's metrics as TensorBoard
     scalars in RUN/tensorboard (needs the tensorboard package). max_steps: stop after this many
     optimizer steps of this call (the checkpoints written so far stay; resume continues). Losses
-    in metrics.jsonl are per image. `config.train.step` picks the training step (vaegen.training.step).
-    Started by torchrun, every process calls this and they train together (vaegen.training.distributed);
+    in metrics.jsonl are per image. `config.train.step` picks the training step (training.step).
+    Started by torchrun, every process calls this and they train together (training.distributed);
     only the first writes files, and it holds the run directory's lock while it trains.
     """
     if max_steps is not None and max_steps < 1:

@@ -6,12 +6,12 @@ A step takes a batch and a noise generator, leaves the gradient of the batch's o
 then updates the weights; on a CUDA GPU in one process both are captured in a CUDA graph
 (vaegen.training.cuda_graph), the same math launched at once.
 
-The hand-derived step (vaegen.training.hand_derived_step) is a second copy of the model's math. So that an edit of
-`model/vae.py` or `model/likelihoods.py` cannot leave it silently training different math, `make_step` checks
-it against autograd through the readable code (`VAE.forward`, the likelihood's `terms`) on the
-first batch of every run, before the first update: the same batch, the same noise, the loss and
-every gradient compared. On a mismatch training warns and uses autograd (or, when the fast step
-was asked for by name, stops with an error).
+The hand-derived step (hand_derived_step) is a second copy of the model's math. So that an edit of
+model/vae.py or model/likelihoods.py cannot leave it silently training different math, `make_step`
+checks it against autograd through the readable code (`VAE.forward`, the likelihood's `terms`) on
+the first batch of every run, before the first update: the same batch, the same noise, the loss and
+every gradient compared. On a mismatch training warns and uses autograd (or, when the fast step was
+asked for by name, stops with an error).
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def make_step(
             return Step(fast, optimizer, "fast")
         message = (
             "the hand-derived training step disagrees with autograd on the first batch "
-            f"({problem}): vaegen.training.hand_derived_step no longer matches the model or the loss"
+            f"({problem}): training.hand_derived_step no longer matches the model or the loss"
         )
         if wanted == "fast":
             raise HandDerivedStepMismatch(message)
