@@ -6,7 +6,7 @@ import os
 # an idle worker thread spins 1,000 times before it sleeps instead of 300,000. With the default,
 # two trainings side by side on 2 cores took 5 to 21 times as long as one alone (the threads of
 # each spin on the cores the other needs); with 1,000, 1.6 to 1.8 times, and one alone takes
-# about as long (benchmarks/side_by_side.py; README, "Several processes on one machine"). A
+# about as long (benchmarks/side_by_side.py; docs/results/side_by_side.md). A
 # value the user set is kept.
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 

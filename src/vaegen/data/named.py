@@ -212,7 +212,7 @@ def _verify_bytes(raw: bytes, spec: FileSpec, source: str | Path) -> bytes:
 
 
 def _candidate_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
-    """Where a named dataset is looked for, in order (DESIGN.md, "Data")."""
+    """Where a named dataset is looked for, in order (docs/data.md, "Named datasets")."""
     roots: list[Path] = []
     if data_dir is not None:
         roots.append(Path(data_dir))

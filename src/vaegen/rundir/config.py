@@ -30,8 +30,8 @@ ARTICLE_LOSS = "gaussian"  # the reference article's: 0.5 * squared error, a uni
 # (smaller, or with other grey levels) what z explains of 0.5 * squared error can be worth less
 # than its KL term, and the latent collapses: 1,797 8 x 8 digits trained conditionally gave KL
 # 0.001 nats and one image per class. With sigma set in closed form from the errors themselves,
-# the same run keeps both dimensions (KL 3.7 nats), and samples of a class vary (README, "Your
-# own images").
+# the same run keeps both dimensions (KL 3.7 nats), and samples of a class vary
+# (docs/data.md, "The loss for your own images"; docs/results/own_images_loss.md).
 OWN_IMAGES_LOSS = "gaussian-optimal-sigma"
 
 # the JSON types each annotation accepts (bool is an int to Python, but never a count here)
@@ -348,8 +348,8 @@ def differences(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ()) -> lis
 
 # `vaegen train --preset NAME` starts from one of these; any flag given beside it overrides its
 # field. "article" is the default: the reference article's model and loss. "synth" is the
-# recipe vaegen recommends for simulated data (README, "Simulated data"), chosen by the
-# measurements there: a conditional MLP with a 64-D latent, a hidden layer eight times as wide, a
+# recipe vaegen recommends for simulated data (docs/simulated-data.md), chosen by the
+# measurements of docs/results/synth_ablation.md: a conditional MLP with a 64-D latent, a hidden layer eight times as wide, a
 # Bernoulli decoder and the KL term weighted 0.1 (the fitted prior, not N(0, I), is what samples
 # come from, so a latent that strays from N(0, I) costs the samples nothing), and a prior of 100
 # Gaussians per class fitted to 3 codes drawn from each training image's posterior, each widened
