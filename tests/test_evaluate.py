@@ -180,7 +180,7 @@ def test_a_learned_sigma_runs_likelihood_is_named_a_density_not_a_bernoulli(tiny
     run = _tiny_run(tiny_data, tmp_path / "s", loss="gaussian-sigma")
     train_ds, test_ds = load_dataset(str(tiny_data), "train"), load_dataset(str(tiny_data), "test")
     ctx = CONTEXT.Context(run, train_ds, test_ds, 8, torch.arange(8), seed=0, progress=False)
-    notes = importlib.import_module("vaegen.evaluation.marginal_likelihood").likelihood(
+    notes = importlib.import_module("vaegen.evaluation.marginal_likelihood").marginal_likelihood(
         ctx, 3, False
     )["notes"]
     assert any("a Gaussian density on continuous grey levels, in nats" in n for n in notes)

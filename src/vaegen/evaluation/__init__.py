@@ -41,7 +41,7 @@ from ..seeds import EVALUATION
 from .context import SECONDS, Context, loss_units, q
 from .estimators import KNN_K, PR_K
 from .latent import latent_knn
-from .marginal_likelihood import likelihood
+from .marginal_likelihood import marginal_likelihood
 from .reference_classifier import CLASSIFIER_LR
 from .samples import frechet, nearest_training, precision_and_recall
 from .synthetic import class_agreement, tstr
@@ -190,7 +190,7 @@ def _evaluate(
     parts = {
         # found, loaded or trained first, so that its training is not timed as Frechet's
         "feature_network": lambda: ctx.feature_net().label,
-        "likelihood": lambda: likelihood(ctx, k, binarize),
+        "likelihood": lambda: marginal_likelihood(ctx, k, binarize),
         "knn": lambda: latent_knn(ctx),
         "frechet": lambda: frechet(ctx),
         "precision_recall": lambda: precision_and_recall(ctx),

@@ -14,7 +14,7 @@ from .context import NATS, Context, loss_units, q
 from .estimators import iwae_log_likelihood
 
 
-def likelihood(ctx: Context, k: int, binarize: bool) -> dict[str, Any]:
+def marginal_likelihood(ctx: Context, k: int, binarize: bool) -> dict[str, Any]:
     """Negative ELBO, its parts and the IWAE bound on the test set, in the run's loss units."""
     run, seed = ctx.run, ctx.seed
     lk, conditional, device = run.likelihood, run.config.model.conditional, run.device
