@@ -5,7 +5,7 @@ latent_means / knn_accuracy           the latent space as features for k-nearest
 frechet_distance                      between Gaussians fitted to two feature sets (as in FID)
 precision_recall                      of a generated set against a real one, by k-NN manifolds
                                       (Kynkaenniemi et al. 2019)
-kth_nearest_sq / nearness             how near images lie to the training images, against unseen
+kth_nearest_sq / nearest / nearness  how near images lie to the training images, against unseen
                                       images' own distances
 class_agreement                       how often a classifier's class is the class asked for
 """
@@ -251,6 +251,46 @@ def kth_nearest_sq(
                 value[doubt] = full.kthvalue(kth, dim=1).values
         out[i : i + len(a)] = value
     return out
+
+
+def nearest(
+    queries: torch.Tensor, points: torch.Tensor, chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's nearest point: its squared distance and its index (among equally near points,
+    the lowest index). queries: N x F, points: M x F (M >= 1) -> N values (squared units of F) and
+    N int64 indices into points, on the CPU.
+
+    Exact as kth_nearest_sq is: fast distances pick a few candidates, their exact distances
+    decide, and a row where the fast distances' error bound leaves any doubt (a point left out
+    that could be as near, and so could also tie at a lower index) is measured exactly in full.
+    At most `chunk` x M distances at once.
+    """
+    m_all = len(points)
+    sq = points.pow(2).sum(1)
+    norm = sq.sqrt()
+    m = min(m_all, 1 + 8)  # spare candidates, so that rounding rarely leaves doubt
+    values = torch.empty(len(queries), dtype=points.dtype)
+    indices = torch.empty(len(queries), dtype=torch.int64)
+    for i in range(0, len(queries), chunk):
+        a = queries[i : i + chunk]
+        d2, err = _fast_sq(a, points, sq, norm)
+        cand_d2, cand = d2.topk(m, dim=1, largest=False, sorted=True)
+        exact = _exact_sq(a[:, None, :], points[cand]).squeeze(1)  # c x m
+        value = exact.min(1).values
+        index = torch.where(exact == value[:, None], cand, m_all).min(1).values
+        if m < m_all:
+            # every point left out is at least this far (exactly): if that is beyond value, no
+            # point left out is as near, and the value and the lowest tied index stand
+            floor = cand_d2[:, -1] - err.max(1).values
+            doubt = (floor <= value).nonzero().squeeze(1)
+            if len(doubt):
+                full = _exact_sq(a[doubt], points)
+                value[doubt] = full.min(1).values
+                # argmax gives the first of several maxima: the lowest index at the minimum
+                index[doubt] = (full == value[doubt][:, None]).to(torch.uint8).argmax(1)
+        values[i : i + len(a)] = value.cpu()
+        indices[i : i + len(a)] = index.cpu()
+    return values, indices
 
 
 NEAR_QUANTILE = 0.05  # "near": closer to a training image than this fraction of unseen images are
