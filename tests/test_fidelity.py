@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from vaegen.errors import VaegenError
+from vaegen.evaluation.estimators import ball_counts, inside_manifold, manifold_radii
 from vaegen.evaluation.fidelity import (
     alpha_beta_curves,
     alpha_precision_beta_recall,
@@ -285,3 +286,21 @@ def test_alpha_beta_chunk_does_not_change_them():
     for chunk in (1, 13):
         b = alpha_beta_curves(real, gen, chunk=chunk)
         assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 512])
+def test_ball_counts_agree_with_inside_manifold(chunk):
+    """The two ball-membership loops of estimators.py answer the same question two ways: a
+    query is inside the union of balls exactly when some ball holds it, the boundary included."""
+    g = torch.Generator().manual_seed(3)
+    spread = torch.randn(200, 6, generator=g)
+    # five copies of points far from everything: balls of radius 0 (k = 3), which hold a query
+    # at their centre only because the boundary counts
+    copies = (100.0 * torch.arange(1, 11, dtype=torch.float32))[:, None].expand(10, 6)
+    real = torch.cat([spread, copies.repeat_interleave(5, dim=0)])
+    queries = torch.cat([torch.randn(150, 6, generator=g), copies, copies + 0.5])
+    radii = manifold_radii(real, 3)
+    counts = ball_counts(queries, real, radii, chunk)
+    assert torch.equal(counts > 0, inside_manifold(queries, real, radii, chunk))
+    assert torch.equal(counts[150:160], torch.full((10,), 5))  # on the boundary of 5 balls
+    assert int((counts[160:] > 0).sum()) == 0  # beside them: in none

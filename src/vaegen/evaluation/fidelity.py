@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import VaegenError
-from .estimators import _exact_sq, _fast_sq, kth_nearest_sq, manifold_radii, nearest
+from .estimators import ball_counts, kth_nearest_sq, manifold_radii, nearest
 
 DC_K = 5  # the neighbourhood size Naeem et al. 2020 recommend for density and coverage
 KID_SUBSET_SIZE = 1000  # torch-fidelity's and clean-fid's defaults
@@ -45,33 +45,6 @@ def _check_pair(real: torch.Tensor, generated: torch.Tensor) -> None:
 
 
 # ------------------------------------------------------------------------ density and coverage
-
-
-def _ball_counts(
-    queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int
-) -> torch.Tensor:
-    """For each query, the number of balls B(centre_i, radius_i) holding it:
-    #{i : |query - centre_i|^2 <= radii[i]} (the boundary is inside). queries: M x F,
-    centres: N x F, radii: N squared distances -> M int64 counts.
-
-    Fast distances decide each pair their error bound leaves no doubt about; the rest are
-    measured exactly, so the counts are those of exact distances. At most `chunk` x N at once.
-    """
-    sq = centres.pow(2).sum(1)
-    norm = sq.sqrt()
-    out = torch.empty(len(queries), dtype=torch.int64)
-    for i in range(0, len(queries), chunk):
-        a = queries[i : i + chunk]
-        d2, err = _fast_sq(a, centres, sq, norm)
-        count = (d2 + err <= radii).sum(1)
-        # pairs too near a boundary to tell from the fast distance
-        unsure = ((d2 - err <= radii) & (d2 + err > radii)).nonzero()
-        for j in range(0, len(unsure), 1 << 16):  # bounded memory: 65,536 pairs at a time
-            rows, cols = unsure[j : j + (1 << 16)].unbind(1)
-            pair = _exact_sq(a[rows][:, None, :], centres[cols][:, None, :]).flatten()
-            count.index_add_(0, rows, (pair <= radii[cols]).to(torch.int64))
-        out[i : i + len(a)] = count
-    return out
 
 
 def density_coverage(
@@ -109,7 +82,7 @@ def density_coverage(
         raise VaegenError(f"chunk = {chunk} is not valid: use an integer >= 1")
     real, generated = real.float(), generated.float()
     radii = manifold_radii(real, k, chunk)  # N squared distances
-    counts = _ball_counts(generated, real, radii, chunk)  # M: balls holding each Y_j
+    counts = ball_counts(generated, real, radii, chunk)  # M: balls holding each Y_j
     density = float(counts.double().sum()) / (k * len(generated))
     to_generated = kth_nearest_sq(real, generated, 1, chunk)  # N: nearest generated point
     coverage = float((to_generated <= radii).double().mean())
