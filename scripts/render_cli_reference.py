@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from vaegen.cli import cli_reference
+from vaegen.files import atomic_write_text
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
 if __name__ == "__main__":
-    PAGE.write_text(cli_reference(), encoding="utf-8")
+    atomic_write_text(PAGE, cli_reference())
     print(PAGE)

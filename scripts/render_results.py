@@ -39,6 +39,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # scripts, no package
 from record import PROVENANCE
 
+from vaegen.files import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 
 START = re.compile(r"<!-- results:([A-Za-z0-9_-]+) -->")
@@ -1205,7 +1207,7 @@ def main(argv: list[str] | None = None) -> int:
                 "(run scripts/render_results.py)"
             )
         else:
-            path.write_text(fresh[path], encoding="utf-8")
+            atomic_write_text(path, fresh[path])  # never half a page, nor through a link
             print(f"rewrote {name}")
     return 1 if args.check and stale else 0
 
