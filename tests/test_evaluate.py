@@ -60,8 +60,11 @@ def test_evaluate_end_to_end_on_a_tiny_conditional_run(tiny_data, tmp_path):
     assert s["binarize"] is False and s["classifier_epochs"] >= 1
     assert saved["vaegen_version"]
     lk = saved["likelihood"]
-    for key in ("negative_elbo", "reconstruction", "kl", "nll_bound_iwae"):
+    for key in ("negative_elbo", "reconstruction", "kl"):
         assert set(lk[key]) == {"value", "units"} and math.isfinite(lk[key]["value"])
+    bound = lk["nll_bound_iwae"]
+    assert set(bound) == {"value", "low", "high", "n", "method", "level", "units"}
+    assert bound["low"] < bound["value"] < bound["high"] and bound["n"] == 64
     assert (
         "gaussian-loss units" in lk["negative_elbo"]["units"]
         and lk["kl"]["units"] == "nats per image"
@@ -93,7 +96,8 @@ def test_evaluate_end_to_end_on_a_tiny_conditional_run(tiny_data, tmp_path):
         s["classifier_lr"],
     )
     parts = ("feature_network", "likelihood", "knn", "frechet", "precision_recall")
-    for part in (*parts, "class_agreement", "tstr", "total"):
+    more = ("density_coverage", "kernel_distance", "alpha_beta", "two_sample", "memorisation")
+    for part in (*parts, *more, "class_agreement", "tstr", "total"):
         assert saved["seconds"][part]["units"] == "seconds"
     # the same seed gives the same numbers; another seed other ones
     again = evaluate(run, **kw)
@@ -111,6 +115,34 @@ def test_evaluate_end_to_end_on_a_tiny_conditional_run(tiny_data, tmp_path):
     assert "Frechet distance" in table
     assert re.search(rf"\n  feature network +trained on this data, id {net['id']} ", table)
     assert "precision / recall" in table and "class agreement" in table
+    # every number of the certificate has its interval, and holds its value inside it
+    cert = saved["certificate"]
+    names = [row["measure"] for row in cert["measures"]]
+    assert names == [
+        "frechet",
+        "kid",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "alpha_precision",
+        "beta_recall",
+        "two_sample_auc",
+        "dcr_share",
+        "authentic",
+        "near_copies",
+        "class_agreement",
+        "tstr",
+    ]
+    for row in cert["measures"]:
+        assert row["low"] <= row["value"] <= row["high"], row
+        assert row["n"] and row["method"] and row["reading"].startswith(row["name"] + ":")
+        assert (row["floor"] is None) == (row["measure"] == "near_copies")
+    mem = saved["memorisation"]
+    assert mem["n_reference"] == 32 and mem["space"] == "pixels"  # half of the 64 test images
+    assert "certificate (95 % intervals" in table and cert["measures"][0]["reading"] in table
+    assert saved["model"]["weights_sha256"] == run.weights_sha256()
+    assert s["prior"]["sha256"] is None or len(s["prior"]["sha256"]) == 64
 
 
 def test_evaluate_unconditional_bernoulli_and_binarize(tiny_data, tmp_path):

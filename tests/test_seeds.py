@@ -26,6 +26,10 @@ def test_the_evaluation_streams_are_frozen():
         "iwae": 3,
         "generated": 4,
         "tstr": 5,
+        "holdout": 6,
+        "bootstrap": 7,
+        "two_sample": 8,
+        "kid": 9,
     }
 
 

@@ -30,6 +30,10 @@ class EvaluationStreams:
     iwae: int = 3  # the importance samples of the IWAE bound
     generated: int = 4  # the N generated images
     tstr: int = 5  # the classifier trained on the generated images (and its real baseline)
+    holdout: int = 6  # which test images are held out for the DCR share and which are fresh
+    bootstrap: int = 7  # the resampling of every bootstrap interval
+    two_sample: int = 8  # the folds and subsets of the real-versus-generated classifier test
+    kid: int = 9  # the disjoint subsets of the kernel distance
 
 
 @dataclass(frozen=True)

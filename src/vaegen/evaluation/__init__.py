@@ -11,12 +11,18 @@ Four questions, each answered with its units stated, each in its own module:
    generated and test images (as FID does with Inception) and the improved precision and recall
    (Kynkaenniemi et al. 2019), each beside the same numbers for real training images, what a
    perfect generator would reach; the Frechet distance of the test set's reconstructions, what
-   the decoder alone costs; and how near samples lie to particular training images, against
-   how near the test images lie to them.
-4. Is the simulated data useful? (synthetic; conditional runs only) Is each image of the class it
+   the decoder alone costs; density and coverage, KID, alpha-precision and beta-recall; and a
+   classifier's attempt to tell generated from test images (held-out AUC).
+4. Do samples copy training images? (copying) How near samples lie to particular training
+   images, against how near the test images lie to them; the DCR share and the authentic
+   share, each beside fresh real images' (the memorisation floor).
+5. Is the simulated data useful? (synthetic; conditional runs only) Is each image of the class it
    was asked for, by that classifier; train on synthetic, test on real (TSTR).
 
-context holds what the parts share; evaluation.scorecard formats the result as the printed table.
+Every number carries an interval (value [low, high], with the number of images or seeds behind
+it and how it was made: vaegen.evaluation.intervals) and, where one exists, the same number for
+real data (its floor). context holds what the parts share; evaluation.certificate picks the
+headline numbers; evaluation.scorecard formats the result as the printed table.
 """
 
 from __future__ import annotations
@@ -36,14 +42,23 @@ from ..rundir import Run, layout
 from ..rundir.config import MAX_EPOCHS, check_count, check_seed
 from ..rundir.layout import EVAL
 from ..sampling.generate import MAX_IMAGES
-from ..sampling.priors import load_prior
+from ..sampling.priors import load_prior, prior_sha256
 from ..seeds import EVALUATION
+from .certificate import certificate
 from .context import SECONDS, Context, loss_units, q
+from .copying import memorisation, nearest_training
 from .estimators import KNN_K, PR_K
 from .latent import latent_knn
 from .marginal_likelihood import marginal_likelihood
 from .reference_classifier import CLASSIFIER_LR
-from .samples import frechet, nearest_training, precision_and_recall
+from .samples import (
+    alpha_beta,
+    density_coverage,
+    frechet,
+    kernel_distance,
+    precision_and_recall,
+    two_sample,
+)
 from .synthetic import class_agreement, tstr
 
 __all__ = ["FULL", "QUICK", "evaluate", "loss_units"]
@@ -163,7 +178,11 @@ def _evaluate(
         "knn_k": KNN_K,
         "precision_recall_k": PR_K,
         "device": str(device),
-        "prior": {"requested": prior, "used": used_prior.kind},
+        "prior": {
+            "requested": prior,
+            "used": used_prior.kind,
+            "sha256": prior_sha256(run, used_prior.kind),
+        },
         "requested": {"iw_samples": iw_samples, "n_generated": n_generated},
         "quick_caps": QUICK if quick else None,
         "feature_net": None if feature_net is None else str(feature_net),
@@ -194,7 +213,12 @@ def _evaluate(
         "knn": lambda: latent_knn(ctx),
         "frechet": lambda: frechet(ctx),
         "precision_recall": lambda: precision_and_recall(ctx),
+        "density_coverage": lambda: density_coverage(ctx),
+        "kernel_distance": lambda: kernel_distance(ctx),
+        "alpha_beta": lambda: alpha_beta(ctx),
+        "two_sample": lambda: two_sample(ctx),
         "nearest_training": lambda: nearest_training(ctx),
+        "memorisation": lambda: memorisation(ctx),
         "class_agreement": lambda: class_agreement(ctx),
         "tstr": lambda: tstr(ctx, epochs),
     }
@@ -215,6 +239,7 @@ def _evaluate(
             "image_shape": list(run.image_shape),
             "data": run.config.data.source,
             "epochs_trained": len(run.metrics),
+            "weights_sha256": run.weights_sha256(),
         },
         "settings": settings,
         "feature_network": measured["feature_network"] or {"skipped": ctx.feature_skip()},
@@ -222,11 +247,17 @@ def _evaluate(
         "latent_knn": measured["knn"],
         "frechet": measured["frechet"],
         "precision_recall": measured["precision_recall"],
+        "density_coverage": measured["density_coverage"],
+        "kernel_distance": measured["kernel_distance"],
+        "alpha_beta": measured["alpha_beta"],
+        "two_sample": measured["two_sample"],
         "nearest_training": measured["nearest_training"],
+        "memorisation": measured["memorisation"],
         "class_agreement": measured["class_agreement"],
         "tstr": measured["tstr"],
         "seconds": {name: q(round(s, 3), SECONDS) for name, s in seconds.items()},
         "notes": notes,
     }
+    result["certificate"] = certificate(result)
     atomic_write_text(run.path / EVAL, json.dumps(result, indent=2) + "\n")
     return result

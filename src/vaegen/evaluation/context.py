@@ -16,6 +16,7 @@ from ..sampling.generate import generate, reconstruct
 from ..sampling.priors import Prior
 from ..seeds import EVALUATION
 from .features import FeatureNet, feature_network
+from .intervals import Interval
 from .reference_classifier import Classifier, extract_features
 
 NATS = "nats per image"
@@ -26,6 +27,16 @@ SECONDS = "seconds"
 def q(value: float | None, units: str) -> dict[str, Any]:
     """A number with its units, as every number in eval.json is written."""
     return {"value": value, "units": units}
+
+
+def qi(interval: Interval, units: str) -> dict[str, Any]:
+    """A number with its interval and units: {"value", "low", "high", "n", "method", "level",
+    "units"}, as eval.json writes every number that has an interval (intervals.Interval)."""
+    return {**interval.to_dict(), "units": units}
+
+
+BOOTSTRAP_RESAMPLES = 1000  # resamples of every bootstrap interval but the Frechet distance's
+FRECHET_RESAMPLES = 500  # each costs three 128 x 128 factorisations; 500 pin a 95 % interval
 
 
 def loss_units(lk: Likelihood) -> str:
@@ -54,6 +65,16 @@ class Context:
     _generated: tuple[torch.Tensor, torch.Tensor | None] | None = None
     _feature_net: FeatureNet | None = None
     _features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def holdout_split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Three disjoint sets of H real images for the memorisation measures, H = min(half the
+        test set, N): indices of H training images (the first H of the N real ones), of H test
+        images held out (the reference that is not training data) and of H other test images,
+        fresh (real images the model never saw, evaluated as if generated: the floor)."""
+        h = min(len(self.test) // 2, self.n)
+        gen = torch.Generator().manual_seed(self.seed + EVALUATION.holdout)
+        order = torch.randperm(len(self.test), generator=gen)
+        return self.real_idx[:h], order[:h], order[h : 2 * h]
 
     def generated(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """N generated images (and labels for a conditional model), made once, seeded."""

@@ -77,16 +77,25 @@ def density_coverage(
     measured exactly). Work: two passes of `chunk` rows against the real set; memory: a few
     chunk x N float32 arrays, never N x M.
     """
+    counts, covered = density_coverage_points(real, generated, k=k, chunk=chunk)
+    density = float(counts.double().sum()) / (k * len(generated))
+    return density, float(covered.double().mean())
+
+
+def density_coverage_points(
+    real: torch.Tensor, generated: torch.Tensor, *, k: int = DC_K, chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What density and coverage average (see density_coverage): M int64 counts, the real balls
+    holding each generated point (density is their mean over k), and N bools, whether each real
+    ball holds a generated point (coverage is their mean)."""
     _check_pair(real, generated)
     if chunk < 1:
         raise VaegenError(f"chunk = {chunk} is not valid: use an integer >= 1")
     real, generated = real.float(), generated.float()
     radii = manifold_radii(real, k, chunk)  # N squared distances
     counts = ball_counts(generated, real, radii, chunk)  # M: balls holding each Y_j
-    density = float(counts.double().sum()) / (k * len(generated))
     to_generated = kth_nearest_sq(real, generated, 1, chunk)  # N: nearest generated point
-    coverage = float((to_generated <= radii).double().mean())
-    return density, coverage
+    return counts, to_generated <= radii
 
 
 # ------------------------------------------------------------------------------------------- KID
@@ -169,6 +178,39 @@ def kid(
     return float(values.mean()), float(values.std())
 
 
+def kid_disjoint(
+    real: torch.Tensor,
+    generated: torch.Tensor,
+    *,
+    subset_size: int = KID_SUBSET_SIZE,
+    seed: int = 0,
+    chunk: int = 512,
+) -> np.ndarray:
+    """The unbiased MMD^2 (kid's kernel and estimate) of disjoint subsets: both sets shuffled
+    (torch generator seeded with `seed`) and cut into B = min(N, M) // subset_size pairs of
+    subsets with no image in two of them; B values in kernel units. Unlike kid's overlapping
+    subsets, these are independent estimates of one expectation (the MMD^2 does not depend on
+    the subset size), so their mean has a Student-t interval (intervals.seed_interval).
+    """
+    _check_pair(real, generated)
+    blocks = min(len(real), len(generated)) // subset_size
+    if subset_size < 2 or blocks < 1:
+        raise VaegenError(
+            f"disjoint KID subsets of {subset_size} need at least that many points a side, "
+            f"got {len(real)} real and {len(generated)} generated"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    r_order = torch.randperm(len(real), generator=gen)
+    g_order = torch.randperm(len(generated), generator=gen)
+    values = np.empty(blocks)
+    for b in range(blocks):
+        part = slice(b * subset_size, (b + 1) * subset_size)
+        x = real[r_order[part]].double()
+        y = generated[g_order[part]].double()
+        values[b] = _mmd2_unbiased(x, y, chunk)
+    return values
+
+
 # ------------------------------------------------------------- alpha-precision and beta-recall
 
 
@@ -228,21 +270,56 @@ def alpha_beta_curves(
     if alphas.dim() != 1 or len(alphas) == 0 or bool((alphas < 0).any() | (alphas > 1).any()):
         raise VaegenError("alphas must be a non-empty 1-D list of levels in [0, 1]")
 
+    real_to_centre, gen_to_centre, close, spread = alpha_beta_points(
+        real, generated, k=k, chunk=chunk
+    )
+    precision = precision_curve(alphas, real_to_centre, gen_to_centre)
+    return alphas, precision, recall_curve(alphas, close, spread)
+
+
+def alpha_beta_points(
+    real: torch.Tensor, generated: torch.Tensor, *, k: int = 1, chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-point quantities the alpha-beta curves are read from (see alpha_beta_curves):
+    each real point's distance to the real mean (N), each generated point's (M), whether each
+    real point's nearest generated point lies within its k-NN radius (N bools), and that
+    generated point's distance to the generated mean (N); float64 distances. Evaluate resamples
+    them for the intervals, the centres and neighbours held fixed."""
     real64, gen64 = real.double(), generated.double()
     centre = real64.mean(0)
-    radii = torch.quantile((real64 - centre).norm(dim=1), alphas)  # A distances
-    gen_to_centre = (gen64 - centre).norm(dim=1)  # M
-    precision = (gen_to_centre[None, :] <= radii[:, None]).double().mean(1)
-
+    real_to_centre = (real64 - centre).norm(dim=1)
+    gen_to_centre = (gen64 - centre).norm(dim=1)
     real32, gen32 = real.float(), generated.float()
     real_to_real = kth_nearest_sq(real32, real32, k + 1, chunk)  # N, own 0 counted first
     real_to_gen, gen_index = nearest(real32, gen32, chunk)  # N
     close = real_to_gen <= real_to_real
-    gen_centre = gen64.mean(0)
-    spread = (gen64[gen_index] - gen_centre).norm(dim=1)  # N: |Y*(i) - c_g|
+    spread = (gen64[gen_index] - gen64.mean(0)).norm(dim=1)  # N: |Y*(i) - c_g|
+    return real_to_centre, gen_to_centre, close, spread
+
+
+def precision_curve(
+    alphas: torch.Tensor, real_to_centre: torch.Tensor, gen_to_centre: torch.Tensor
+) -> torch.Tensor:
+    """The alpha-precision curve (A values) at the levels `alphas` from the real (N) and
+    generated (M) points' distances to the real mean (alpha_beta_points)."""
+    radii = torch.quantile(real_to_centre, alphas)  # A distances
+    return (gen_to_centre[None, :] <= radii[:, None]).double().mean(1)
+
+
+def recall_curve(alphas: torch.Tensor, close: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """The beta-recall curve (A values) at the levels `alphas` from each real point's `close`
+    and `spread` (N each; alpha_beta_points)."""
     levels = torch.quantile(spread, alphas)  # A
-    recall = ((spread[None, :] <= levels[:, None]) & close[None, :]).double().mean(1)
-    return alphas, precision, recall
+    return ((spread[None, :] <= levels[:, None]) & close[None, :]).double().mean(1)
+
+
+def integrated(alphas: torch.Tensor, curve: torch.Tensor) -> float:
+    """1 - sum |alphas - curve| / sum alphas: a curve's summary (see
+    alpha_precision_beta_recall)."""
+    total = float(alphas.sum())
+    if total == 0:
+        raise VaegenError("alphas must hold at least one level above 0")
+    return 1 - float((alphas - curve).abs().sum()) / total
 
 
 def alpha_precision_beta_recall(
@@ -268,9 +345,4 @@ def alpha_precision_beta_recall(
     (see alpha_beta_curves).
     """
     grid, precision, recall = alpha_beta_curves(real, generated, alphas=alphas, k=k, chunk=chunk)
-    total = float(grid.sum())
-    if total == 0:
-        raise VaegenError("alphas must hold at least one level above 0")
-    delta_p = 1 - float((grid - precision).abs().sum()) / total
-    delta_r = 1 - float((grid - recall).abs().sum()) / total
-    return delta_p, delta_r
+    return integrated(grid, precision), integrated(grid, recall)

@@ -3,6 +3,8 @@ saw: the DCR share and per-sample authenticity.
 
 dcr_share             the share of generated points nearer to a training point than to a held-out
                       real point (0.5 when nothing is memorised, near 1 for a copying generator)
+dcr_scores            each generated point's part of it: 1 nearer the training set, 0 nearer the
+                      held-out set, 1/2 on a tie
 authenticity          per generated point, whether it lies farther from its nearest training point
                       than that point's own nearest training neighbour (Alaa et al. 2022)
 authenticity_share    the share of generated points that are authentic
@@ -43,6 +45,30 @@ def _as_points(**sets: torch.Tensor) -> list[torch.Tensor]:
     return list(flat.values())
 
 
+def dcr_scores(
+    generated: torch.Tensor, train: torch.Tensor, holdout: torch.Tensor, *, chunk: int = 512
+) -> torch.Tensor:
+    """Each generated point's DCR score: 1 when its nearest training point is nearer than its
+    nearest held-out point (distance to closest record, DCR), 0 when farther, 1/2 on a tie;
+    M float64 values on the CPU, whose mean is dcr_share (see there for the sets and sizes).
+    Evaluate resamples them for the share's interval."""
+    if len(train) != len(holdout):
+        raise VaegenError(
+            f"the DCR share needs training and held-out sets of the same size, got "
+            f"{len(train)} training and {len(holdout)} held-out points: draw an equal subset of "
+            f"the larger"
+        )
+    if len(generated) == 0 or len(train) == 0:
+        raise VaegenError(
+            f"the DCR share needs at least one generated and one real point, got "
+            f"{len(generated)} generated and {len(train)} in each real set"
+        )
+    generated, train, holdout = _as_points(generated=generated, train=train, holdout=holdout)
+    to_train = kth_nearest_sq(generated, train, 1, chunk)
+    to_holdout = kth_nearest_sq(generated, holdout, 1, chunk)
+    return (to_train < to_holdout).double() + 0.5 * (to_train == to_holdout).double()
+
+
 def dcr_share(
     generated: torch.Tensor, train: torch.Tensor, holdout: torch.Tensor, *, chunk: int = 512
 ) -> float:
@@ -73,22 +99,7 @@ def dcr_share(
     over the column's range, capped at 1, or 0/1 for categories), where here it is the Euclidean
     distance in the space the caller gives.
     """
-    if len(train) != len(holdout):
-        raise VaegenError(
-            f"the DCR share needs training and held-out sets of the same size, got "
-            f"{len(train)} training and {len(holdout)} held-out points: draw an equal subset of "
-            f"the larger"
-        )
-    if len(generated) == 0 or len(train) == 0:
-        raise VaegenError(
-            f"the DCR share needs at least one generated and one real point, got "
-            f"{len(generated)} generated and {len(train)} in each real set"
-        )
-    generated, train, holdout = _as_points(generated=generated, train=train, holdout=holdout)
-    to_train = kth_nearest_sq(generated, train, 1, chunk)
-    to_holdout = kth_nearest_sq(generated, holdout, 1, chunk)
-    nearer = (to_train < to_holdout).double() + 0.5 * (to_train == to_holdout).double()
-    return float(nearer.mean())
+    return float(dcr_scores(generated, train, holdout, chunk=chunk).mean())
 
 
 def authenticity(generated: torch.Tensor, train: torch.Tensor, *, chunk: int = 512) -> torch.Tensor:

@@ -25,7 +25,12 @@ _PARTS = {
     "knn": "kNN",
     "frechet": "Frechet",
     "precision_recall": "precision/recall",
+    "density_coverage": "density/coverage",
+    "kernel_distance": "KID",
+    "alpha_beta": "alpha/beta",
+    "two_sample": "two-sample",
     "nearest_training": "nearest training",
+    "memorisation": "memorisation",
     "class_agreement": "agreement",
     "tstr": "TSTR",
 }
@@ -33,6 +38,16 @@ _PARTS = {
 
 def _value(d: dict[str, Any], key: str) -> float:
     return d[key]["value"]
+
+
+def _vi(d: dict[str, Any], key: str, spec: str) -> str:
+    """d[key]'s value in the format `spec`, followed by its interval "[low, high]" when eval.json
+    has one (the eval.json of vaegen 0.2 and earlier has none)."""
+    number = d[key]
+    text = format(number["value"], spec)
+    if number.get("low") is not None:
+        text += f" [{number['low']:{spec}}, {number['high']:{spec}}]"
+    return text
 
 
 def _lowest(per_class: dict[str, Any]) -> tuple[str, float]:
@@ -59,7 +74,7 @@ def format_table(result: dict[str, Any]) -> str:
     add("negative ELBO", f"{_value(lk, 'negative_elbo'):.2f} {unit} per image ({data})")
     add("  reconstruction", f"{_value(lk, 'reconstruction'):.2f} {unit}")
     add("  KL", f"{_value(lk, 'kl'):.2f} nats")
-    add(f"NLL bound, IWAE K={s['iw_samples']}", f"{_value(lk, 'nll_bound_iwae'):.2f} {unit}")
+    add(f"NLL bound, IWAE K={s['iw_samples']}", f"{_vi(lk, 'nll_bound_iwae', '.2f')} {unit}")
     if "gaussian_nll_nats" in lk:
         g = lk["gaussian_nll_nats"]
         add(
@@ -70,7 +85,7 @@ def format_table(result: dict[str, Any]) -> str:
     if "accuracy" in knn:
         add(
             f"latent {knn['k']}-NN accuracy",
-            f"{_value(knn, 'accuracy'):.2%} (chance {_value(knn, 'chance'):.0%})",
+            f"{_vi(knn, 'accuracy', '.2%')} (chance {_value(knn, 'chance'):.0%})",
         )
     else:
         add(f"latent {KNN_K}-NN accuracy", f"not applicable: {knn['not_applicable']}")
@@ -88,13 +103,13 @@ def format_table(result: dict[str, Any]) -> str:
     else:
         add(
             f"Frechet distance, N={fr['n']}",
-            f"{_value(fr, 'generated_vs_test'):.2f} generated vs test; "
-            f"floor {_value(fr, 'train_vs_test_floor'):.2f} (real train vs test)",
+            f"{_vi(fr, 'generated_vs_test', '.2f')} generated vs test; "
+            f"floor {_vi(fr, 'train_vs_test_floor', '.2f')} (real train vs test)",
         )
         if "reconstructions_vs_test" in fr:  # eval.json of vaegen 0.1 has no reconstructions
             add(
                 "  reconstructions vs test",
-                f"{_value(fr, 'reconstructions_vs_test'):.2f} (samples / reconstructions "
+                f"{_vi(fr, 'reconstructions_vs_test', '.2f')} (samples / reconstructions "
                 f"{_value(fr, 'samples_over_reconstructions') or math.nan:.2f}: what the prior "
                 "adds to the decoder's blur)",
             )
@@ -105,9 +120,40 @@ def format_table(result: dict[str, Any]) -> str:
         g, ref = pr["generated"], pr["train_vs_test_reference"]
         add(
             f"precision / recall, k={pr['k']}",
-            f"{_value(g, 'precision'):.3f} / {_value(g, 'recall'):.3f} generated vs test; "
-            f"reference {_value(ref, 'precision'):.3f} / {_value(ref, 'recall'):.3f} "
+            f"{_vi(g, 'precision', '.3f')} / {_vi(g, 'recall', '.3f')} generated vs test; "
+            f"reference {_vi(ref, 'precision', '.3f')} / {_vi(ref, 'recall', '.3f')} "
             "(real train vs test)",
+        )
+    _pairs(
+        add,
+        result,
+        (
+            ("density_coverage", "density / coverage", ("density", "coverage"), ".3f"),
+            (
+                "alpha_beta",
+                "alpha-precision / beta-recall",
+                ("alpha_precision", "beta_recall"),
+                ".3f",
+            ),
+        ),
+    )
+    kd = result.get("kernel_distance")
+    if kd is not None and "skipped" in kd:
+        add("kernel distance (KID)", f"skipped: {kd['skipped']}")
+    elif kd is not None:
+        add(
+            f"KID, subsets of {kd['subset_size']}",
+            f"{_vi(kd, 'generated', '.4f')} generated vs test; reference "
+            f"{_vi(kd, 'train_vs_test_reference', '.4f')}",
+        )
+    ts = result.get("two_sample")
+    if ts is not None and "skipped" in ts:
+        add("real vs generated AUC", f"skipped: {ts['skipped']}")
+    elif ts is not None:
+        add(
+            f"real vs generated AUC, {ts['n_per_side']} a side",
+            f"{_vi(ts, 'generated', '.3f')} (0.5: indistinguishable); real train vs test "
+            f"{_vi(ts, 'train_vs_test_reference', '.3f')}",
         )
     nt = result.get("nearest_training")  # absent from eval.json before it was measured
     if nt is not None and "skipped" in nt:
@@ -115,10 +161,20 @@ def format_table(result: dict[str, Any]) -> str:
     elif nt is not None:
         add(
             "nearest training image",
-            f"median distance {_value(nt, 'median_ratio'):.3f}x the test images'; "
-            f"{_value(nt, 'near_copies'):.1%} near copies (test images: {NEAR_QUANTILE:.0%}; their "
+            f"median distance {_vi(nt, 'median_ratio', '.3f')}x the test images'; "
+            f"{_vi(nt, 'near_copies', '.1%')} near copies (test images: {NEAR_QUANTILE:.0%}; their "
             f"reconstructions: {_value(nt, 'reconstructions_median_ratio'):.3f}x, "
             f"{_value(nt, 'reconstructions_near_copies'):.1%})",
+        )
+    mem = result.get("memorisation")
+    if mem is not None and "skipped" in mem:
+        add("DCR share / authentic", f"skipped: {mem['skipped']}")
+    elif mem is not None:
+        g, f = mem["generated"], mem["fresh_real_floor"]
+        add(
+            f"DCR share / authentic, H={mem['n_reference']}",
+            f"{_vi(g, 'dcr_share', '.3f')} / {_vi(g, 'authentic', '.3f')} generated; fresh "
+            f"real images {_vi(f, 'dcr_share', '.3f')} / {_vi(f, 'authentic', '.3f')}",
         )
     ca = result.get("class_agreement")
     if ca is not None and "not_applicable" in ca:
@@ -127,8 +183,8 @@ def format_table(result: dict[str, Any]) -> str:
         name, lowest = _lowest(ca["per_class"])
         add(
             "class agreement",
-            f"{_value(ca, 'generated'):.2%} classed as asked (lowest: {name} {lowest:.0%}); "
-            f"real test images {_value(ca, 'test_reference'):.2%}",
+            f"{_vi(ca, 'generated', '.2%')} classed as asked (lowest: {name} {lowest:.0%}); "
+            f"real test images {_vi(ca, 'test_reference', '.2%')}",
         )
     t = result["tstr"]
     if "not_applicable" in t:
@@ -139,7 +195,7 @@ def format_table(result: dict[str, Any]) -> str:
         anchor = "; published FashionMNIST CVAE 81.0% vs 86.6%, 0.935" if fashion else ""
         add(
             f"train synthetic, test real, N={t['n']}",
-            f"{_value(t, 'synthetic_accuracy'):.2%} vs {_value(t, 'real_accuracy'):.2%} real "
+            f"{_vi(t, 'synthetic_accuracy', '.2%')} vs {_vi(t, 'real_accuracy', '.2%')} real "
             f"(ratio {_value(t, 'ratio') or math.nan:.3f}{anchor})",
         )
     sec = result["seconds"]
@@ -154,4 +210,29 @@ def format_table(result: dict[str, Any]) -> str:
         + (", quick" if s["quick"] else "")
         + (f", samples from the {PRIOR_NAMES.get(prior, prior)} prior" if prior else "")
     )
-    return "\n".join([head, *(f"  {name:<{width}}  {text}" for name, text in rows)])
+    lines = [head, *(f"  {name:<{width}}  {text}" for name, text in rows)]
+    cert = result.get("certificate")
+    if cert is not None:  # absent from the eval.json of vaegen 0.2 and earlier
+        lines.append("certificate (95 % intervals; each against real data measured the same way):")
+        lines.extend(f"  {row['reading']}" for row in cert["measures"])
+    return "\n".join(lines)
+
+
+def _pairs(
+    add: Any, result: dict[str, Any], parts: tuple[tuple[str, str, tuple[str, str], str], ...]
+) -> None:
+    """One line for each part holding two numbers for the generated images and two for real
+    training images (its reference)."""
+    for key, label, (first, second), spec in parts:
+        part = result.get(key)
+        if part is None:
+            continue
+        if "skipped" in part:
+            add(label, f"skipped: {part['skipped']}")
+            continue
+        g, ref = part["generated"], part["train_vs_test_reference"]
+        add(
+            label,
+            f"{_vi(g, first, spec)} / {_vi(g, second, spec)} generated vs test; reference "
+            f"{_vi(ref, first, spec)} / {_vi(ref, second, spec)}",
+        )

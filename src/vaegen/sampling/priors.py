@@ -26,6 +26,7 @@ generalises beyond them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -307,6 +308,17 @@ def _posterior_files(posterior: AggregatePosterior) -> dict[str, bytes]:
         POSTERIOR_PARAMS: tensorfiles.tensors_to_bytes(tensors),
         POSTERIOR_INFO: (json.dumps(posterior.info, indent=1) + "\n").encode(),
     }
+
+
+def prior_sha256(run: rundir.Run, kind: str) -> str | None:
+    """SHA-256 (hex) of the file a prior of `kind` draws its codes from in the run directory
+    (RUN/prior/prior.safetensors for "gmm", RUN/prior/posterior.safetensors for "posterior"), or
+    None for N(0, I) ("standard"), which has no file. What eval.json and a generated output's
+    manifest record, so that numbers measured with one fitted prior are not shown for another."""
+    name = {"gmm": PARAMS, "posterior": POSTERIOR_PARAMS}.get(kind)
+    if name is None:
+        return None
+    return hashlib.sha256((run.path / layout.PRIOR / name).read_bytes()).hexdigest()
 
 
 def load_prior(run: rundir.Run, which: str = "fitted") -> Prior:
