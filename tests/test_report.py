@@ -628,3 +628,31 @@ def test_class_names_are_text_not_markup(make_run, open_report) -> None:
     for name in PAYLOADS:
         assert name in legend and name in options and name in config
     assert not o.dialogs and not o.errors
+
+
+def test_the_evaluation_section_leads_with_the_certificate():
+    """Each headline number with its interval beside real data's, read in words, escaped."""
+    from vaegen.report.render import _eval_section
+
+    number = {"value": 17.31, "low": 16.9, "high": 17.8, "n": [60000, 10000], "method": "b"}
+    cert = {
+        "measures": [
+            {
+                **number,
+                "name": "Frechet <distance>",
+                "units": "u",
+                "floor": {"value": 1.5, "low": 1.4, "high": 1.6, "n": None},
+                "reading": "Frechet <distance>: worse than real data's",
+            },
+            {**number, "name": "near copies", "floor": None, "ideal": 0.05, "reading": "x: ok"},
+        ],
+        "notes": ["floors <b>measured</b> the same way"],
+    }
+    qi = {**number, "level": 0.95, "units": "squared units"}
+    value = {"certificate": cert, "frechet": {"generated_vs_test": qi}}
+    page = _eval_section({"file": "eval.json", "found": True, "value": value, "error": None})
+    assert page.index("id=certificate") < page.index("<h3>frechet</h3>")
+    assert "<th>Frechet &lt;distance&gt;</th><td>17.31 [16.9, 17.8]</td>" in page
+    assert "<td>1.5 [1.4, 1.6]</td><td>worse than real data&#x27;s</td>" in page
+    assert "<td>0.05</td><td>ok</td>" in page and "floors &lt;b&gt;measured" in page
+    assert "17.31 [16.9, 17.8] <small>squared units; 95 % interval, b, n = " in page

@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any, TypedDict
 
-from .tables import esc, render_value, sections
+from .tables import esc, interval, render_value, sections
 
 ASSETS = Path(__file__).with_name("assets")
 SLIDER_RANGE = 3.0  # sliders for latent dims >= 2 span +-3 prior standard deviations
@@ -339,7 +339,28 @@ def _eval_section(evaluation: RunFile) -> str:
             "measures the model and the report shows the scorecard here.</p></section>"
         )
     lede = f"<p class=lede>What <code>vaegen evaluate</code> measured ({name}).</p>"
-    return f"{head}{lede}{sections(evaluation['value'])}</section>"
+    value = dict(evaluation["value"])
+    cert = value.pop("certificate", None)
+    return f"{head}{lede}{_certificate(cert)}{sections(value)}</section>"
+
+
+def _certificate(cert: Any) -> str:
+    """The certificate's table: each headline number beside real data's and its reading."""
+    if not isinstance(cert, dict) or not isinstance(cert.get("measures"), list):
+        return ""  # eval.json of vaegen 0.2 and earlier
+    rows = "".join(
+        f"<tr><th>{esc(m.get('name'))}</th><td>{interval(m)}</td>"
+        f"<td>{interval(m['floor']) if m.get('floor') else esc(m.get('ideal'))}</td>"
+        f"<td>{esc(m.get('reading', '').split(': ', 1)[-1])}</td></tr>"
+        for m in cert["measures"]
+        if isinstance(m, dict)
+    )
+    notes = "".join(f"<li>{esc(n)}</li>" for n in cert.get("notes", []))
+    return (
+        "<h3 id=certificate>Certificate</h3><table class=kv><thead><tr><th>measure</th>"
+        "<th>generated [95 % interval]</th><th>real data</th><th>reading</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table><ul>{notes}</ul>"
+    )
 
 
 def _config_section(config: RunFile) -> str:

@@ -25,6 +25,16 @@ def _fmt(v: object) -> str:
     return esc(v)
 
 
+INTERVAL_KEYS = {"value", "low", "high", "n", "method", "level", "units"}  # context.qi's
+
+
+def interval(number: dict[str, Any]) -> str:
+    """A number with its interval as "value [low, high]", 4 significant digits, escaped."""
+    if number.get("low") is None:
+        return _fmt(number["value"])
+    return esc(f"{number['value']:.4g} [{number['low']:.4g}, {number['high']:.4g}]")
+
+
 def sections(value: Any) -> str:
     """A top-level JSON object: scalars in one table, each nested object under its own heading."""
     if not isinstance(value, dict):
@@ -45,6 +55,11 @@ def render_value(value: Any, depth: int = 0) -> str:
         return f"<code>{esc(json.dumps(value))}</code>"
     if isinstance(value, dict) and set(value) == {"value", "units"}:  # a quantity: "16.1 nats"
         return f"{render_value(value['value'], depth + 1)} <small>{esc(value['units'])}</small>"
+    if isinstance(value, dict) and set(value) == INTERVAL_KEYS:  # "0.93 [0.92, 0.94] fraction"
+        return (
+            f"{interval(value)} <small>{esc(value['units'])}; 95 % interval, {esc(value['method'])}, "
+            f"n = {_fmt(value['n'])}</small>"
+        )
     if isinstance(value, dict):
         rows = "".join(
             f"<tr><th>{esc(k)}</th><td>{render_value(v, depth + 1)}</td></tr>"
