@@ -123,7 +123,8 @@ def write_dataset(folder: Path, n_train: int = 128, n_test: int = 32, size: int 
 
 def tree(folder: Path) -> dict[str, Any]:
     """Everything under `folder`, links not followed: relative name -> bytes, "<dir>", or
-    "-> TARGET" for a symbolic link."""
+    "-> TARGET" for a symbolic link. A generated folder's record (.vaegen-output.json) is read
+    without the date of each output's manifest: two writes of the same output differ only there."""
     out: dict[str, Any] = {}
 
     def walk(d: Path, rel: str) -> None:
@@ -135,11 +136,26 @@ def tree(folder: Path) -> dict[str, Any]:
                 out[name] = "<dir>"
                 walk(Path(entry.path), name + "/")
             else:
-                out[name] = Path(entry.path).read_bytes()
+                out[name] = _undated(Path(entry.path))
 
     if folder.is_dir() and not folder.is_symlink():
         walk(folder, "")
     return out
+
+
+def _undated(path: Path) -> bytes:
+    """The bytes of `path`; of a generated folder's record, without its manifests' dates (a
+    record that is not valid JSON, as a kill could never leave it, is compared byte for byte)."""
+    data = path.read_bytes()
+    if path.name != ".vaegen-output.json":
+        return data
+    try:
+        record = json.loads(data)
+        for entry in record["outputs"].values():
+            entry.pop("date", None)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return data
+    return json.dumps(record, sort_keys=True).encode()
 
 
 def tree_diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

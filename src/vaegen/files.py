@@ -62,12 +62,17 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_open(
+    path: str | Path, *, before_replace: Callable[[Path], None] | None = None
+) -> Iterator[BinaryIO]:
     """A binary file for writing `path` piece by piece: the streaming counterpart of
     `atomic_write_bytes`. The file is a temporary beside `path` while the block runs; when the
     block ends normally it is fsynced and renamed over `path`; when it raises (an error, an
     interrupt) the temporary is deleted and `path` keeps its previous content, if any. An OSError
-    (a full disk) becomes a one-line WriteError that names `path`."""
+    (a full disk) becomes a one-line WriteError that names `path`.
+    before_replace(temporary): called with the complete, fsynced and closed temporary just before
+    it is renamed over `path` (to hash it, or to remove what describes the old file); when it
+    raises, the temporary is deleted and `path` is left as it was."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +85,8 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)

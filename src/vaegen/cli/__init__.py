@@ -226,6 +226,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from ..rundir import load_run
+    from ..rundir.layout import EVAL
     from ..sampling.generate import generate_to
     from ..sampling.writers import output_format
 
@@ -250,6 +251,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         counts = " (" + ", ".join(per_class) + ")"
     files = f"{written.files} file{'s' if written.files != 1 else ''}"
     print(f"wrote {written.n} images{counts} to {args.out} ({files})")
+    manifest = written.manifest or {}
+    if manifest.get("certificate") is not None:
+        carries = f"with the certificate of {Path(run.path).absolute() / EVAL}"
+    else:
+        carries = f"no certificate: {manifest.get('certificate_note')}"
+    print(f"manifest: {written.manifest_path} ({carries})")
     return 0
 
 

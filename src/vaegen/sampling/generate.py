@@ -19,12 +19,12 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._version import __version__
 from ..console import show_progress
 from ..data import to_float
 from ..errors import VaegenError
@@ -32,8 +32,10 @@ from ..files import remove_temporaries_in, sweep_folder_temporaries
 from ..locks import output_lock
 from ..rundir import Run
 from ..rundir.config import check_seed
-from .priors import Prior, load_prior
+from . import manifest as mf
+from .priors import Prior, load_prior, prior_sha256
 from .writers import (
+    OUTPUT_MARKER,
     Chunk,
     output_format,
     plan_folder,
@@ -210,11 +212,15 @@ def reconstruct(
 @dataclass(frozen=True)
 class Written:
     """What `generate_to` wrote: n images, `files` files, counts[k] images of class k (None for
-    an unconditional run)."""
+    an unconditional run); manifest_path: the file holding its manifest (`<OUT>.json` for an
+    .npz, OUT/.vaegen-output.json for a folder); manifest: the manifest (sampling.manifest), with
+    file_sha256 for an .npz."""
 
     n: int
     files: int
     counts: list[int] | None
+    manifest_path: Path | None = None
+    manifest: dict[str, Any] | None = None
 
 
 def generate_to(
@@ -243,7 +249,12 @@ def generate_to(
     output, if any, as it was. A folder holding files vaegen did not write is refused (its
     contents are never replaced or removed); the IDX train and test splits share a folder. One
     process writes a path at a time (a second is refused). block: images per latent block (see the
-    module's doc; the default is what a seed means)."""
+    module's doc; the default is what a seed means).
+
+    Each output carries its manifest (sampling.manifest): an .npz in `<OUT>.json` beside it, which
+    counts as one of its files (refused without overwrite; a file there that vaegen did not write
+    is refused even with it), written after the .npz (the old one is removed just before the new
+    .npz replaces the old); a folder in its record, OUTPUT_MARKER."""
     out = Path(out).resolve()  # absolute; a link to a folder: the output goes where it points
     fmt = output_format(out, fmt)
     req = request(run, n, labels, seed, temperature, prior)
@@ -251,27 +262,33 @@ def generate_to(
     counts = None if req.chosen is None else class_counts(n, req.chosen, len(run.classes))
     c = run.image_shape[0]
     shape = (n, *run.image_shape) if c > 1 else (n, *run.image_shape[1:])  # as stored
-    record = {
-        "n": n,
-        "image_shape": list(run.image_shape),
-        "classes": None if classes is None else list(classes),
-        "run": str(Path(run.path).absolute()),
-        "weights_sha256": run.weights_sha256(),
-        "seed": seed,
-        "temperature": temperature,
-        "prior": prior,
-        "labels": req.chosen,
-        "vaegen": __version__,
-    }
+    record = mf.build_manifest(
+        run=run,
+        fmt=fmt,
+        n=n,
+        counts=counts,
+        labels=req.chosen,
+        seed=seed,
+        temperature=temperature,
+        prior=prior,
+        prior_used=req.prior.kind,
+        weights_sha256=run.weights_sha256(),
+        prior_sha256=prior_sha256(run, req.prior.kind),
+    )
+    sidecar = mf.npz_manifest_path(out)
     with output_lock(out, "--out"):
         if fmt == "npz":  # what a killed writer of this path left
-            remove_temporaries_in(out.parent, of=(out.name,))
+            remove_temporaries_in(out.parent, of=(out.name, sidecar.name))
         else:
             sweep_folder_temporaries(out)
         plan = None if fmt == "npz" else plan_folder(out, fmt, split, record)
         if plan is None and out.is_dir():
             raise VaegenError(f"--out {out} is a folder; an .npz output is a file")
-        found = plan.replaces if plan is not None else ([out] if out.exists() else [])
+        if plan is None:  # a user's file at <OUT>.json: refused, with or without overwrite
+            old_manifest = mf.check_npz_manifest(out)
+            found = ([out] if out.exists() else []) + ([sidecar] if old_manifest else [])
+        else:
+            found = plan.replaces
         if found and not overwrite:
             raise VaegenError(
                 f"{found[0]} already exists ({len(found)} of the output files do); "
@@ -288,7 +305,17 @@ def generate_to(
         with bar:
             chunks = _counted(decoded_chunks(req, batch_size, block), bar)
             if plan is None:
-                files = write_npz(out, shape, chunks, req.labels, classes)
+                digest: list[str] = []
+
+                def before_replace(finished: Path) -> None:
+                    digest.append(mf.file_sha256(finished))  # the bytes about to be `out`
+                    mf.remove_npz_manifest(out)  # before the .npz it describes is replaced
+
+                files = write_npz(
+                    out, shape, chunks, req.labels, classes, before_replace=before_replace
+                )
+                record = {**record, "file_sha256": digest[0]}
+                manifest_path = mf.write_npz_manifest(out, manifest=record)
             elif fmt == "idx":
                 names = write_folder(
                     plan,
@@ -296,11 +323,11 @@ def generate_to(
                     fmt,
                     lambda folder: write_idx(folder, split, shape, chunks, req.labels, classes),
                 )
-                files = len(names)
+                files, manifest_path = len(names), out / OUTPUT_MARKER
             else:
                 write_folder(plan, record, fmt, lambda folder: write_png(folder, chunks, classes))
-                files = n
-    return Written(n, files, counts)
+                files, manifest_path = n, out / OUTPUT_MARKER
+    return Written(n, files, counts, manifest_path, record)
 
 
 def class_counts(n: int, chosen: Sequence[int], num_classes: int) -> list[int]:

@@ -253,11 +253,15 @@ def write_npz(
     chunks: Iterable[Chunk],
     labels: LabelRange,
     classes: Sequence[str] | None,
+    *,
+    before_replace: Callable[[Path], None] | None = None,
 ) -> int:
     """x.npy is written header first, then chunk by chunk; y.npy from `labels`, LABEL_CHUNK at
-    a time, after it (a zip is written one member at a time). Returns the files written (1)."""
+    a time, after it (a zip is written one member at a time). Returns the files written (1).
+    before_replace(temporary): called with the finished file just before it replaces `out`
+    (files.atomic_open)."""
     n = shape[0]
-    with atomic_open(out) as f, zipfile.ZipFile(f, "w") as zf:
+    with atomic_open(out, before_replace=before_replace) as f, zipfile.ZipFile(f, "w") as zf:
         with npz_member(zf, "x.npy") as member:
             x = NpyWriter(member, np.uint8, shape)
             for images, _ in chunks:  # N x 1 x H x W in C order has the bytes of N x H x W
