@@ -10,6 +10,9 @@ The shipped weights (assets/fashion_classifier.safetensors, written by
 scripts/train_reference_classifier.py, with a JSON sidecar stating how they were made) are this
 network trained on the FashionMNIST training set. Frechet distances computed in its feature space
 are comparable between runs only because the network is fixed: never retrain it silently.
+
+train_classifier also trains TSTR's second architecture, an MLP on the pixels
+(vaegen.evaluation.tstr_classifiers), by the same loop.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 import math
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +32,7 @@ from ..console import show_progress
 from ..errors import VaegenError
 from ..seeds import CLASSIFIER
 from ..tensorfiles import check_state_dict, read_tensors
+from .tstr_classifiers import build_mlp, check_architecture
 
 FEATURES = 128  # width of the penultimate layer
 REFERENCE_SHAPE = (1, 28, 28)
@@ -142,7 +146,7 @@ def extract_features(
 
 @torch.no_grad()
 def predict(
-    model: Classifier, images: torch.Tensor, batch_size: int = 1000, progress: bool = False
+    model: nn.Module, images: torch.Tensor, batch_size: int = 1000, progress: bool = False
 ) -> torch.Tensor:
     """uint8 images N x C x H x W -> predicted class indices N (int64, CPU)."""
     model.eval()
@@ -154,11 +158,45 @@ def predict(
     return out
 
 
-def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of uint8 images N x C x H x W whose predicted class equals `labels` (N)."""
     if len(images) == 0:
         raise VaegenError("cannot measure accuracy on an empty set of images")
     return float((predict(model, images) == labels.cpu()).double().mean())
+
+
+@overload
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    seed: int = ...,
+    num_classes: int | None = ...,
+    batch_size: int = ...,
+    lr: float = ...,
+    flip: bool = ...,
+    device: str | torch.device = ...,
+    progress: bool = ...,
+    architecture: Literal["cnn"] = ...,
+) -> Classifier: ...
+
+
+@overload
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    seed: int = ...,
+    num_classes: int | None = ...,
+    batch_size: int = ...,
+    lr: float = ...,
+    flip: bool = ...,
+    device: str | torch.device = ...,
+    progress: bool = ...,
+    architecture: str,
+) -> nn.Module: ...
 
 
 def train_classifier(
@@ -173,10 +211,13 @@ def train_classifier(
     flip: bool = False,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> Classifier:
-    """Train the architecture from scratch on uint8 images N x C x H x W with int labels N.
+    architecture: str = "cnn",
+) -> nn.Module:
+    """Train an architecture from scratch on uint8 images N x C x H x W with int labels N.
 
-    Adam (lr) with a cosine decay to 0 over all steps, cross-entropy, shuffled batches.
+    architecture: "cnn" (Classifier, this module's) or "mlp" (tstr_classifiers.PixelMLP); any
+    other name is refused. Adam (lr) with a cosine decay to 0 over all steps, cross-entropy,
+    shuffled batches.
     flip: also show each image mirrored left-right with probability 1/2 (label-preserving for
     clothes, not for digits). Every random draw comes from `seed` inside a forked RNG, so the same
     seed gives the same weights on the same device and thread count, and the caller's global
@@ -191,6 +232,8 @@ def train_classifier(
         raise VaegenError("train_classifier needs one label per image")
     if epochs < 1:
         raise VaegenError(f"epochs = {epochs} is not valid: use an integer >= 1")
+    check_architecture(architecture)
+    build = build_classifier if architecture == "cnn" else build_mlp
     labels = labels.to(torch.int64)
     if num_classes is None:
         num_classes = int(labels.max()) + 1
@@ -199,7 +242,7 @@ def train_classifier(
     steps = epochs * math.ceil(n / batch_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + CLASSIFIER.init)
-        model = build_classifier(tuple(images.shape[1:]), num_classes).to(device)  # type: ignore[arg-type]
+        model = build(tuple(images.shape[1:]), num_classes).to(device)  # type: ignore[arg-type]
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
