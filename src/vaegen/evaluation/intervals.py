@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 from ..errors import VaegenError
 from .estimators import frechet_distance_batch, frechet_distance_features
@@ -145,6 +144,8 @@ def bootstrap_interval(
     def on_rows(*indices: np.ndarray) -> float:
         return float(statistic(*(a[i] for a, i in zip(arrays, indices, strict=True))))
 
+    from scipy import stats  # imported when used: `import vaegen` stays free of scipy
+
     result = stats.bootstrap(
         tuple(np.arange(n) for n in sizes),
         on_rows,
@@ -197,6 +198,8 @@ def seed_interval(
         raise VaegenError(f"an interval over seeds needs finite values, got {x.tolist()}")
     n = len(x)
     mean = float(x.mean())
+    from scipy import stats
+
     half = float(stats.t.ppf((1.0 + level) / 2.0, n - 1)) * float(x.std(ddof=1)) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n, f"student-t over {over}", float(level))
 
@@ -218,6 +221,8 @@ def binomial_interval(successes: int, n: int, *, level: float = 0.95) -> Interva
         isinstance(successes, (int, np.integer)) and 0 <= successes <= n
     ):
         raise VaegenError(f"successes = {successes!r} is not valid: use an integer in [0, {n}]")
+    from scipy import stats
+
     ci = stats.binomtest(int(successes), int(n)).proportion_ci(
         confidence_level=level, method="wilson"
     )
