@@ -29,6 +29,7 @@ from vaegen.evaluation.reference_classifier import (
     reference_info,
 )
 from vaegen.evaluation.scorecard import format_table
+from vaegen.evaluation.tstr_classifiers import MLP_LR, mlp_epochs
 from vaegen.model.likelihoods import evaluate_loss
 from vaegen.rundir.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaegen.sampling.generate import reconstruct, spread_labels
@@ -95,19 +96,53 @@ def test_evaluate_end_to_end_on_a_tiny_conditional_run(tiny_data, tmp_path):
         s["classifier_epochs"],
         s["classifier_lr"],
     )
+    # both architectures, each beside its own real baseline; the top-level numbers are the CNN's
+    archs = t["architectures"]
+    assert list(archs) == ["cnn", "mlp"]
+    keys = {"synthetic_accuracy", "real_accuracy", "ratio", "epochs", "lr"}
+    assert set(archs["cnn"]) == set(archs["mlp"]) == keys
+    assert {k: archs["cnn"][k] for k in keys} == {k: t[k] for k in keys}
+    m = archs["mlp"]
+    assert (m["epochs"], m["lr"]) == (mlp_epochs(s["classifier_epochs"]), MLP_LR)
+    for key in ("synthetic_accuracy", "real_accuracy"):
+        assert set(m[key]) == {"value", "low", "high", "n", "method", "level", "units"}
+        assert m[key]["method"] == "wilson" and m[key]["n"] == 64  # the test images
+        assert m[key]["low"] <= m[key]["value"] <= m[key]["high"]
+        assert 0 <= m[key]["value"] <= 1 and m[key]["units"] == "fraction of test images"
+    assert m["ratio"]["value"] == pytest.approx(
+        m["synthetic_accuracy"]["value"] / m["real_accuracy"]["value"]
+    )
     parts = ("feature_network", "likelihood", "knn", "frechet", "precision_recall")
     more = ("density_coverage", "kernel_distance", "alpha_beta", "two_sample", "memorisation")
     for part in (*parts, *more, "class_agreement", "tstr", "total"):
         assert saved["seconds"][part]["units"] == "seconds"
-    # the same seed gives the same numbers; another seed other ones
+    # the same seed gives the same numbers, the second time from the real side's cache; another
+    # seed other ones
+    kept = result["settings"]["real_side"]
+    assert "features.test" in kept["measured"] and not kept["found"]
     again = evaluate(run, **kw)
-    assert {k: v for k, v in again.items() if k != "seconds"} == {
-        k: v for k, v in result.items() if k != "seconds"
-    }
+    found = again["settings"].pop("real_side")
+    assert found["found"] == kept["measured"] and not found["measured"]
+
+    def numbers(r: dict) -> dict:
+        return {k: v for k, v in r.items() if k not in ("seconds", "settings")}
+
+    assert numbers(again) == json.loads(json.dumps(numbers(result)))
     other = evaluate(run, **{**kw, "seed": 1})
     assert other["likelihood"]["nll_bound_iwae"] != result["likelihood"]["nll_bound_iwae"]
     table = format_table(result)
     assert "NLL bound, IWAE K=30" in table and "train synthetic, test real" in table
+    tstr_line = next(line for line in table.splitlines() if "train synthetic, test real" in line)
+    mlp_pair = (
+        f"MLP {m['synthetic_accuracy']['value']:.2%} [{m['synthetic_accuracy']['low']:.2%}, "
+        f"{m['synthetic_accuracy']['high']:.2%}] vs {m['real_accuracy']['value']:.2%} "
+    )
+    assert tstr_line.split(", test real, N=120")[1].lstrip().startswith("CNN ")
+    assert mlp_pair in tstr_line and f"(ratio {m['ratio']['value']:.3f})" in tstr_line
+    # an eval.json written before the MLP still formats, with the CNN's pair alone
+    old_tstr = {k: v for k, v in result["tstr"].items() if k != "architectures"}
+    old = format_table({**result, "tstr": old_tstr, "certificate": None})
+    assert "MLP" not in old and "certificate" not in old
     # FashionMNIST's published anchor only beside a FashionMNIST run's numbers
     anchor = "published FashionMNIST CVAE 81.0% vs 86.6%, 0.935"
     assert anchor not in table
@@ -133,6 +168,7 @@ def test_evaluate_end_to_end_on_a_tiny_conditional_run(tiny_data, tmp_path):
         "near_copies",
         "class_agreement",
         "tstr",
+        "tstr_mlp",
     ]
     for row in cert["measures"]:
         assert row["low"] <= row["value"] <= row["high"], row
@@ -140,6 +176,8 @@ def test_evaluate_end_to_end_on_a_tiny_conditional_run(tiny_data, tmp_path):
         assert (row["floor"] is None) == (row["measure"] == "near_copies")
     mem = saved["memorisation"]
     assert mem["n_reference"] == 32 and mem["space"] == "pixels"  # half of the 64 test images
+    for side in ("generated", "fresh_real_floor", "fresh_reconstructions"):
+        assert 0 <= mem[side]["dcr_share"]["value"] <= 1
     assert "certificate (95 % intervals" in table and cert["measures"][0]["reading"] in table
     assert saved["model"]["weights_sha256"] == run.weights_sha256()
     assert s["prior"]["sha256"] is None or len(s["prior"]["sha256"]) == 64
@@ -195,6 +233,7 @@ def test_evaluate_unconditional_bernoulli_and_binarize(tiny_data, tmp_path):
 # the function `evaluate`, which hides the package of the same name)
 CONTEXT = importlib.import_module("vaegen.evaluation.context")
 SAMPLES = importlib.import_module("vaegen.evaluation.samples")
+FEATURES = importlib.import_module("vaegen.evaluation.features")
 SYNTHETIC = importlib.import_module("vaegen.evaluation.synthetic")
 
 
@@ -211,7 +250,8 @@ def _tiny_run(data, out, conditional=False, loss="gaussian"):
 def test_a_learned_sigma_runs_likelihood_is_named_a_density_not_a_bernoulli(tiny_data, tmp_path):
     run = _tiny_run(tiny_data, tmp_path / "s", loss="gaussian-sigma")
     train_ds, test_ds = load_dataset(str(tiny_data), "train"), load_dataset(str(tiny_data), "test")
-    ctx = CONTEXT.Context(run, train_ds, test_ds, 8, torch.arange(8), seed=0, progress=False)
+    subject = FEATURES.subject_of(run)
+    ctx = CONTEXT.Context(run, subject, train_ds, test_ds, 8, torch.arange(8), 0, False)
     notes = importlib.import_module("vaegen.evaluation.marginal_likelihood").marginal_likelihood(
         ctx, 3, False
     )["notes"]
@@ -250,14 +290,16 @@ def test_tstr_trains_its_synthetic_classifier_on_the_generated_images(
     asked = _hand_over_as_generated(monkeypatch, images, labels)
     t = evaluate(run, **kw)["tstr"]
     assert asked == [120]
-    assert t["real_accuracy"]["value"] >= 0.9
-    assert t["synthetic_accuracy"]["value"] >= 0.9 and t["ratio"]["value"] >= 0.9
+    for each in (t, t["architectures"]["mlp"]):  # the CNN's numbers, then the MLP's
+        assert each["real_accuracy"]["value"] >= 0.9
+        assert each["synthetic_accuracy"]["value"] >= 0.9 and each["ratio"]["value"] >= 0.9
     # the same images, each labelled with the next class, teach every class the wrong name:
     # an accuracy near 0, far below chance (1/3)
     _hand_over_as_generated(monkeypatch, images, (labels + 1) % 3)
     t = evaluate(run, **kw)["tstr"]
-    assert t["real_accuracy"]["value"] >= 0.9
-    assert t["synthetic_accuracy"]["value"] <= 0.1 and t["ratio"]["value"] <= 0.1
+    for each in (t, t["architectures"]["mlp"]):
+        assert each["real_accuracy"]["value"] >= 0.9
+        assert each["synthetic_accuracy"]["value"] <= 0.1 and each["ratio"]["value"] <= 0.1
 
 
 def test_latent_knn_queries_with_the_test_set_and_scores_its_labels(tiny_data, tmp_path):
@@ -383,8 +425,9 @@ def test_a_conditional_runs_reconstructions_are_decoded_with_their_labels(tmp_pa
     run = _tiny_run(data, tmp_path / "c28", conditional=True)
     train_ds, test = load_dataset(str(data), "train"), load_dataset(str(data), "test")
     # the Frechet part alone, on evaluate's shared context
+    subject = FEATURES.subject_of(run)
     ctx = CONTEXT.Context(
-        run, train_ds, test, 64, torch.arange(64), seed=0, progress=False, feature_epochs=2
+        run, subject, train_ds, test, 64, torch.arange(64), 0, False, feature_epochs=2
     )
     fr = SAMPLES.frechet(ctx)
     clf = ctx.classifier()  # the network trained on the run's data
@@ -427,7 +470,8 @@ def test_class_agreement_compares_the_classifiers_class_with_the_one_asked_for(
     def agreement():
         """The class agreement part alone, on evaluate's context (which reads no training
         images for it)."""
-        ctx = CONTEXT.Context(run, full, full, 100, torch.arange(100), seed=0, progress=False)
+        subject = FEATURES.subject_of(run)
+        ctx = CONTEXT.Context(run, subject, full, full, 100, torch.arange(100), 0, False)
         return SYNTHETIC.class_agreement(ctx)
 
     # real test images handed over as generated with their own labels agree as often as the

@@ -320,11 +320,17 @@ def test_the_data_source_decides_the_reference_not_the_shape():
     def run(source: str, shape: tuple[int, int, int]) -> Run:
         return Run(Path("r"), RunConfig(DataConfig(source)), torch.nn.Linear(1, 1), [], shape)
 
-    assert FEATURES.is_fashion_mnist(run("fashion-mnist", (1, 28, 28)))
-    assert not FEATURES.is_fashion_mnist(run("mnist", (1, 28, 28)))
-    assert not FEATURES.is_fashion_mnist(run("/usr/share/datasets/fashion-mnist", (1, 28, 28)))
-    assert not FEATURES.is_fashion_mnist(run("fashion-mnist", (3, 28, 28)))  # --channels 3
-    assert not FEATURES.is_fashion_mnist(run("fashion-mnist", (1, 32, 32)))  # --image-size 32
+    assert FEATURES.is_fashion_mnist(FEATURES.subject_of(run("fashion-mnist", (1, 28, 28))))
+    assert not FEATURES.is_fashion_mnist(FEATURES.subject_of(run("mnist", (1, 28, 28))))
+    assert not FEATURES.is_fashion_mnist(
+        FEATURES.subject_of(run("/usr/share/datasets/fashion-mnist", (1, 28, 28)))
+    )
+    assert not FEATURES.is_fashion_mnist(
+        FEATURES.subject_of(run("fashion-mnist", (3, 28, 28)))
+    )  # --channels 3
+    assert not FEATURES.is_fashion_mnist(
+        FEATURES.subject_of(run("fashion-mnist", (1, 32, 32)))
+    )  # --image-size 32
     assert FEATURES.default_epochs(60_000) == 8  # the reference classifier's recipe
     assert FEATURES.default_epochs(10_000) == 48 and FEATURES.default_epochs(300) == 50
 

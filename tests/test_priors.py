@@ -208,8 +208,17 @@ def test_cli_training_fits_the_prior_at_the_end(tiny_data, tmp_path):
 
 
 def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monkeypatch, capsys):
+    import hashlib
     import importlib
     import shutil
+
+    def prior_sha256(run: Path, kind: str) -> str | None:  # of the file the prior draws from
+        name = {"gmm": "prior.safetensors", "posterior": "posterior.safetensors"}.get(kind)
+        return (
+            None
+            if name is None
+            else hashlib.sha256((run / "prior" / name).read_bytes()).hexdigest()
+        )
 
     context = importlib.import_module("vaegen.evaluation.context")
     out = shutil.copytree(runs["cond"], tmp_path / "cond")
@@ -251,7 +260,7 @@ def test_evaluate_generates_from_the_prior_it_is_asked_for(runs, tmp_path, monke
         ]
         assert main(argv) == 0
         saved = json.loads((out / "eval.json").read_text())["settings"]["prior"]
-        assert saved == {"requested": flag, "used": used}
+        assert saved == {"requested": flag, "used": used, "sha256": prior_sha256(out, used)}
         assert f"samples from the {named} prior" in capsys.readouterr().out
     assert asked == ["gmm", "posterior", "standard"]
     assert loads == ["fitted", "posterior", "standard"]

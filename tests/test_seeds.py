@@ -30,6 +30,7 @@ def test_the_evaluation_streams_are_frozen():
         "bootstrap": 7,
         "two_sample": 8,
         "kid": 9,
+        "tstr_mlp": 10,
     }
 
 

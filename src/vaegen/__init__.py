@@ -12,7 +12,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 from ._version import __version__
 from .data import ImageDataset, load_dataset
-from .evaluation import evaluate
+from .evaluation import evaluate, evaluate_samples
 from .model.vae import VAE, ConvVAE
 from .pipeline import train
 from .rundir import Run, load_run
@@ -31,6 +31,7 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "evaluate",
+    "evaluate_samples",
     "fit_prior",
     "generate",
     "load_dataset",

@@ -34,6 +34,7 @@ class EvaluationStreams:
     bootstrap: int = 7  # the resampling of every bootstrap interval
     two_sample: int = 8  # the folds and subsets of the real-versus-generated classifier test
     kid: int = 9  # the disjoint subsets of the kernel distance
+    tstr_mlp: int = 10  # TSTR's MLP (vaegen.evaluation.tstr_classifiers) and its real baseline
 
 
 @dataclass(frozen=True)

@@ -7,21 +7,23 @@ the field's declaration (cli.options); `cli_reference` renders docs/cli.md from 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .._version import __version__
 from ..console import configure_logging
 from ..errors import Terminated, VaegenError, terminated_as_interrupt
 from ..rundir import Run
-from ..rundir.config import ARTICLE_LOSS, PRESET_HELP, PRESETS, RunConfig, preset
+from ..rundir.config import ARTICLE_LOSS, PRESET_HELP, PRESETS, DataConfig, RunConfig, preset
 from ..sampling.priors import PRIOR_CHOICES
 from ..training import distributed
 from .data import CACHE_HELP, add_data_command, cmd_data
-from .options import SECTIONS, add_config_flags, config_from_args, reference
+from .options import SECTIONS, add_config_flags, config_from_args, given, reference
 from .prior import add_fit_prior_command, cmd_fit_prior
 
 
@@ -107,8 +109,29 @@ def _parser() -> argparse.ArgumentParser:
 
     add_fit_prior_command(sub)
 
-    ev = sub.add_parser("evaluate", help="measure a run's quality; writes RUN/eval.json")
-    ev.add_argument("run", type=Path)
+    ev = sub.add_parser(
+        "evaluate",
+        help="measure a run's quality (writes RUN/eval.json), or any generator's images against "
+        "a dataset (--samples FILE --data SOURCE)",
+    )
+    ev.add_argument("run", type=Path, nargs="?", help="the run directory (not with --samples)")
+    ev.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="images made anywhere (.npz, IDX folder or image folder, labelled with the data's "
+        "classes or not) to measure against --data instead of a run's samples: the image-based "
+        "part of the certificate",
+    )
+    add_config_flags(ev, "data", default_text="with --samples only")
+    ev.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --samples: also write the result as JSON to FILE",
+    )
     ev.add_argument(
         "--iw-samples",
         type=int,
@@ -265,6 +288,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.scorecard import format_table
     from ..rundir import load_run
 
+    data = given(args, "data")
+    if args.samples is not None or data:
+        return _evaluate_samples(args, data)
+    if args.run is None:
+        raise VaegenError("evaluate needs a run directory, or --samples FILE --data SOURCE")
+    if args.out is not None:
+        raise VaegenError("--out is for --samples; a run's evaluation is written to RUN/eval.json")
     result = evaluate(
         load_run(args.run, device=args.device),
         iw_samples=args.iw_samples,
@@ -277,6 +307,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         feature_net=args.feature_net,
         feature_epochs=args.feature_epochs,
     )
+    print(format_table(result))
+    return 0
+
+
+def _evaluate_samples(args: argparse.Namespace, data: dict[str, Any]) -> int:
+    from ..evaluation import evaluate_samples
+    from ..evaluation.scorecard import format_table
+    from ..files import atomic_write_text
+
+    if args.samples is None or "source" not in data:
+        raise VaegenError(
+            "--samples FILE and --data SOURCE go together: the images to measure and the real "
+            "dataset to measure them against"
+        )
+    if args.run is not None:
+        raise VaegenError(f"--samples measures images without a run: leave out {args.run}")
+    result = evaluate_samples(
+        args.samples,
+        DataConfig(**data),
+        n=args.n_generated,
+        quick=args.quick,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+        feature_net=args.feature_net,
+        feature_epochs=args.feature_epochs,
+    )
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(format_table(result))
     return 0
 

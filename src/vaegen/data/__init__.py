@@ -414,6 +414,31 @@ def load_splits(
     return train, test
 
 
+def load_images(
+    source: str | Path,
+    *,
+    channels: int | None = None,
+    image_size: int | None = None,
+    skip_bad: bool = False,
+) -> ImageDataset:
+    """Every image of a file or folder of images made anywhere (a generator's output to be
+    measured), converted as `load_dataset` would: an .npz, a folder of images, or a folder of
+    IDX files (its train- files, or its t10k- files when it has no train- ones: `vaegen
+    generate --split test` writes only those). A named dataset is refused: its images are real
+    ones, to be named with --data."""
+    kind = source_kind(source)
+    options = dict(channels=channels, image_size=image_size, skip_bad=skip_bad)
+    if kind == "idx":
+        split = "train" if any(Path(source).glob("train-images-idx*-ubyte*")) else "test"
+        return load_dataset(source, split, **options)  # type: ignore[arg-type]
+    if kind in ("npz", "images"):
+        return load_dataset(source, "train", test_fraction=0, **options)  # type: ignore[arg-type]
+    raise DataError(
+        f"--samples {source}: not an .npz file, a folder of IDX files or a folder of images"
+        + (" (a named dataset is real data: give it as --data)" if kind == "named" else "")
+    )
+
+
 def read_whole(
     source: str | Path,
     data_dir: str | Path | None = None,

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,11 @@ import torch
 
 from .. import rundir
 from .._version import __version__
+from ..data import load_images, load_splits
 from ..errors import VaegenError
 from ..files import atomic_write_text
 from ..rundir import Run, layout
-from ..rundir.config import MAX_EPOCHS, check_count, check_seed
+from ..rundir.config import MAX_EPOCHS, DataConfig, check_count, check_seed
 from ..rundir.layout import EVAL
 from ..sampling.generate import MAX_IMAGES
 from ..sampling.priors import load_prior, prior_sha256
@@ -48,6 +51,7 @@ from .certificate import certificate
 from .context import SECONDS, Context, loss_units, q
 from .copying import memorisation, nearest_training
 from .estimators import KNN_K, PR_K
+from .features import Subject, subject_of
 from .latent import latent_knn
 from .marginal_likelihood import marginal_likelihood
 from .reference_classifier import CLASSIFIER_LR
@@ -60,8 +64,9 @@ from .samples import (
     two_sample,
 )
 from .synthetic import class_agreement, tstr
+from .tstr_classifiers import MLP_HIDDEN, MLP_LR, mlp_epochs
 
-__all__ = ["FULL", "QUICK", "evaluate", "loss_units"]
+__all__ = ["FULL", "QUICK", "evaluate", "evaluate_samples", "loss_units"]
 
 # the TSTR classifier's training, measured: see classifier.CLASSIFIER_LR
 FULL = {"classifier_epochs": 5}
@@ -196,6 +201,7 @@ def _evaluate(
 
     ctx = Context(
         run,
+        subject_of(run),
         train_ds,
         test_ds,
         n,
@@ -205,28 +211,19 @@ def _evaluate(
         used_prior,
         feature_net,
         feature_epochs,
+        recipe=_recipe(n, seed, epochs, device),
     )
+    images = sample_parts(ctx, epochs)
     parts = {
         # found, loaded or trained first, so that its training is not timed as Frechet's
-        "feature_network": lambda: ctx.feature_net().label,
+        "feature_network": images.pop("feature_network"),
         "likelihood": lambda: marginal_likelihood(ctx, k, binarize),
         "knn": lambda: latent_knn(ctx),
-        "frechet": lambda: frechet(ctx),
-        "precision_recall": lambda: precision_and_recall(ctx),
-        "density_coverage": lambda: density_coverage(ctx),
-        "kernel_distance": lambda: kernel_distance(ctx),
-        "alpha_beta": lambda: alpha_beta(ctx),
-        "two_sample": lambda: two_sample(ctx),
-        "nearest_training": lambda: nearest_training(ctx),
-        "memorisation": lambda: memorisation(ctx),
-        "class_agreement": lambda: class_agreement(ctx),
-        "tstr": lambda: tstr(ctx, epochs),
+        **images,
     }
-    measured = {}
-    for name, part in parts.items():
-        t0 = time.perf_counter()
-        measured[name] = part()
-        seconds[name] = time.perf_counter() - t0
+    measured = _measure(parts, seconds)
+    ctx.real_side().save()
+    settings["real_side"] = ctx.real_side().summary()
     seconds["total"] = time.perf_counter() - t_start
 
     result = {
@@ -260,4 +257,159 @@ def _evaluate(
     }
     result["certificate"] = certificate(result)
     atomic_write_text(run.path / EVAL, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _recipe(n: int, seed: int, epochs: int, device: torch.device) -> dict[str, Any]:
+    """What the real side of an evaluation depends on besides the data and the feature network
+    (real_cache): N, the seed, the classifiers' recipe and the device they train on."""
+    return {
+        "n": n,
+        "seed": seed,
+        "classifier_epochs": epochs,
+        "classifier_lr": CLASSIFIER_LR,
+        "mlp": {"epochs": mlp_epochs(epochs), "lr": MLP_LR, "hidden": MLP_HIDDEN},
+        "device": str(device),
+    }
+
+
+def _measure(parts: dict[str, Callable[[], Any]], seconds: dict[str, Any]) -> dict[str, Any]:
+    """Each part's result, in order, its seconds recorded in `seconds`."""
+    measured = {}
+    for name, part in parts.items():
+        t0 = time.perf_counter()
+        measured[name] = part()
+        seconds[name] = time.perf_counter() - t0
+    return measured
+
+
+def sample_parts(ctx: Context, classifier_epochs: int) -> dict[str, Callable[[], Any]]:
+    """The parts of an evaluation that need only images (no model): what `evaluate_samples`
+    measures, and what a run's evaluation measures beside its likelihood and latent space."""
+    return {
+        "feature_network": lambda: ctx.feature_net().label,
+        "frechet": lambda: frechet(ctx),
+        "precision_recall": lambda: precision_and_recall(ctx),
+        "density_coverage": lambda: density_coverage(ctx),
+        "kernel_distance": lambda: kernel_distance(ctx),
+        "alpha_beta": lambda: alpha_beta(ctx),
+        "two_sample": lambda: two_sample(ctx),
+        "nearest_training": lambda: nearest_training(ctx),
+        "memorisation": lambda: memorisation(ctx),
+        "class_agreement": lambda: class_agreement(ctx),
+        "tstr": lambda: tstr(ctx, classifier_epochs),
+    }
+
+
+def evaluate_samples(
+    samples: str | Path,
+    data: DataConfig,
+    *,
+    n: int | None = None,
+    quick: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    feature_net: str | Path | None = None,
+    feature_epochs: int | None = None,
+) -> dict[str, Any]:
+    """The image-based part of `evaluate` for images made anywhere: any generator's output
+    against a dataset, with no run (`vaegen evaluate --samples FILE --data SOURCE`).
+
+    samples: an .npz, a folder of IDX files or a folder of images (data.load_images), labelled
+    with the data's classes (class agreement and TSTR) or not. data: the real dataset as a run's
+    config.json names it (source and options; the same channels and image size are applied to
+    the samples, which must then have the data's image shape). n: images compared (None: all
+    given, at most the training set's size, and with quick at most QUICK's; more given than n:
+    a seeded random n of them), against n random real training images. The feature network is
+    the reference for FashionMNIST, else one trained on the data's training split, kept in
+    vaegen's cache or in `feature_net` (see vaegen.evaluation.features).
+    Returns the result (as eval.json holds one, with "samples" in place of "run" and "model",
+    and the certificate); writes nothing itself. Numbers equal a run's evaluation of the same
+    images with the same seed and N.
+    """
+    check_seed("seed", seed)
+    if feature_epochs is not None:
+        check_count("feature_epochs", feature_epochs, 1, MAX_EPOCHS)
+    if n is not None:
+        check_count("n", n, PR_K + 1, MAX_IMAGES)
+    t_start = time.perf_counter()
+    given = load_images(samples, channels=data.channels, image_size=data.image_size)
+    train_ds, test_ds = load_splits(data.source, **data.load_options())
+    if given.image_shape != train_ds.image_shape:
+        raise VaegenError(
+            f"--samples {samples}: its images are {given.image_shape}, the data's "
+            f"({data.source}) are {train_ds.image_shape}; convert one or both with --channels "
+            "and --image-size"
+        )
+    labels = given.labels
+    if labels is not None and list(given.classes) != list(train_ds.classes):
+        raise VaegenError(
+            f"--samples {samples}: its classes ({', '.join(given.classes)}) are not the data's "
+            f"({', '.join(train_ds.classes)}); class agreement and TSTR need the same classes "
+            "in the same order (or give the images without labels)"
+        )
+    cap = QUICK["n_generated"] if quick else MAX_IMAGES
+    count = min(len(given), len(train_ds), cap, n if n is not None else len(given))
+    if count <= PR_K:
+        raise VaegenError(
+            f"--samples {samples}: {len(given)} images given, {len(train_ds)} training images "
+            f"in {data.source}; evaluating needs more than {PR_K} of each"
+        )
+    epochs = QUICK["classifier_epochs"] if quick else FULL["classifier_epochs"]
+    pick = torch.Generator().manual_seed(seed + EVALUATION.generated)
+    chosen = torch.randperm(len(given), generator=pick)[:count] if count < len(given) else None
+    images = given.images if chosen is None else given.images[chosen]
+    if labels is not None and chosen is not None:
+        labels = labels[chosen]
+    gen = torch.Generator().manual_seed(seed + EVALUATION.real_subset)
+    real_idx = torch.randperm(len(train_ds), generator=gen)[:count]
+    shape = train_ds.image_shape
+    subject = Subject(data, shape, tuple(train_ds.classes), torch.device(device))
+    ctx = Context(
+        None,
+        subject,
+        train_ds,
+        test_ds,
+        count,
+        real_idx,
+        seed,
+        progress,
+        feature_dir=None if feature_net is None else Path(feature_net),
+        feature_epochs=feature_epochs,
+        recipe=_recipe(count, seed, epochs, torch.device(device)),
+        _generated=(images, labels),
+    )
+    seconds: dict[str, Any] = {}
+    measured = _measure(sample_parts(ctx, epochs), seconds)
+    ctx.real_side().save()
+    seconds["total"] = time.perf_counter() - t_start
+    result: dict[str, Any] = {
+        "vaegen_version": __version__,
+        "samples": {
+            "path": str(Path(samples).absolute()),
+            "given": len(given),
+            "labelled": given.labels is not None,
+            "image_shape": list(shape),
+        },
+        "data": asdict(data),
+        "settings": {
+            "n_generated": count,
+            "quick": quick,
+            "seed": seed,
+            "classifier_epochs": epochs,
+            "classifier_lr": CLASSIFIER_LR,
+            "precision_recall_k": PR_K,
+            "device": str(device),
+            "requested": {"n": n},
+            "feature_net": None if feature_net is None else str(feature_net),
+            "feature_epochs": feature_epochs,
+            "real_side": ctx.real_side().summary(),
+        },
+        **{k: v for k, v in measured.items() if k != "feature_network"},
+        "feature_network": measured["feature_network"] or {"skipped": ctx.feature_skip()},
+        "seconds": {name: q(round(s, 3), SECONDS) for name, s in seconds.items()},
+        "notes": [] if chosen is None else [f"{count} of the {len(given)} images given, at random"],
+    }
+    result["certificate"] = certificate(result)
     return result

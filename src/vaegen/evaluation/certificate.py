@@ -127,9 +127,16 @@ MEASURES = (
     ),
     Measure(
         "tstr",
-        "train synthetic, test real",
+        "train synthetic, test real (CNN)",
         ("tstr", "synthetic_accuracy"),
         ("tstr", "real_accuracy"),
+        "higher",
+    ),
+    Measure(
+        "tstr_mlp",
+        "train synthetic, test real (MLP)",
+        ("tstr", "architectures", "mlp", "synthetic_accuracy"),
+        ("tstr", "architectures", "mlp", "real_accuracy"),
         "higher",
     ),
 )

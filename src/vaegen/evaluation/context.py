@@ -15,8 +15,11 @@ from ..rundir import Run
 from ..sampling.generate import generate, reconstruct
 from ..sampling.priors import Prior
 from ..seeds import EVALUATION
-from .features import FeatureNet, feature_network
+from .estimators import NEAR_QUANTILE, PR_K
+from .features import FeatureNet, Subject, data_fingerprint, feature_network
+from .fidelity import AB_STEPS, DC_K, KID_SUBSET_SIZE
 from .intervals import Interval
+from .real_cache import RealSide, open_real_side
 from .reference_classifier import Classifier, extract_features
 
 NATS = "nats per image"
@@ -48,9 +51,11 @@ def loss_units(lk: Likelihood) -> str:
 
 @dataclass
 class Context:
-    """The run, its data, N and its real images, the seed; shared images and features."""
+    """The run (or, for images from elsewhere, None and the images), its data, N and its real
+    images, the seed; shared images and features."""
 
-    run: Run
+    run: Run | None
+    subject: Subject  # the data, shape, classes and device (features.subject_of(run))
     train: ImageDataset
     test: ImageDataset
     n: int  # generated images, and real training images to compare them with
@@ -62,9 +67,39 @@ class Context:
     )
     feature_dir: Path | None = None  # --feature-net (None: RUN/feature_net); see .features
     feature_epochs: int | None = None  # --feature-epochs (None: the saved network's, or default)
+    # images from elsewhere (uint8 N x C x H x W, labels N or None) measured in place of a run's
     _generated: tuple[torch.Tensor, torch.Tensor | None] | None = None
     _feature_net: FeatureNet | None = None
+    # what the real side depends on beyond the data and the feature network (real_cache): N,
+    # seed, the classifiers' recipe and the device they train on
+    recipe: dict[str, Any] = field(default_factory=dict)
     _features: dict[str, torch.Tensor] = field(default_factory=dict)
+    _real: RealSide | None = None
+    _reconstructed: torch.Tensor | None = None
+
+    def real_side(self) -> RealSide:
+        """The cache entry of this evaluation's real side (real_cache), opened once: its key is
+        the data's content, the feature network's identity, the recipe and the estimators'
+        constants."""
+        if self._real is None:
+            net = self.feature_net()
+            self._real = open_real_side(
+                {
+                    "data_sha256": data_fingerprint(self.train, self.test),
+                    "feature_net": net.weights_sha256,
+                    **self.recipe,
+                    "constants": {
+                        "pr_k": PR_K,
+                        "dc_k": DC_K,
+                        "kid_subset": KID_SUBSET_SIZE,
+                        "ab_steps": AB_STEPS,
+                        "near_quantile": NEAR_QUANTILE,
+                        "bootstrap": BOOTSTRAP_RESAMPLES,
+                        "frechet_bootstrap": FRECHET_RESAMPLES,
+                    },
+                }
+            )
+        return self._real
 
     def holdout_split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Three disjoint sets of H real images for the memorisation measures, H = min(half the
@@ -76,9 +111,18 @@ class Context:
         order = torch.randperm(len(self.test), generator=gen)
         return self.real_idx[:h], order[:h], order[h : 2 * h]
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the generated images come with the classes they were made for."""
+        if self.run is None:
+            return self.generated()[1] is not None
+        return self.run.config.model.conditional
+
     def generated(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """N generated images (and labels for a conditional model), made once, seeded."""
+        """N generated images (and labels for a conditional model), made once, seeded; the
+        images given for a Context without a run."""
         if self._generated is None:
+            assert self.run is not None, "a Context without a run is given its images"
             self._generated = generate(
                 self.run, self.n, seed=self.seed + EVALUATION.generated, prior=self.prior
             )
@@ -89,7 +133,7 @@ class Context:
         trained once."""
         if self._feature_net is None:
             self._feature_net = feature_network(
-                self.run,
+                self.subject,
                 self.train,
                 self.test,
                 folder=self.feature_dir,
@@ -118,14 +162,22 @@ class Context:
                 "generated": lambda: self.generated()[0],
                 "train": lambda: self.train.images[self.real_idx],
                 "reconstructions": self.reconstructions,
-            }[name]()
-            self._features[name] = extract_features(
-                self.classifier(), images, progress=self.progress
+            }[name]
+
+            def extract() -> torch.Tensor:
+                return extract_features(self.classifier(), images(), progress=self.progress)
+
+            real = name in ("test", "train")  # the same for every run of this dataset
+            self._features[name] = (
+                self.real_side().tensor(f"features.{name}", extract) if real else extract()
             )
         return self._features[name]
 
     def reconstructions(self) -> torch.Tensor:
         """The test images decoded from their encoder means (with their labels for a conditional
-        model), uint8 like generated images."""
-        conditional = self.run.config.model.conditional
-        return reconstruct(self.run, self.test.images, self.test.labels if conditional else None)
+        model), uint8 like generated images, made once (a run's Context only)."""
+        assert self.run is not None, "reconstructions need a run's model"
+        if self._reconstructed is None:
+            labels = self.test.labels if self.conditional else None
+            self._reconstructed = reconstruct(self.run, self.test.images, labels)
+        return self._reconstructed

@@ -21,6 +21,11 @@ a run's own folder that another run has used so is marked `shared` in its sideca
 its own run cannot replace it either.
 
 An unlabelled dataset cannot train a classifier: the parts that need features are skipped.
+
+Images from elsewhere (`vaegen evaluate --samples FILE --data SOURCE`: no run) are measured the
+same way: the reference for FashionMNIST, else a network trained on SOURCE's training split and
+kept in vaegen's cache (cache_root()/feature_nets/, one folder per dataset's content), or in the
+folder --feature-net names.
 """
 
 from __future__ import annotations
@@ -35,20 +40,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .. import tensorfiles
 from .._version import __version__
 from ..data import ImageDataset
+from ..data.cache import cache_root
 from ..data.named import FASHION_MNIST
 from ..errors import VaegenError, some_names
 from ..files import atomic_write_text, is_temporary, write_group
 from ..locks import lock
 from ..rundir import Run, layout
+from ..rundir.config import DataConfig
 from .reference_classifier import (
     CLASSIFIER_LR,
     REFERENCE_SHAPE,
+    REFERENCE_WEIGHTS,
     Classifier,
     accuracy,
+    asset_path,
     load_classifier,
     load_reference_classifier,
     reference_info,
@@ -84,14 +94,35 @@ class FeatureNet:
     what: str = ""
     test_accuracy: float | None = None
     skip: str | None = None
-
-
-def is_fashion_mnist(run: Run) -> bool:
-    """Whether the reference classifier measures this run: its data source is the named
-    FashionMNIST (checksum-verified when loaded) and its images are still 1 x 28 x 28."""
-    return (
-        run.config.data.source == FASHION_MNIST.name and tuple(run.image_shape) == REFERENCE_SHAPE
+    weights_sha256: str | None = (
+        None  # of its weights' file: what numbers measured through it share
     )
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a feature network is chosen for: the data as config.json records it (source and
+    options), the images' C x H x W shape and class names, the device, and the run directory
+    whose feature_net folder is the default (None for images from elsewhere: the cache's)."""
+
+    data: DataConfig
+    image_shape: tuple[int, int, int]
+    classes: tuple[str, ...]
+    device: torch.device
+    run_path: Path | None = None
+
+
+def subject_of(run: Run) -> Subject:
+    """A run's data, shape, classes, device and directory."""
+    shape = tuple(run.image_shape)
+    assert len(shape) == 3
+    return Subject(run.config.data, shape, tuple(run.classes), run.device, run.path)  # type: ignore[arg-type]
+
+
+def is_fashion_mnist(subject: Subject) -> bool:
+    """Whether the reference classifier measures these images: the data source is the named
+    FashionMNIST (checksum-verified when loaded) and the images are still 1 x 28 x 28."""
+    return subject.data.source == FASHION_MNIST.name and subject.image_shape == REFERENCE_SHAPE
 
 
 def default_epochs(n_train: int) -> int:
@@ -114,7 +145,7 @@ def data_fingerprint(train: ImageDataset, test: ImageDataset) -> str:
 
 
 def feature_network(
-    run: Run,
+    subject: Subject,
     train: ImageDataset,
     test: ImageDataset,
     *,
@@ -122,26 +153,33 @@ def feature_network(
     epochs: int | None = None,
     progress: bool = True,
 ) -> FeatureNet:
-    """The network of this run (see the module docstring): the reference for FashionMNIST, else
-    the one in `folder` (default RUN/feature_net) when its sidecar matches the run's data and
-    `epochs` (None: whatever it was trained with), else one trained now and saved there.
+    """The network of these images (see the module docstring): the reference for FashionMNIST,
+    else the one in `folder` (default RUN/feature_net, or for images without a run a folder of
+    vaegen's cache named by the data's content) when its sidecar matches the data and `epochs`
+    (None: whatever it was trained with), else one trained now and saved there.
 
     A mismatch in the default folder retrains and replaces the network; in a folder the user
     named, it is a VaegenError (other runs may be measured with that network)."""
-    if is_fashion_mnist(run):
+    if is_fashion_mnist(subject):
         if folder is not None or epochs is not None:
             flag = f"--feature-net {folder}" if folder is not None else "--feature-epochs"
             raise VaegenError(
                 f"{flag}: FashionMNIST runs are measured with vaegen's reference classifier, so "
                 "that all of them compare; evaluate this run without it"
             )
-        return _reference(run)
-    if train.labels is None or test.labels is None or len(run.classes) < 2:
+        return _reference(subject.device)
+    if train.labels is None or test.labels is None or len(subject.classes) < 2:
         return FeatureNet(None, {}, skip=_unlabelled_reason(train, test))
     if epochs is not None and epochs < 1:
         raise VaegenError(f"--feature-epochs {epochs} is not valid: use an integer >= 1")
+    fingerprint = data_fingerprint(train, test)
     shared = folder is not None
-    folder = folder if folder is not None else run.path / layout.FEATURE_NET
+    if folder is None:
+        folder = (
+            subject.run_path / layout.FEATURE_NET
+            if subject.run_path is not None
+            else cache_root() / "feature_nets" / fingerprint[:16]
+        )
     if (folder / layout.CONFIG).exists():
         raise VaegenError(
             f"--feature-net {folder} is a run directory; its feature network is in "
@@ -152,9 +190,9 @@ def feature_network(
     _check_feature_folder(folder)
     wanted = {
         "format": FORMAT,
-        "image_shape": list(run.image_shape),
-        "classes": list(run.classes),
-        "data_sha256": data_fingerprint(train, test),
+        "image_shape": list(subject.image_shape),
+        "classes": list(subject.classes),
+        "data_sha256": fingerprint,
         "seed": FEATURE_SEED,
     }
     if epochs is not None:
@@ -171,17 +209,25 @@ def feature_network(
         if sidecar is None:
             if why is not None:
                 log.info("%s: %s; training it again", folder, why)
-            sidecar = _train_and_save(run, train, test, folder, wanted, epochs, progress)
+            sidecar = _train_and_save(subject, train, test, folder, wanted, epochs, progress)
         if shared and not sidecar.get("shared"):  # from now on its owner run cannot replace it
             sidecar = {**sidecar, "shared": True}
             atomic_write_text(folder / SIDECAR, json.dumps(sidecar, indent=2) + "\n")
         # read while the folder is held: another evaluation cannot replace the weights meanwhile
-        model = load_classifier(folder / WEIGHTS, run.image_shape, len(run.classes), run.device)
+        model = load_classifier(
+            folder / WEIGHTS, subject.image_shape, len(subject.classes), subject.device
+        )
     label = _label(folder, sidecar)
-    return FeatureNet(model, label, "the feature network", sidecar["test_accuracy"])
+    return FeatureNet(
+        model,
+        label,
+        "the feature network",
+        sidecar["test_accuracy"],
+        weights_sha256=sidecar["weights_sha256"],
+    )
 
 
-def _reference(run: Run) -> FeatureNet:
+def _reference(device: torch.device) -> FeatureNet:
     label = {
         "kind": "reference",
         "name": "vaegen reference FashionMNIST classifier, penultimate layer",
@@ -189,8 +235,11 @@ def _reference(run: Run) -> FeatureNet:
         "comparable": "with any FashionMNIST run's numbers of equal N: one fixed network, "
         "shipped with vaegen",
     }
-    model = load_reference_classifier(run.device)
-    return FeatureNet(model, label, "the reference classifier", label["test_accuracy"])
+    model = load_reference_classifier(device)
+    digest = hashlib.sha256(asset_path(REFERENCE_WEIGHTS).read_bytes()).hexdigest()
+    return FeatureNet(
+        model, label, "the reference classifier", label["test_accuracy"], weights_sha256=digest
+    )
 
 
 def _unlabelled_reason(train: ImageDataset, test: ImageDataset) -> str:
@@ -276,7 +325,7 @@ _SIDECAR_FIELDS: dict[str, type | tuple[type, ...]] = {
 
 
 def _train_and_save(
-    run: Run,
+    subject: Subject,
     train: ImageDataset,
     test: ImageDataset,
     folder: Path,
@@ -289,7 +338,7 @@ def _train_and_save(
     assert train.labels is not None and test.labels is not None  # checked by the caller
     epochs = epochs if epochs is not None else default_epochs(len(train))
     log.info(
-        "training a feature network on the run's %d training images (%d epochs) into %s",
+        "training a feature network on %d training images (%d epochs) into %s",
         len(train),
         epochs,
         folder,
@@ -299,30 +348,30 @@ def _train_and_save(
         train.labels,
         epochs=epochs,
         seed=FEATURE_SEED,
-        num_classes=len(run.classes),
+        num_classes=len(subject.classes),
         batch_size=BATCH,
         lr=CLASSIFIER_LR,
-        device=run.device,
+        device=subject.device,
         progress=progress,
     )
     weights = tensorfiles.tensors_to_bytes(model.state_dict())
-    held_out = run.config.data.test_fraction != 0
+    held_out = subject.data.test_fraction != 0
     sidecar = {
         **wanted,
         "description": "vaegen feature network "
         "(vaegen.evaluation.reference_classifier.Classifier) trained by `vaegen evaluate` on one "
         "dataset's training split",
-        "data": asdict(run.config.data),  # source, options, test_fraction and split_seed
-        "trained_on_run": str(run.path),
+        "data": asdict(subject.data),  # source, options, test_fraction and split_seed
+        "trained_on_run": None if subject.run_path is None else str(subject.run_path),
         "n_train": len(train),
         "n_test": len(test),
         "epochs": epochs,
         "optimizer": f"Adam lr {CLASSIFIER_LR:g}, cosine decay to 0, batch {BATCH}",
         "test_accuracy": accuracy(model, test.images, test.labels),
-        "test_images": "the run's held-out test split"
+        "test_images": "the held-out test split"
         if held_out
-        else "the training images (the run holds none out: test_fraction 0)",
-        "device": str(run.device),
+        else "the training images (none held out: test_fraction 0)",
+        "device": str(subject.device),
         "vaegen_version": __version__,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }

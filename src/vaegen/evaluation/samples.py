@@ -20,6 +20,7 @@ the test set: what a generator as good as the data itself reaches at this N.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,10 +47,19 @@ from .intervals import (
     frechet_interval,
     seed_interval,
 )
-from .two_sample import two_sample_auc
+from .two_sample import TwoSampleResult, two_sample_auc
 
-# the two sets each measure compares a reference with: the generated images, and the floor
-SIDES = (("generated", "generated"), ("train_vs_test_reference", "train"))
+
+def _both(ctx: Context, part: str, side: Callable[[str], Any]) -> dict[str, Any]:
+    """A part's numbers for the generated images, side("generated"), and for N real training
+    images, side("train"), the floor: the same for every run of the dataset, so kept in the
+    real side's cache (real_cache) under the part's name."""
+    return {
+        "generated": side("generated"),
+        "train_vs_test_reference": ctx.real_side().number(
+            f"{part}.train_vs_test_reference", lambda: side("train")
+        ),
+    }
 
 
 def _share(inside: torch.Tensor) -> Interval:
@@ -58,7 +68,7 @@ def _share(inside: torch.Tensor) -> Interval:
 
 def frechet(ctx: Context) -> dict[str, Any]:
     """Frechet distances to the test set of the generated images, of N real training images and
-    of the test set's reconstructions, in squared feature units."""
+    (for a run) of the test set's reconstructions, in squared feature units."""
     skip = ctx.feature_skip()
     if skip is not None:
         return {"skipped": skip}
@@ -70,23 +80,30 @@ def frechet(ctx: Context) -> dict[str, Any]:
     def distance(name: str) -> Interval:
         return frechet_interval(ctx.features(name), test, n_resamples=FRECHET_RESAMPLES, seed=seed)
 
-    samples, recon = distance("generated"), distance("reconstructions")
-    cond = " with its label" if ctx.run.config.model.conditional else ""
-    return {
+    samples = distance("generated")
+    out: dict[str, Any] = {
         "generated_vs_test": qi(samples, fu),
-        "train_vs_test_floor": qi(distance("train"), fu),
-        "reconstructions_vs_test": qi(recon, fu),
-        "samples_over_reconstructions": {
+        "train_vs_test_floor": ctx.real_side().number(
+            "frechet.train_vs_test_floor", lambda: qi(distance("train"), fu)
+        ),
+    }
+    notes = [
+        f"N = {ctx.n} generated (seed {ctx.seed + EVALUATION.generated}) and N random real "
+        "training images, each against all test images; the distance depends on N, so compare "
+        "numbers of equal N",
+        "intervals: bootstrap over both sets of images (blocks of rows, see "
+        "vaegen.evaluation.intervals.frechet_interval), the spread of the resampled distances "
+        "placed around the value: how far another draw of as many images would move the number",
+    ]
+    if ctx.run is not None:  # images from elsewhere have no decoder to reconstruct with
+        recon = distance("reconstructions")
+        out["reconstructions_vs_test"] = qi(recon, fu)
+        out["samples_over_reconstructions"] = {
             "value": samples.value / recon.value if recon.value else None,
             "units": "generated_vs_test / reconstructions_vs_test",
-        },
-        "n": ctx.n,
-        "n_test": len(ctx.test),
-        "feature_network": net.label,
-        "notes": [
-            f"N = {ctx.n} generated (seed {ctx.seed + EVALUATION.generated}) and N random real training images, "
-            "each against all test images; the distance depends on N, so compare numbers of "
-            "equal N",
+        }
+        cond = " with its label" if ctx.conditional else ""
+        notes += [
             f"reconstructions: each test image decoded from its encoder mean{cond}, the "
             "likelihood's mean quantised to uint8 as generated images are; no sampling, so "
             "their distance is what the decoder's blur alone costs",
@@ -94,11 +111,13 @@ def frechet(ctx: Context) -> dict[str, Any]:
             "decoder's best renderings of real images. Near 1, the decoder limits the samples "
             "and a sharper decoder is what would help; well above 1, the prior adds its own "
             "error (samples from regions of the latent space the encoder does not use)",
-            "intervals: bootstrap over both sets of images (blocks of rows, see "
-            "vaegen.evaluation.intervals.frechet_interval), the spread of the resampled "
-            "distances placed around the value: how far another draw of as many images would "
-            "move the number",
-        ],
+        ]
+    return {
+        **out,
+        "n": ctx.n,
+        "n_test": len(ctx.test),
+        "feature_network": net.label,
+        "notes": notes,
     }
 
 
@@ -109,13 +128,11 @@ def precision_and_recall(ctx: Context) -> dict[str, Any]:
     if skip is not None:
         return {"skipped": skip}
     test = ctx.features("test")
-    out: dict[str, Any] = {}
-    for key, name, what in (
-        ("generated", "generated", "generated images"),
-        ("train_vs_test_reference", "train", "real training images"),
-    ):
+
+    def side(name: str) -> Any:
+        what = {"generated": "generated images", "train": "real training images"}[name]
         inside_test, inside_set = precision_recall_inside(test, ctx.features(name), k=PR_K)
-        out[key] = {
+        return {
             "precision": qi(
                 _share(inside_test), f"fraction of the {what} inside the test images' manifold"
             ),
@@ -123,6 +140,8 @@ def precision_and_recall(ctx: Context) -> dict[str, Any]:
                 _share(inside_set), f"fraction of test images inside the {what}' manifold"
             ),
         }
+
+    out = _both(ctx, "precision_recall", side)
     return {
         **out,
         "k": PR_K,
@@ -154,8 +173,8 @@ def density_coverage(ctx: Context) -> dict[str, Any]:
         return {"skipped": skip}
     test = ctx.features("test")
     seed = ctx.seed + EVALUATION.bootstrap
-    out: dict[str, Any] = {}
-    for key, name in SIDES:
+
+    def side(name: str) -> Any:
         counts, covered = density_coverage_points(test, ctx.features(name), k=DC_K)
         density = bootstrap_interval(
             lambda c: float(np.mean(c)) / DC_K,
@@ -163,10 +182,12 @@ def density_coverage(ctx: Context) -> dict[str, Any]:
             n_resamples=BOOTSTRAP_RESAMPLES,
             seed=seed,
         )
-        out[key] = {
+        return {
             "density": qi(density, "test images' balls holding an image, over k, per image"),
             "coverage": qi(_share(covered), "fraction of test images' balls holding an image"),
         }
+
+    out = _both(ctx, "density_coverage", side)
     return {
         **out,
         "k": DC_K,
@@ -196,15 +217,17 @@ def kernel_distance(ctx: Context) -> dict[str, Any]:
     size = min(KID_SUBSET_SIZE, min(ctx.n, len(test)) // 10)
     if size < 2:
         return {"skipped": f"too few images for 10 disjoint subsets ({min(ctx.n, len(test))})"}
-    out: dict[str, Any] = {}
-    for key, name in SIDES:
+
+    def side(name: str) -> Any:
         values = kid_disjoint(
             test, ctx.features(name), subset_size=size, seed=ctx.seed + EVALUATION.kid
         )
-        out[key] = qi(
+        return qi(
             seed_interval(values, over="disjoint subsets"),
             "kernel units: cubic polynomial kernel of the features, MMD^2",
         )
+
+    out = _both(ctx, "kernel_distance", side)
     return {
         **out,
         "subset_size": size,
@@ -231,8 +254,8 @@ def alpha_beta(ctx: Context) -> dict[str, Any]:
     test = ctx.features("test")
     alphas = torch.linspace(0, 1, AB_STEPS, dtype=torch.float64)
     seed = ctx.seed + EVALUATION.bootstrap
-    out: dict[str, Any] = {}
-    for key, name in SIDES:
+
+    def side(name: str) -> Any:
         real_c, gen_c, close, spread = alpha_beta_points(test, ctx.features(name))
 
         def precision(g: np.ndarray, r: np.ndarray) -> float:
@@ -244,7 +267,7 @@ def alpha_beta(ctx: Context) -> dict[str, Any]:
                 alphas, recall_curve(alphas, torch.from_numpy(c), torch.from_numpy(sp))
             )
 
-        out[key] = {
+        return {
             "alpha_precision": qi(
                 bootstrap_interval(
                     precision,
@@ -269,6 +292,8 @@ def alpha_beta(ctx: Context) -> dict[str, Any]:
                 "1 - normalised area between the beta-recall curve and the diagonal",
             ),
         }
+
+    out = _both(ctx, "alpha_beta", side)
     return {
         **out,
         "n": ctx.n,
@@ -297,15 +322,18 @@ def two_sample(ctx: Context) -> dict[str, Any]:
         return {"skipped": skip}
     test = ctx.features("test")
     seed = ctx.seed + EVALUATION.two_sample
-    out: dict[str, Any] = {}
-    result = None
-    for key, name in SIDES:
+    done: list[TwoSampleResult] = []
+
+    def side(name: str) -> Any:
         result = two_sample_auc(test, ctx.features(name), seed=seed, max_per_side=len(test))
+        done.append(result)
         interval = Interval(
             result.auc, result.low, result.high, 2 * result.n_per_side, "delong-cv", 0.95
         )
-        out[key] = qi(interval, "AUC of held-out probabilities (0.5: indistinguishable)")
-    assert result is not None
+        return qi(interval, "AUC of held-out probabilities (0.5: indistinguishable)")
+
+    out = _both(ctx, "two_sample", side)
+    result = done[0]  # the generated side's, always measured
     return {
         **out,
         "n_per_side": result.n_per_side,

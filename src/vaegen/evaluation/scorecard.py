@@ -7,6 +7,7 @@ can format a saved eval.json as well as a fresh result.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ..model.likelihoods import likelihood
@@ -60,35 +61,13 @@ def _lowest(per_class: dict[str, Any]) -> tuple[str, float]:
 def format_table(result: dict[str, Any]) -> str:
     """The scorecard `vaegen evaluate` prints: one line per number, with its units."""
     s = result["settings"]
-    m = result["model"]
-    lk = result["likelihood"]
-    loss = m["loss"]
-    unit = likelihood(loss).unit
     rows: list[tuple[str, str]] = []
 
     def add(name: str, text: str) -> None:
         rows.append((name, text))
 
-    kind = "conditional" if m["conditional"] else "unconditional"
-    data = "binarised test images" if s["binarize"] else "test images"
-    add("negative ELBO", f"{_value(lk, 'negative_elbo'):.2f} {unit} per image ({data})")
-    add("  reconstruction", f"{_value(lk, 'reconstruction'):.2f} {unit}")
-    add("  KL", f"{_value(lk, 'kl'):.2f} nats")
-    add(f"NLL bound, IWAE K={s['iw_samples']}", f"{_vi(lk, 'nll_bound_iwae', '.2f')} {unit}")
-    if "gaussian_nll_nats" in lk:
-        g = lk["gaussian_nll_nats"]
-        add(
-            "  as Gaussian NLL",
-            f"{_value(g, 'nll_bound_iwae'):.2f} nats (ELBO: {_value(g, 'negative_elbo'):.2f} nats)",
-        )
-    knn = result["latent_knn"]
-    if "accuracy" in knn:
-        add(
-            f"latent {knn['k']}-NN accuracy",
-            f"{_vi(knn, 'accuracy', '.2%')} (chance {_value(knn, 'chance'):.0%})",
-        )
-    else:
-        add(f"latent {KNN_K}-NN accuracy", f"not applicable: {knn['not_applicable']}")
+    if "model" in result:  # a run's evaluation; images from elsewhere have no model to measure
+        _model_rows(add, result)
     net = result.get("feature_network", {})  # absent from the eval.json of vaegen 0.1
     if "id" in net:  # trained on this run's data: its numbers compare only with its own
         add(
@@ -159,12 +138,17 @@ def format_table(result: dict[str, Any]) -> str:
     if nt is not None and "skipped" in nt:
         add("nearest training image", f"skipped: {nt['skipped']}")
     elif nt is not None:
+        recon = (
+            f"; their reconstructions: {_value(nt, 'reconstructions_median_ratio'):.3f}x, "
+            f"{_value(nt, 'reconstructions_near_copies'):.1%}"
+            if "reconstructions_median_ratio" in nt  # images from elsewhere have none
+            else ""
+        )
         add(
             "nearest training image",
             f"median distance {_vi(nt, 'median_ratio', '.3f')}x the test images'; "
-            f"{_vi(nt, 'near_copies', '.1%')} near copies (test images: {NEAR_QUANTILE:.0%}; their "
-            f"reconstructions: {_value(nt, 'reconstructions_median_ratio'):.3f}x, "
-            f"{_value(nt, 'reconstructions_near_copies'):.1%})",
+            f"{_vi(nt, 'near_copies', '.1%')} near copies (test images: {NEAR_QUANTILE:.0%}"
+            f"{recon})",
         )
     mem = result.get("memorisation")
     if mem is not None and "skipped" in mem:
@@ -191,12 +175,22 @@ def format_table(result: dict[str, Any]) -> str:
         add("train synthetic, test real", f"not applicable: {t['not_applicable']}")
     else:
         # the published anchor is FashionMNIST's: no yardstick for another dataset
-        fashion = result.get("model", {}).get("data") == "fashion-mnist"
+        source = result["model"].get("data") if "model" in result else result["data"]["source"]
+        fashion = source == "fashion-mnist"
         anchor = "; published FashionMNIST CVAE 81.0% vs 86.6%, 0.935" if fashion else ""
+        # the top-level numbers are the CNN's; the eval.json of vaegen 0.2 and earlier has no MLP
+        mlp = t.get("architectures", {}).get("mlp")
         add(
             f"train synthetic, test real, N={t['n']}",
-            f"{_vi(t, 'synthetic_accuracy', '.2%')} vs {_vi(t, 'real_accuracy', '.2%')} real "
-            f"(ratio {_value(t, 'ratio') or math.nan:.3f}{anchor})",
+            f"CNN {_vi(t, 'synthetic_accuracy', '.2%')} vs {_vi(t, 'real_accuracy', '.2%')} real "
+            f"(ratio {_value(t, 'ratio') or math.nan:.3f}{anchor})"
+            + (
+                f"; MLP {_vi(mlp, 'synthetic_accuracy', '.2%')} vs "
+                f"{_vi(mlp, 'real_accuracy', '.2%')} real "
+                f"(ratio {_value(mlp, 'ratio') or math.nan:.3f})"
+                if mlp is not None
+                else ""
+            ),
         )
     sec = result["seconds"]
     parts = ", ".join(
@@ -204,12 +198,22 @@ def format_table(result: dict[str, Any]) -> str:
     )
     add("time", f"{_value(sec, 'total'):.0f} s ({parts})")
     width = max(len(name) for name, _ in rows)
-    prior = s.get("prior", {}).get("used")  # absent from the eval.json of vaegen 0.1
-    head = (
-        f"{result['run']}: {kind} {loss}-loss VAE, seed {s['seed']}"
-        + (", quick" if s["quick"] else "")
-        + (f", samples from the {PRIOR_NAMES.get(prior, prior)} prior" if prior else "")
-    )
+    if "model" in result:
+        m = result["model"]
+        kind = "conditional" if m["conditional"] else "unconditional"
+        prior = s.get("prior", {}).get("used")  # absent from the eval.json of vaegen 0.1
+        head = (
+            f"{result['run']}: {kind} {m['loss']}-loss VAE, seed {s['seed']}"
+            + (", quick" if s["quick"] else "")
+            + (f", samples from the {PRIOR_NAMES.get(prior, prior)} prior" if prior else "")
+        )
+    else:
+        given = result["samples"]
+        head = (
+            f"{given['path']}: {s['n_generated']} of {given['given']} images "
+            f"({'labelled' if given['labelled'] else 'unlabelled'}) against "
+            f"{result['data']['source']}, seed {s['seed']}" + (", quick" if s["quick"] else "")
+        )
     lines = [head, *(f"  {name:<{width}}  {text}" for name, text in rows)]
     cert = result.get("certificate")
     if cert is not None:  # absent from the eval.json of vaegen 0.2 and earlier
@@ -236,3 +240,31 @@ def _pairs(
             f"{_vi(g, first, spec)} / {_vi(g, second, spec)} generated vs test; reference "
             f"{_vi(ref, first, spec)} / {_vi(ref, second, spec)}",
         )
+
+
+def _model_rows(add: Callable[[str, str], None], result: dict[str, Any]) -> None:
+    """The lines only a run's evaluation has: the likelihood and the latent space."""
+    s = result["settings"]
+    m = result["model"]
+    lk = result["likelihood"]
+    loss = m["loss"]
+    unit = likelihood(loss).unit
+    data = "binarised test images" if s["binarize"] else "test images"
+    add("negative ELBO", f"{_value(lk, 'negative_elbo'):.2f} {unit} per image ({data})")
+    add("  reconstruction", f"{_value(lk, 'reconstruction'):.2f} {unit}")
+    add("  KL", f"{_value(lk, 'kl'):.2f} nats")
+    add(f"NLL bound, IWAE K={s['iw_samples']}", f"{_vi(lk, 'nll_bound_iwae', '.2f')} {unit}")
+    if "gaussian_nll_nats" in lk:
+        g = lk["gaussian_nll_nats"]
+        add(
+            "  as Gaussian NLL",
+            f"{_value(g, 'nll_bound_iwae'):.2f} nats (ELBO: {_value(g, 'negative_elbo'):.2f} nats)",
+        )
+    knn = result["latent_knn"]
+    if "accuracy" in knn:
+        add(
+            f"latent {knn['k']}-NN accuracy",
+            f"{_vi(knn, 'accuracy', '.2%')} (chance {_value(knn, 'chance'):.0%})",
+        )
+    else:
+        add(f"latent {KNN_K}-NN accuracy", f"not applicable: {knn['not_applicable']}")
