@@ -156,3 +156,22 @@ def test_the_frechet_interval_holds_the_value_where_resampling_biases_the_distan
     interval = frechet_interval(a, b, n_resamples=200, seed=0)
     assert interval.low <= interval.value <= interval.high
     assert interval.high < 1.5 * interval.value
+
+
+def test_memorisation_is_read_against_what_the_decoders_blur_alone_does():
+    """Fresh test images' reconstructions were never trained on: a generated number between
+    theirs and the fresh images' is the blur's doing; one beyond both is the generator's own."""
+    m = next(m for m in MEASURES if m.key == "authentic")
+    floor, blur = _number(0.70, 0.69, 0.71), _number(0.44, 0.43, 0.46)
+    within = reading(m, _number(0.56, 0.55, 0.57), floor, blur)
+    assert within == (
+        "authentic share: worse than real data's, no worse than the decoder's blur alone "
+        "(fresh reconstructions 0.44)"
+    )
+    beyond = reading(m, _number(0.30, 0.29, 0.31), floor, blur)
+    assert beyond.startswith("authentic share: worse than real data's and than the decoder's")
+    d = next(m for m in MEASURES if m.key == "dcr_share")
+    copying = reading(
+        d, _number(0.9, 0.88, 0.92), _number(0.5, 0.49, 0.51), _number(0.51, 0.5, 0.52)
+    )
+    assert "and than the decoder's blur alone" in copying

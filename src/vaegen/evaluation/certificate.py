@@ -22,6 +22,8 @@ class Measure:
     path     keys to the generated images' number ({"value", "low", "high", ...})
     floor    keys to real data's number measured the same way, or None (fixed: `ideal`)
     better   "lower", "higher" or "nearer" (nearer the floor, as density is)
+    blur     keys to the same number of fresh test images' reconstructions (a run's only): what
+             the decoder's blur alone does, no image having been trained on
     """
 
     key: str
@@ -30,6 +32,7 @@ class Measure:
     floor: tuple[str, ...] | None
     better: str
     ideal: float | None = None
+    blur: tuple[str, ...] | None = None
 
 
 MEASURES = (
@@ -102,6 +105,7 @@ MEASURES = (
         ("memorisation", "generated", "dcr_share"),
         ("memorisation", "fresh_real_floor", "dcr_share"),
         "lower",
+        blur=("memorisation", "fresh_reconstructions", "dcr_share"),
     ),
     Measure(
         "authentic",
@@ -109,6 +113,7 @@ MEASURES = (
         ("memorisation", "generated", "authentic"),
         ("memorisation", "fresh_real_floor", "authentic"),
         "higher",
+        blur=("memorisation", "fresh_reconstructions", "authentic"),
     ),
     Measure(
         "near_copies",
@@ -155,8 +160,14 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def reading(m: Measure, number: dict[str, Any], floor: dict[str, Any] | None) -> str:
-    """One line: the number against its floor's interval (or its fixed ideal)."""
+def reading(
+    m: Measure,
+    number: dict[str, Any],
+    floor: dict[str, Any] | None,
+    blur: dict[str, Any] | None = None,
+) -> str:
+    """One line: the number against its floor's interval (or its fixed ideal), and where it is
+    worse, against what the decoder's blur alone does (`blur`, when measured)."""
     value, low, high = number["value"], number.get("low"), number.get("high")
     if floor is None:
         ref = m.ideal
@@ -174,7 +185,21 @@ def reading(m: Measure, number: dict[str, Any], floor: dict[str, Any] | None) ->
     if m.better == "nearer":
         return f"{m.name}: {'above' if above else 'below'} real data's"
     worse = above if m.better == "lower" else not above
-    return f"{m.name}: {'worse' if worse else 'better'} than real data's"
+    if not worse:
+        return f"{m.name}: better than real data's"
+    if blur is not None:
+        b_low, b_high = blur.get("low", blur["value"]), blur.get("high", blur["value"])
+        past = high < b_low if m.better == "higher" else low > b_high  # beyond the blur's
+        if not past:
+            return (
+                f"{m.name}: worse than real data's, no worse than the decoder's blur alone "
+                f"(fresh reconstructions {_fmt(blur['value'])})"
+            )
+        return (
+            f"{m.name}: worse than real data's and than the decoder's blur alone (fresh "
+            f"reconstructions {_fmt(blur['value'])})"
+        )
+    return f"{m.name}: worse than real data's"
 
 
 def certificate(result: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +212,7 @@ def certificate(result: dict[str, Any]) -> dict[str, Any]:
         if number is None:
             continue
         floor = _get(result, m.floor) if m.floor is not None else None
+        blur = _get(result, m.blur) if m.blur is not None else None
         rows.append(
             {
                 "measure": m.key,
@@ -197,7 +223,7 @@ def certificate(result: dict[str, Any]) -> dict[str, Any]:
                 else {k: floor.get(k) for k in ("value", "low", "high", "n")},
                 "ideal": m.ideal,
                 "better": m.better,
-                "reading": reading(m, number, floor),
+                "reading": reading(m, number, floor, blur),
             }
         )
     return {
