@@ -1098,6 +1098,11 @@ def render_certificate(records: Records) -> str:
         "by the cold pass (a run of another model on the same data finds it too). The "
         "likelihood (the IWAE bound: K decoder passes per test image) and TSTR's classifiers "
         "trained on the generated images depend on the run and are measured every time.",
+        *(
+            f"{rec['results']['label']}: {rec['results']['note']}."
+            for rec in shown
+            if rec["results"].get("note")
+        ),
     ]
     return block(cert, notes, shown)
 
