@@ -564,3 +564,18 @@ def test_shipped_reference_classifier_reaches_91_percent(fashion_dir):
     acc = accuracy(load_reference_classifier(), test.images, test.labels)
     assert acc >= 0.91
     assert acc == pytest.approx(info["test_accuracy"], abs=2e-3)
+
+
+def test_evaluate_samples_refuses_to_replace_a_file_it_did_not_write(tmp_path, capsys):
+    """--out names where the result goes: a user's file there is refused before anything is
+    measured (nothing is loaded: the samples and data named do not even exist)."""
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"mine": 1}\n')
+    link = tmp_path / "link.json"
+    link.symlink_to(mine)
+    for out in (mine, link):
+        argv = ["evaluate", "--samples", str(tmp_path / "no.npz"), "--data", str(tmp_path / "no")]
+        assert main([*argv, "--out", str(out)]) != 0
+        said = "is not an earlier result" if out == mine else "is a link or a folder"
+        assert said in capsys.readouterr().err
+    assert mine.read_text() == '{"mine": 1}\n' and link.is_symlink()

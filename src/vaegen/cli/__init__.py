@@ -323,6 +323,8 @@ def _evaluate_samples(args: argparse.Namespace, data: dict[str, Any]) -> int:
         )
     if args.run is not None:
         raise VaegenError(f"--samples measures images without a run: leave out {args.run}")
+    if args.out is not None:
+        _check_result_file(args.out)  # before the measuring, not after
     result = evaluate_samples(
         args.samples,
         DataConfig(**data),
@@ -338,6 +340,24 @@ def _evaluate_samples(args: argparse.Namespace, data: dict[str, Any]) -> int:
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(format_table(result))
     return 0
+
+
+def _check_result_file(out: Path) -> None:
+    """--out may replace an earlier result of `evaluate --samples`, never another file."""
+    if out.is_symlink() or out.is_dir():
+        raise VaegenError(f"--out {out} is a link or a folder; name a new file")
+    if not out.exists():
+        return
+    try:
+        earlier = json.loads(out.read_text(encoding="utf-8"))
+        ours = isinstance(earlier, dict) and {"samples", "certificate"} <= set(earlier)
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        ours = False
+    if not ours:
+        raise VaegenError(
+            f"--out {out} exists and is not an earlier result of `vaegen evaluate --samples`; "
+            "vaegen leaves it as it is: name another file"
+        )
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
