@@ -61,11 +61,10 @@ def test_evaluate_end_to_end_on_a_tiny_conditional_run(tiny_data, tmp_path):
     assert s["binarize"] is False and s["classifier_epochs"] >= 1
     assert saved["vaegen_version"]
     lk = saved["likelihood"]
-    for key in ("negative_elbo", "reconstruction", "kl"):
-        assert set(lk[key]) == {"value", "units"} and math.isfinite(lk[key]["value"])
-    bound = lk["nll_bound_iwae"]
-    assert set(bound) == {"value", "low", "high", "n", "method", "level", "units"}
-    assert bound["low"] < bound["value"] < bound["high"] and bound["n"] == 64
+    for key in ("negative_elbo", "reconstruction", "kl", "nll_bound_iwae"):
+        number = lk[key]
+        assert set(number) == {"value", "low", "high", "n", "method", "level", "units"}
+        assert number["low"] < number["value"] < number["high"] and number["n"] == 64
     assert (
         "gaussian-loss units" in lk["negative_elbo"]["units"]
         and lk["kl"]["units"] == "nats per image"

@@ -39,8 +39,9 @@ class Interval:
     value   the estimate (the statistic on the full samples, the mean over seeds, the share)
     low     lower end of the interval, in the value's units
     high    upper end of the interval, in the value's units
-    n       the sample size behind it: images (or trials) for one sample, one count per sample
-            (in the caller's order) for several, seeds for `seed_interval`
+    n       the sample size behind it: images (or trials) for one sample or for paired samples
+            (one set of rows), one count per sample (in the caller's order) for several
+            independent ones, seeds for `seed_interval`
     method  how the interval was made: "bootstrap-percentile", "bootstrap-basic",
             "bootstrap-BCa", "student-t over seeds" or "wilson"
     level   the confidence level, in (0, 1) (0.95 for a 95 % interval)
@@ -166,7 +167,7 @@ def bootstrap_interval(
         value=value,
         low=low,
         high=high,
-        n=sizes[0] if len(sizes) == 1 else sizes,
+        n=sizes[0] if len(sizes) == 1 or paired else sizes,  # paired: one set of rows
         method=f"bootstrap-{method}",
         level=float(level),
     )

@@ -250,9 +250,9 @@ def _model_rows(add: Callable[[str, str], None], result: dict[str, Any]) -> None
     loss = m["loss"]
     unit = likelihood(loss).unit
     data = "binarised test images" if s["binarize"] else "test images"
-    add("negative ELBO", f"{_value(lk, 'negative_elbo'):.2f} {unit} per image ({data})")
-    add("  reconstruction", f"{_value(lk, 'reconstruction'):.2f} {unit}")
-    add("  KL", f"{_value(lk, 'kl'):.2f} nats")
+    add("negative ELBO", f"{_vi(lk, 'negative_elbo', '.2f')} {unit} per image ({data})")
+    add("  reconstruction", f"{_vi(lk, 'reconstruction', '.2f')} {unit}")
+    add("  KL", f"{_vi(lk, 'kl', '.2f')} nats")
     add(f"NLL bound, IWAE K={s['iw_samples']}", f"{_vi(lk, 'nll_bound_iwae', '.2f')} {unit}")
     if "gaussian_nll_nats" in lk:
         g = lk["gaussian_nll_nats"]

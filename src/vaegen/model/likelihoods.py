@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -299,13 +299,17 @@ def evaluate_loss(
     loss: str,
     seed: int,
     batch_size: int = 2000,
-) -> dict[str, float]:
+    *,
+    per_image: bool = False,
+) -> dict[str, Any]:
     """Per-image loss terms over a dataset, one sampled z per image from a fixed-seed generator
     (so the number is repeatable and does not disturb training's RNG streams).
 
     x: N x C x H x W floats in [0, 1]; y: N labels (conditional models) or None. Returns
     {"loss": recon + kl, "recon", "kl"} per image (beta = 1), in the likelihood's units, and
-    "kl_per_dim": the KL term of each latent dimension, nats per image (a list of D numbers)."""
+    "kl_per_dim": the KL term of each latent dimension, nats per image (a list of D numbers).
+    per_image: also "recon_each" and "kl_each", each image's two terms (N float64 tensors on the
+    CPU, whose means are "recon" and "kl"), for an interval over the images."""
     lk = likelihood(loss)
     was_training = model.training
     model.eval()
@@ -313,6 +317,7 @@ def evaluate_loss(
     rec_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     kl_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     kl_dims = torch.zeros((), dtype=torch.float64, device=x.device)
+    each: dict[str, list[torch.Tensor]] = {"recon_each": [], "kl_each": []}
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
         yb = None if y is None else y[i : i + batch_size]
@@ -320,9 +325,16 @@ def evaluate_loss(
         terms = lk.terms(out.recon, xb, out.mu, out.logvar)
         rec_sum += terms.recon.sum(dtype=torch.float64)
         kl_sum += terms.kl.sum(dtype=torch.float64)
+        if per_image:
+            each["recon_each"].append(terms.recon.detach().double().cpu())
+            each["kl_each"].append(terms.kl.detach().double().cpu())
         per_dim = -0.5 * (1 + out.logvar - out.mu.pow(2) - out.logvar.exp())
         kl_dims = kl_dims + per_dim.sum(0, dtype=torch.float64)
     model.train(was_training)
     n = len(x)
     rec, kl = rec_sum.item() / n, kl_sum.item() / n
-    return {"loss": rec + kl, "recon": rec, "kl": kl, "kl_per_dim": (kl_dims / n).tolist()}
+    out: dict[str, Any] = {"loss": rec + kl, "recon": rec, "kl": kl}
+    out["kl_per_dim"] = (kl_dims / n).tolist()
+    if per_image:
+        out.update({name: torch.cat(parts) for name, parts in each.items()})
+    return out
