@@ -44,11 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_open
-from .cache import cache_root
+from .cache import cache_off, cache_root
 
 log = logging.getLogger(__name__)
 
-ENV_OFF = "VAEGEN_NO_CACHE"
 FORMAT = "vaegen folder cache 2"  # a change of layout or meaning changes every key
 _STALE_S = 3600  # a temporary file this old is no write in progress but a killed one's
 # what reading a bad entry may raise (safetensors' own SafetensorError is caught by name)
@@ -57,7 +56,7 @@ _READ_ERRORS = (OSError, ValueError, KeyError, TypeError, struct.error, Recursio
 
 def cache_dir() -> Path | None:
     """The folder of the cache's entries (see the module's doc), or None when it is off."""
-    if os.environ.get(ENV_OFF, "").strip().lower() not in ("", "0", "false", "no", "off"):
+    if cache_off():
         return None
     return cache_root() / "folders"
 

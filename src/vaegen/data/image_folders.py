@@ -44,6 +44,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import folder_cache
+from .cache import ENV_OFF
 from .class_names import check_class_names
 from .memory import BYTES_PER_VALUE, check_fits
 
@@ -256,9 +257,7 @@ def read_folder(
     took = f"decoded {len(files)} files in {time.perf_counter() - t0:.1f} s"
     if entry is None:
         off = folder_cache.cache_dir() is None
-        got.cache = (
-            f"off ({folder_cache.ENV_OFF + ' is set' if off else 'a file vanished'}), {took}"
-        )
+        got.cache = f"off ({ENV_OFF + ' is set' if off else 'a file vanished'}), {took}"
         return got
     why = folder_cache.write_entry(entry, key, got.images, got.labels, got.classes, got.notes)
     if why:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 
 from .. import tensorfiles
 from .._version import __version__
-from ..data.cache import cache_root
+from ..data.cache import cache_off, cache_root
 from ..errors import VaegenError
 from ..files import write_group
 from ..locks import lock
@@ -43,7 +42,6 @@ from ..locks import lock
 log = logging.getLogger(__name__)
 
 FORMAT = "vaegen real side 1"  # a change of what an entry holds or means changes every key
-ENV_OFF = "VAEGEN_NO_CACHE"
 TENSORS = "real.safetensors"
 NUMBERS = "real.json"
 LOCK = ".lock"  # held while the entry is written: two evaluations never interleave their files
@@ -51,7 +49,7 @@ LOCK = ".lock"  # held while the entry is written: two evaluations never interle
 
 def cache_folder() -> Path | None:
     """cache_root()/evaluation, or None when the cache is off (VAEGEN_NO_CACHE)."""
-    if os.environ.get(ENV_OFF, "").strip().lower() not in ("", "0", "false", "no", "off"):
+    if cache_off():
         return None
     return cache_root() / "evaluation"
 
